@@ -1,0 +1,17 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The exceptions kexecd raises for domain failures.
+
+Failures of the operating system come up as :class:`OSError` with the errno
+the C core returned. Everything else is a :class:`KexecdError`, whose message
+names the file or value at fault and what to do about it.
+"""
+
+__all__ = ["KexecdError", "TraceError"]
+
+
+class KexecdError(Exception):
+    """Base of kexecd's own errors; never raised directly."""
+
+
+class TraceError(KexecdError):
+    """A kexec-tools command could not be run or captured as asked."""

@@ -1,0 +1,484 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The QEMU test bed: boot Debian's kernel under TCG, drive it, crash it, read the dump.
+
+The guest's userspace is the host's root, shared read-only over 9p, so the
+guest runs this checkout's venv and the host's kexec-tools. A second, writable
+9p share (the run directory, mounted at the same path in the guest) carries
+files out. Every wait has a timeout; on failure the run directory (console
+log, QMP log, the crash kernel's serial output) is kept and named.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elftools.elf.elffile import ELFFile
+
+from tests.vm import assets
+from tests.vm.guest_safety import MARK
+from tests.vm.qmp import QMP
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT = Path(__file__).with_name("guest_agent.py")
+KEXEC = "/usr/sbin/kexec"
+# The crash kernel's command line. acpi_no_memhotplug keeps the crash kernel
+# from onlining the hot-added DIMMs it is meant to dump (Fedora's default too).
+CRASH_APPEND = (
+    "console=ttyS0 irqpoll nr_cpus=1 reset_devices acpi_no_memhotplug "
+    "panic=1 kexecd.crash=1"
+)
+
+
+class TestbedError(RuntimeError):
+    """A test-bed step failed; the message names the logs to read."""
+
+
+@dataclass
+class Result:
+    """What a command run in the guest did."""
+
+    argv: list[str]
+    rc: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def check(self) -> Result:
+        if self.rc != 0:
+            raise TestbedError(
+                f"guest command {shlex.join(self.argv)} exited {self.rc}\n"
+                f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Phdr:
+    """One program header of a vmcore or ELF core header."""
+
+    type: str
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+
+
+@dataclass(frozen=True)
+class Vmcore:
+    """The program headers and notes at the head of the crash kernel's /proc/vmcore."""
+
+    size: int
+    phdrs: tuple[Phdr, ...]
+    notes: tuple[tuple[str, str], ...]  # (name, type)
+
+    @property
+    def loads(self) -> list[tuple[int, int]]:
+        """The PT_LOAD ranges as (physical start, end exclusive)."""
+        return [(p.paddr, p.paddr + p.memsz) for p in self.phdrs if p.type == "PT_LOAD"]
+
+    @property
+    def prstatus(self) -> int:
+        """How many NT_PRSTATUS notes (one per CPU the dump knows) there are."""
+        return sum(1 for _, t in self.notes if t == "NT_PRSTATUS")
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether the PT_LOADs cover [start, end) entirely."""
+        pos = start
+        for s, e in sorted(self.loads):
+            if s <= pos < e:
+                pos = e
+        return pos >= end
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether any PT_LOAD touches [start, end)."""
+        return any(s < end and start < e for s, e in self.loads)
+
+
+def parse_elf_core(data: bytes, size: int | None = None) -> Vmcore:
+    """Parse the program headers and notes of an ELF core file's head."""
+    elf = ELFFile(io.BytesIO(data))
+    phdrs = []
+    notes = []
+    for seg in elf.iter_segments():
+        h = seg.header
+        phdrs.append(
+            Phdr(h.p_type, h.p_offset, h.p_vaddr, h.p_paddr, h.p_filesz, h.p_memsz)
+        )
+        if h.p_type == "PT_NOTE" and h.p_offset + h.p_filesz <= len(data):
+            notes.extend((n["n_name"], n["n_type"]) for n in seg.iter_notes())
+    return Vmcore(size if size is not None else len(data), tuple(phdrs), tuple(notes))
+
+
+@dataclass
+class Machine:
+    """The QEMU machine shape."""
+
+    smp: int = 2
+    maxcpus: int = 4
+    mem_mib: int = 1024
+    slots: int = 4
+    maxmem_mib: int = 4096
+    crashkernel: str = "256M"
+
+
+@dataclass
+class Guest:
+    """A running test-bed guest. Use :func:`boot` to get one."""
+
+    name: str
+    run_dir: Path
+    machine: Machine
+    kernel: assets.Kernel
+    initramfs: Path
+    proc: subprocess.Popen[bytes]
+    qmp: QMP
+    sock: socket.socket
+    boot_seconds: float = 0.0
+    _buf: bytes = b""
+    _next_id: int = 0
+    _dimms: int = 0
+    dimms: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    # -- logs and failures ------------------------------------------------
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    @property
+    def qmp_log(self) -> Path:
+        return self.run_dir / "qmp.log"
+
+    @property
+    def crash_log(self) -> Path:
+        return self.run_dir / "ttyS1.out"
+
+    def fail(self, what: str) -> TestbedError:
+        """An error naming the logs of this run, with the console's tail."""
+        tail = ""
+        if self.console_log.exists():
+            lines = self.console_log.read_text(errors="replace").splitlines()
+            tail = "\n".join(lines[-25:])
+        return TestbedError(
+            f"{what}\n  console log: {self.console_log}\n  QMP log:     {self.qmp_log}\n"
+            f"  crash out:   {self.crash_log}\n--- console tail ---\n{tail}"
+        )
+
+    # -- the agent ----------------------------------------------------------
+
+    def _recv(self, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                raise self.fail(
+                    "the guest agent did not answer"
+                    + (" (QEMU exited)" if self.proc.poll() is not None else "")
+                )
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise self.fail("the guest agent's channel closed")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def _request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self._next_id += 1
+        req["id"] = self._next_id
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._recv(deadline)
+            if reply.get("id") == self._next_id:
+                return reply
+
+    def run(
+        self,
+        argv: list[str] | str,
+        *,
+        timeout: float = 120.0,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> Result:
+        """Run a command in the guest (a string runs under ``sh -c``)."""
+        if isinstance(argv, str):
+            argv = ["sh", "-c", argv]
+        reply = self._request(
+            {"op": "run", "argv": argv, "input": input, "timeout": timeout, "env": env or {}},
+            timeout + 30,
+        )
+        if reply.get("timeout"):
+            raise self.fail(f"guest command {shlex.join(argv)} timed out after {timeout} s")
+        res = Result(argv, reply["rc"], reply["stdout"], reply["stderr"], reply["seconds"])
+        return res.check() if check else res
+
+    def sh(self, script: str, timeout: float = 120.0) -> str:
+        """Run a shell script in the guest; return its stdout; raise if it fails."""
+        return self.run(script, timeout=timeout).stdout
+
+    def read(self, path: str) -> str:
+        return self.run(["cat", path]).stdout
+
+    def python(self, *args: str, timeout: float = 300.0, check: bool = True) -> Result:
+        """Run this checkout's venv Python in the guest."""
+        return self.run([sys.executable, *args], timeout=timeout, check=check)
+
+    # -- CPUs and memory ----------------------------------------------------
+
+    def online_cpus(self) -> list[int]:
+        return parse_cpu_list(self.read("/sys/devices/system/cpu/online"))
+
+    def present_cpus(self) -> list[int]:
+        return parse_cpu_list(self.read("/sys/devices/system/cpu/present"))
+
+    def hot_add_cpu(self, timeout: float = 60.0) -> int:
+        """Plug one CPU in over QMP; return its id once the guest sees it."""
+        before = set(self.present_cpus())
+        free = [c for c in self.qmp.execute("query-hotpluggable-cpus") if "qom-path" not in c]
+        if not free:
+            raise self.fail("no free CPU slot (raise Machine.maxcpus)")
+        slot = min(free, key=lambda c: sorted(c["props"].items()))
+        props = slot["props"]
+        dev_id = "cpu-" + "-".join(str(v) for _, v in sorted(props.items()))
+        self.qmp.execute("device_add", driver=slot["type"], id=dev_id, **props)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = set(self.present_cpus()) - before
+            if new:
+                return min(new)
+            time.sleep(0.2)
+        raise self.fail(f"the guest did not see the CPU {dev_id} within {timeout} s")
+
+    def set_cpu_online(self, cpu: int, online: bool = True) -> None:
+        self.sh(f"echo {int(online)} > /sys/devices/system/cpu/cpu{cpu}/online")
+
+    def memory_block_size(self) -> int:
+        return int(self.read("/sys/devices/system/memory/block_size_bytes"), 16)
+
+    def hot_add_memory(self, size_mib: int, timeout: float = 60.0) -> tuple[int, int]:
+        """Plug a pc-dimm in; return its (start, end) once the guest has its blocks."""
+        self._dimms += 1
+        name = f"dimm{self._dimms}"
+        self.qmp.execute(
+            "object-add", **{"qom-type": "memory-backend-ram", "id": f"mem-{name}"},
+            size=size_mib << 20,
+        )
+        self.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"mem-{name}")
+        dev = next(
+            d["data"] for d in self.qmp.execute("query-memory-devices")
+            if d["data"].get("id") == name
+        )
+        start, end = dev["addr"], dev["addr"] + dev["size"]
+        self.dimms[name] = (start, end)
+        blocks = self._blocks(start, end)
+        script = " && ".join(f"test -d /sys/devices/system/memory/memory{b}" for b in blocks)
+        deadline = time.monotonic() + timeout
+        while self.run(script, check=False).rc != 0:
+            if time.monotonic() > deadline:
+                raise self.fail(f"the guest did not see {name}'s memory blocks {blocks}")
+            time.sleep(0.2)
+        return start, end
+
+    def _blocks(self, start: int, end: int) -> list[int]:
+        bs = self.memory_block_size()
+        return list(range(start // bs, end // bs))
+
+    def set_memory_online(self, start: int, end: int, online: bool = True) -> None:
+        """Online (movable, so it can be removed again) or offline a physical range."""
+        state = "online_movable" if online else "offline"
+        script = "; ".join(
+            f"echo {state} > /sys/devices/system/memory/memory{b}/state"
+            for b in self._blocks(start, end)
+        )
+        self.sh(f"set -e; {script}")
+
+    def hot_remove_memory(self, name: str, timeout: float = 60.0) -> tuple[int, int]:
+        """Offline a DIMM's blocks, unplug it, wait until the guest lets go of it."""
+        start, end = self.dimms.pop(name)
+        self.set_memory_online(start, end, online=False)
+        self.qmp.execute("device_del", id=name)
+        self.qmp.wait_event("DEVICE_DELETED", timeout, device=name)
+        blocks = self._blocks(start, end)
+        script = " || ".join(f"test -d /sys/devices/system/memory/memory{b}" for b in blocks)
+        deadline = time.monotonic() + timeout
+        while self.run(script, check=False).rc == 0:
+            if time.monotonic() > deadline:
+                raise self.fail(f"the guest kept {name}'s memory blocks {blocks}")
+            time.sleep(0.2)
+        self.qmp.execute("object-del", id=f"mem-{name}")
+        return start, end
+
+    # -- kdump ----------------------------------------------------------------
+
+    def kexec_argv(self, append: str = "") -> list[str]:
+        """The ``kexec -p`` command that loads the test bed's crash kernel."""
+        return [
+            KEXEC,
+            "-p",
+            str(self.kernel.vmlinuz),
+            f"--initrd={self.initramfs}",
+            f"--append={CRASH_APPEND} {append}".strip(),
+        ]
+
+    def load_crash_kernel(self, append: str = "") -> Result:
+        """Load the crash kernel with kexec-tools in the guest."""
+        res = self.run(self.kexec_argv(append), timeout=120)
+        if self.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
+            raise self.fail("kexec -p succeeded but no crash kernel is loaded")
+        return res
+
+    def crash(self, timeout: float = 240.0) -> Vmcore:
+        """Panic the guest; return the head of the vmcore its crash kernel saw.
+
+        The watchdog is ``timeout``: a crash kernel that never boots (a stale
+        purgatory digest spins forever) raises :class:`TestbedError`.
+        """
+        self._request({"op": "panic"}, 30)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise self.fail(f"no dump: the guest did not power off within {timeout} s") from None
+        return self.read_vmcore()
+
+    def read_vmcore(self) -> Vmcore:
+        text = self.crash_log.read_text(errors="replace") if self.crash_log.exists() else ""
+        m = re.search(r"KEXECD-VMCORE-BEGIN size=(\d+)\s*\n(.*?)KEXECD-VMCORE-END", text, re.S)
+        if not m:
+            raise self.fail("the crash kernel sent no vmcore")
+        data = base64.b64decode(re.sub(r"[^A-Za-z0-9+/=]", "", m.group(2)))
+        (self.run_dir / "vmcore-head.bin").write_bytes(data)
+        return parse_elf_core(data, int(m.group(1)))
+
+    # -- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.qmp.execute("quit")
+            except Exception:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close()
+        self.qmp.close()
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse a sysfs CPU list such as ``0-2,5``."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _new_run_dir(name: str) -> Path:
+    runs = assets.cache_dir() / "runs"
+    runs.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = runs / f"{stamp}-{os.getpid()}-{len(list(runs.iterdir()))}"
+    path.mkdir()
+    (path / "name").write_text(name + "\n")
+    return path
+
+
+def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 240.0) -> Guest:
+    """Boot a test-bed guest and wait for its agent."""
+    machine = machine or Machine()
+    kernel = assets.ensure_kernel()
+    initramfs = assets.build_initramfs(kernel)
+    run_dir = _new_run_dir(name)
+    share = run_dir / "share"
+    share.mkdir()
+    append = " ".join(
+        [
+            "console=ttyS0",
+            f"crashkernel={machine.crashkernel}",
+            "panic=1",
+            MARK,
+            f"kexecd.share={share}",
+            f"kexecd.python={sys.executable}",
+            f"kexecd.agent={AGENT}",
+        ]
+    )
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    argv = [
+        qemu,
+        "-machine", "q35",
+        "-accel", "tcg,thread=multi",
+        "-cpu", "max",
+        "-smp", f"{machine.smp},maxcpus={machine.maxcpus}",
+        "-m", f"{machine.mem_mib}M,slots={machine.slots},maxmem={machine.maxmem_mib}M",
+        "-kernel", str(kernel.vmlinuz),
+        "-initrd", str(initramfs),
+        "-append", append,
+        "-display", "none",
+        "-nic", "none",
+        "-no-reboot",
+        "-monitor", "none",
+        "-serial", f"file:{run_dir / 'console.log'}",
+        "-serial", f"file:{run_dir / 'ttyS1.out'}",
+        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs", f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
+        "-device", "virtio-serial-pci",
+        "-chardev", f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
+        "-device", "virtserialport,chardev=agent,name=org.kexecd.agent",
+    ]  # fmt: skip
+    (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=(run_dir / "qemu.out").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    qmp: QMP | None = None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
+        sock.connect(str(run_dir / "agent.sock"))
+        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock)
+        ready = guest._recv(time.monotonic() + timeout)
+        if not ready.get("ready"):
+            raise guest.fail(f"unexpected first message from the agent: {ready}")
+        guest.boot_seconds = time.monotonic() - start
+        return guest
+    except BaseException as e:
+        proc.kill()
+        proc.wait()
+        sock.close()
+        if qmp:
+            qmp.close()
+        if isinstance(e, TestbedError):
+            raise
+        raise TestbedError(f"booting the guest failed: {e}; logs in {run_dir}") from e
