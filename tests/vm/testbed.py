@@ -42,8 +42,15 @@ CRASH_APPEND = (
 )
 
 
+# arch/x86/include/asm/page_64_types.h: __START_KERNEL_map, where the kernel
+# text is mapped; the direct map of RAM (PAGE_OFFSET) lies far below it.
+KERNEL_TEXT_MAP = 0xFFFFFFFF80000000
+
+
 class TestbedError(RuntimeError):
     """A test-bed step failed; the message names the logs to read."""
+
+    __test__ = False  # not a pytest class, whatever its name
 
 
 @dataclass
@@ -89,6 +96,23 @@ class Vmcore:
     def loads(self) -> list[tuple[int, int]]:
         """The PT_LOAD ranges as (physical start, end exclusive)."""
         return [(p.paddr, p.paddr + p.memsz) for p in self.phdrs if p.type == "PT_LOAD"]
+
+    @property
+    def ram_loads(self) -> list[tuple[int, int]]:
+        """The PT_LOADs of the direct map (RAM), without the kernel text one."""
+        return [
+            (p.paddr, p.paddr + p.memsz)
+            for p in self.phdrs
+            if p.type == "PT_LOAD" and p.vaddr < KERNEL_TEXT_MAP
+        ]
+
+    @property
+    def kernel_text(self) -> tuple[int, int] | None:
+        """The kernel text PT_LOAD (physical start, end), if there is one."""
+        for p in self.phdrs:
+            if p.type == "PT_LOAD" and p.vaddr >= KERNEL_TEXT_MAP:
+                return (p.paddr, p.paddr + p.memsz)
+        return None
 
     @property
     def prstatus(self) -> int:

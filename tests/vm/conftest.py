@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Fixtures of the VM tier: guests that keep their logs when a test fails."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Generator, Iterator
+
+import pytest
+
+from tests.vm.testbed import Guest, boot
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        item.stash.setdefault(_FAILED, True)
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+def _guest(request: pytest.FixtureRequest, name: str) -> Iterator[Guest]:
+    guest = boot(name)
+    yield guest
+    guest.close()
+    failed = request.node.stash.get(_FAILED, False) if isinstance(request.node, pytest.Item) else (
+        request.session.testsfailed > 0
+    )
+    if failed:
+        print(f"\nkept the guest's logs: {guest.run_dir}")
+    else:
+        shutil.rmtree(guest.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """A freshly booted guest for one test (one that crashes it, say)."""
+    yield from _guest(request, request.node.name)
+
+
+@pytest.fixture(scope="module")
+def shared_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """One guest for a whole module of tests that leave it running."""
+    yield from _guest(request, request.module.__name__.rsplit(".", 1)[-1])
