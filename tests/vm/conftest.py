@@ -26,8 +26,10 @@ def _guest(request: pytest.FixtureRequest, name: str) -> Iterator[Guest]:
     guest = boot(name)
     yield guest
     guest.close()
-    failed = request.node.stash.get(_FAILED, False) if isinstance(request.node, pytest.Item) else (
-        request.session.testsfailed > 0
+    failed = (
+        request.node.stash.get(_FAILED, False)
+        if isinstance(request.node, pytest.Item)
+        else (request.session.testsfailed > 0)
     )
     if failed:
         print(f"\nkept the guest's logs: {guest.run_dir}")

@@ -21,6 +21,7 @@ found in purgatory's bytes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -72,10 +73,9 @@ SYSFS_GLOBS = (
 
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # Unreadable attributes (write-only, or absent on this kernel) are skipped.
+    with contextlib.suppress(OSError):
         dst.write_bytes(src.read_bytes())
-    except OSError:
-        pass  # unreadable attributes (write-only, or absent on this kernel)
 
 
 def capture_root(out: Path, src: Path = Path("/")) -> None:
@@ -89,7 +89,7 @@ def capture_root(out: Path, src: Path = Path("/")) -> None:
     # /proc/kcore: the ELF header and program headers, no data.
     with open(src / "proc/kcore", "rb") as f:
         ehdr = f.read(64)
-        phoff, = struct.unpack_from("<Q", ehdr, 32)
+        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
         phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
         f.seek(0)
         (out / "proc/kcore").write_bytes(f.read(phoff + phentsize * phnum))

@@ -66,15 +66,12 @@ def run(reload_after_hotplug: bool) -> Outcome:
             header = traced_load(guest, "load-after")
         online = guest.online_cpus()
         notes = {
-            c: int(guest.read(f"/sys/devices/system/cpu/cpu{c}/crash_notes"), 16)
-            for c in online
+            c: int(guest.read(f"/sys/devices/system/cpu/cpu{c}/crash_notes"), 16) for c in online
         }
         vmcore = guest.crash()
     finally:
         guest.close()
-    return Outcome(
-        label, mem, cpu, online, notes, header, vmcore, time.monotonic() - start
-    )
+    return Outcome(label, mem, cpu, online, notes, header, vmcore, time.monotonic() - start)
 
 
 def _yes(ok: bool) -> str:
@@ -99,7 +96,9 @@ def side_by_side(stale: Outcome, fresh: Outcome) -> str:
         t = o.vmcore.kernel_text
         return f"{(t[1] - t[0]) >> 20} MiB at {t[0]:#x}" if t else "MISSING"
 
-    lines.append(f"{'kernel text (KASLR: moves each boot)':38}{text(stale):<{w}}{text(fresh):<{w}}")
+    lines.append(
+        f"{'kernel text (KASLR: moves each boot)':38}{text(stale):<{w}}{text(fresh):<{w}}"
+    )
     a, b = stale.added_range
     lines.append(
         f"{f'hot-added {(b - a) >> 20} MiB at {a:#x}':38}"

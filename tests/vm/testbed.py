@@ -11,6 +11,7 @@ log, QMP log, the crash kernel's serial output) is kept and named.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -37,8 +38,7 @@ KEXEC = "/usr/sbin/kexec"
 # The crash kernel's command line. acpi_no_memhotplug keeps the crash kernel
 # from onlining the hot-added DIMMs it is meant to dump (Fedora's default too).
 CRASH_APPEND = (
-    "console=ttyS0 irqpoll nr_cpus=1 reset_devices acpi_no_memhotplug "
-    "panic=1 kexecd.crash=1"
+    "console=ttyS0 irqpoll nr_cpus=1 reset_devices acpi_no_memhotplug panic=1 kexecd.crash=1"
 )
 
 
@@ -139,9 +139,7 @@ def parse_elf_core(data: bytes, size: int | None = None) -> Vmcore:
     notes = []
     for seg in elf.iter_segments():
         h = seg.header
-        phdrs.append(
-            Phdr(h.p_type, h.p_offset, h.p_vaddr, h.p_paddr, h.p_filesz, h.p_memsz)
-        )
+        phdrs.append(Phdr(h.p_type, h.p_offset, h.p_vaddr, h.p_paddr, h.p_filesz, h.p_memsz))
         if h.p_type == "PT_NOTE" and h.p_offset + h.p_filesz <= len(data):
             notes.extend((n["n_name"], n["n_type"]) for n in seg.iter_notes())
     return Vmcore(size if size is not None else len(data), tuple(phdrs), tuple(notes))
@@ -303,12 +301,14 @@ class Guest:
         self._dimms += 1
         name = f"dimm{self._dimms}"
         self.qmp.execute(
-            "object-add", **{"qom-type": "memory-backend-ram", "id": f"mem-{name}"},
+            "object-add",
+            **{"qom-type": "memory-backend-ram", "id": f"mem-{name}"},
             size=size_mib << 20,
         )
         self.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"mem-{name}")
         dev = next(
-            d["data"] for d in self.qmp.execute("query-memory-devices")
+            d["data"]
+            for d in self.qmp.execute("query-memory-devices")
             if d["data"].get("id") == name
         )
         start, end = dev["addr"], dev["addr"] + dev["size"]
@@ -398,10 +398,8 @@ class Guest:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(Exception):
                 self.qmp.execute("quit")
-            except Exception:
-                pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

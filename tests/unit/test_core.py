@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""kexecd.core: the tracer, through the typed wrapper.
+
+Only skip mode runs on the host: the traced calls never reach the kernel (and
+the fake program's flags would make the kernel refuse them anyway). Pass mode
+runs in the VM tier, where kexec-tools really loads a crash kernel.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kexecd.core import KexecCall, trace_kexec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_captures_kexec_load_arguments(fake_kexec: Path) -> None:
+    cap = trace_kexec([str(fake_kexec), "load"], skip=True)
+    assert cap.call is KexecCall.KEXEC_LOAD
+    assert (cap.result, cap.calls, cap.exit_code) == (0, 1, 0)
+    assert cap.entry == 0x1234
+    assert cap.flags == 0x80000100
+    assert [(len(s.buf), s.mem, s.memsz) for s in cap.segments] == [
+        (5000, 0x100000, 0x2000),
+        (0, 0x200000, 0x1000),
+        (3, 0x300000, 0x1000),
+    ]
+    assert cap.segments[0].buf == bytes((i * 7) & 0xFF for i in range(5000))
+    assert cap.segments[2].buf == b"xyz"
+    assert cap.cmdline is None
+
+
+def test_keeps_the_last_of_several_calls(fake_kexec: Path) -> None:
+    cap = trace_kexec([str(fake_kexec), "twice"], skip=True)
+    assert (cap.calls, cap.entry) == (2, 0x2222)
+
+
+def test_captures_kexec_file_load(fake_kexec: Path) -> None:
+    cap = trace_kexec([str(fake_kexec), "file"], skip=True)
+    assert cap.call is KexecCall.KEXEC_FILE_LOAD
+    assert cap.cmdline == b"console=ttyS0 elfcorehdr=123K\0"
+    assert cap.segments == ()
+
+
+def test_program_without_kexec_calls(fake_kexec: Path) -> None:
+    cap = trace_kexec([str(fake_kexec), "none"], skip=True)
+    assert (cap.call, cap.calls, cap.exit_code) == (KexecCall.NONE, 0, 0)
+
+
+def test_exit_codes_come_through(fake_kexec: Path) -> None:
+    assert trace_kexec(["/nonexistent/kexec"], skip=True).exit_code == 127
+    assert trace_kexec(["sh", "-c", "exit 7"], skip=True).exit_code == 7
+    assert trace_kexec(["sh", "-c", "kill -TERM $$"], skip=True).exit_code == -15
+
+
+def test_rejects_an_empty_command() -> None:
+    with pytest.raises(ValueError):
+        trace_kexec([])
+
+
+def test_c_core_tests_pass_under_sanitizers() -> None:
+    # csrc/ stands alone: its own tests, built with ASan and UBSan.
+    p = subprocess.run(
+        ["make", "-s", "-C", str(REPO / "csrc"), "check"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.strip().endswith(" passed, 0 failed")
