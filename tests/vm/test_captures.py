@@ -1,14 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``make captures`` re-creates what tests/data holds.
 
-Bytes differ from run to run (KASLR, the RNG seed segment, timestamps), so
-this compares what must not: the shape of every load and what each header
-lists.
+Bytes differ from run to run (KASLR moves the kernel and the crashkernel=
+reservation; the RNG seed segment and timestamps change), so this compares
+what must not: the shape of every load and what each header lists.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,25 @@ def _shape(capture: Path) -> dict[str, Any]:
     (phnum,) = struct.unpack_from("<H", header, 56)
     # (p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align)
     ph = [struct.unpack_from("<IIQQQQQQ", header, phoff + 56 * i) for i in range(phnum)]
-    ram = sorted((p[4], p[4] + p[6]) for p in ph if p[0] == 1 and p[3] < 0xFFFFFFFF80000000)
+    ram = [(p[4], p[4] + p[6]) for p in ph if p[0] == 1 and p[3] < 0xFFFFFFFF80000000]
+    # KASLR moves the kernel and with it where crashkernel= is reserved, so
+    # compare RAM with the crash kernel's reservation put back.
+    iomem = (capture / "root" / "proc" / "iomem").read_text()
+    crash = re.search(r"^\s*([0-9a-f]+)-([0-9a-f]+) : Crash kernel$", iomem, re.M)
+    assert crash is not None
+    lo, hi = int(crash.group(1), 16), int(crash.group(2), 16) + 1
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted([*ram, (lo, hi)]):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
     return {
         "segments": [(s["memsz"], s["file"] is not None) for s in m["segments"]],
         "digest_found": m["purgatory_digest_offset"] is not None,
         "notes": sum(1 for p in ph if p[0] == 4),
-        "ram": ram,
+        "ram": merged,
+        "crash_kernel_size": hi - lo,
         "scenario": json.loads((capture / "scenario.json").read_text()),
     }
 
