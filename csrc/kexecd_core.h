@@ -69,4 +69,126 @@ int kexecd_trace_run(const char *const *argv, int mode, struct kexecd_load *ret,
 /** kexecd_load_deinit() - free the buffers of a struct kexecd_load. */
 void kexecd_load_deinit(struct kexecd_load *load);
 
+// ---------------------------------------------------------------------------
+// Memory ranges (ranges.c). Inclusive ends, as kexec-tools and /proc/iomem
+// have them: [start, end].
+
+/** The kinds of memory range kexec-tools collects (kexec/kexec.h RANGE_*). */
+enum kexecd_range_type {
+	KEXECD_RANGE_RAM = 0,
+	KEXECD_RANGE_RESERVED = 1,
+	KEXECD_RANGE_ACPI = 2,
+	KEXECD_RANGE_ACPI_NVS = 3,
+	KEXECD_RANGE_PMEM = 6,
+	KEXECD_RANGE_PRAM = 11,
+};
+
+/** One memory range. */
+struct kexecd_range {
+	uint64_t start;
+	uint64_t end;	// inclusive
+	int type;	// enum kexecd_range_type
+};
+
+/**
+ * kexecd_ranges_exclude() - cut [start, end] out of every range, as
+ * kexec-tools' exclude_region() does.
+ * @ranges: the list, in order; @cap: its capacity; @nr: its length, updated.
+ *
+ * A range that holds the region strictly inside is split in two; the upper
+ * half is inserted after it with type RAM (kexec-tools hard-codes that). A
+ * range that starts or ends with the region is trimmed. Only one split is
+ * made per call, like kexec-tools.
+ * Return: 0, -ENOSPC when a split does not fit, -EINVAL if start > end.
+ */
+int kexecd_ranges_exclude(struct kexecd_range *ranges, uint32_t *nr, uint32_t cap,
+			  uint64_t start, uint64_t end);
+
+/**
+ * kexecd_ranges_normalize() - sort by start and merge overlapping or
+ * adjacent ranges, in place. Types are ignored (the result is all RAM).
+ * Return: 0; *nr is the new length.
+ */
+int kexecd_ranges_normalize(struct kexecd_range *ranges, uint32_t *nr);
+
+/**
+ * kexecd_ranges_subtract() - the set difference a \ b of two normalized
+ * lists, into @ret (capacity @cap).
+ * Return: 0, or -ENOSPC when @ret is too small; *nr_ret is its length.
+ */
+int kexecd_ranges_subtract(const struct kexecd_range *a, uint32_t nr_a,
+			   const struct kexecd_range *b, uint32_t nr_b,
+			   struct kexecd_range *ret, uint32_t cap, uint32_t *nr_ret);
+
+// ---------------------------------------------------------------------------
+// ELF64 core headers (elfcore.c), as kexec-tools' crash_create_elf64_headers()
+// lays them out.
+
+/** A note's physical address and size. */
+struct kexecd_note {
+	uint64_t addr;
+	uint64_t size;
+};
+
+/** Everything an ELF core header is made of. */
+struct kexecd_header_spec {
+	uint16_t machine;		// e_machine (EM_X86_64 = 62)
+	uint32_t nr_cpus_conf;		// sysconf(_SC_NPROCESSORS_CONF): sizes the buffer
+	const struct kexecd_note *cpu_notes;	// one PT_NOTE each, in order
+	uint32_t nr_cpu_notes;
+	int has_vmcoreinfo;
+	struct kexecd_note vmcoreinfo;
+	int has_kernel;			// the kernel text PT_LOAD
+	uint64_t kernel_paddr;
+	uint64_t kernel_vaddr;
+	uint64_t kernel_size;
+	const struct kexecd_range *ranges;	// every collected range; RAM ones become PT_LOADs
+	uint32_t nr_ranges;
+	uint64_t page_offset;		// p_vaddr = p_paddr + page_offset
+	uint64_t backup_src_start;	// the RAM range whose data purgatory copies ...
+	uint64_t backup_src_size;
+	uint64_t backup_start;		// ... here, so its p_offset points here
+	uint32_t align;			// the buffer is a multiple of this (1024)
+};
+
+/**
+ * kexecd_elfcore_size() - the buffer size kexec-tools allocates for @spec:
+ * 64 + 56 * (nr_cpus_conf + has_vmcoreinfo + nr_ranges + has_kernel),
+ * rounded up to align.
+ * Return: 0 or -EINVAL (align not a multiple of 1024).
+ */
+int kexecd_elfcore_size(const struct kexecd_header_spec *spec, uint64_t *size_ret);
+
+/**
+ * kexecd_elfcore_build() - write the ELF core header for @spec into @buf.
+ * @cap: the capacity of @buf. Nothing is written past it.
+ * @len_ret: the bytes written: kexecd_elfcore_size(), zero-padded.
+ * Return: 0, -ENOSPC if @cap is too small, -EINVAL for a bad spec.
+ */
+int kexecd_elfcore_build(const struct kexecd_header_spec *spec, uint8_t *buf, uint64_t cap,
+			 uint64_t *len_ret);
+
+/** One program header, as read back. */
+struct kexecd_phdr {
+	uint32_t type;
+	uint32_t flags;
+	uint64_t offset;
+	uint64_t vaddr;
+	uint64_t paddr;
+	uint64_t filesz;
+	uint64_t memsz;
+	uint64_t align;
+};
+
+/**
+ * kexecd_elfcore_parse() - read the program headers of an ELF64 core header.
+ * @phdrs: filled with up to @cap headers; @nr_ret: how many the file has.
+ * @machine_ret: e_machine.
+ * Return: 0; -EBADMSG when @buf is not a little-endian ELF64 ET_CORE file with
+ * 56-byte program headers inside @len; -ENOSPC when @cap is too small
+ * (*nr_ret still tells how many are needed).
+ */
+int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *phdrs,
+			 uint32_t cap, uint32_t *nr_ret, uint16_t *machine_ret);
+
 #endif // KEXECD_CORE_H

@@ -9,13 +9,27 @@ and leave here as :class:`OSError`.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kexecd._core import ffi, lib
+from kexecd.model import HeaderSpec, MemRange, Phdr, RangeType
 
-__all__ = ["KexecCall", "LoadCapture", "Segment", "trace_kexec"]
+__all__ = [
+    "KexecCall",
+    "LoadCapture",
+    "Segment",
+    "build_header",
+    "exclude_range",
+    "header_size",
+    "normalize_ranges",
+    "parse_header",
+    "subtract_ranges",
+    "trace_kexec",
+]
 
 
 class KexecCall(enum.Enum):
@@ -103,3 +117,135 @@ def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
         )
     finally:
         lib.kexecd_load_deinit(load)
+
+
+# -- memory ranges -------------------------------------------------------------
+
+
+def _c_ranges(ranges: Sequence[MemRange], cap: int | None = None) -> Any:
+    buf = ffi.new("struct kexecd_range[]", max(cap or 0, len(ranges), 1))
+    for i, r in enumerate(ranges):
+        buf[i].start = r.start
+        buf[i].end = r.end
+        buf[i].type = int(r.type)
+    return buf
+
+
+def _py_ranges(buf: Any, nr: int) -> list[MemRange]:
+    return [MemRange(buf[i].start, buf[i].end, RangeType(buf[i].type)) for i in range(nr)]
+
+
+def exclude_range(
+    ranges: Sequence[MemRange], start: int, end: int, cap: int = 32768
+) -> list[MemRange]:
+    """Cut ``[start, end]`` out of ``ranges`` the way kexec-tools does.
+
+    kexec-tools crashdump-x86.c exclude_region(): a range that holds the region
+    strictly inside is split and the upper part, typed RAM, is inserted after
+    it; one split per call.
+
+    :param cap: the most ranges the list may grow to (kexec-tools' 32768).
+    :raises OSError: ``ENOSPC`` when a split would exceed ``cap``.
+    """
+    buf = _c_ranges(ranges, len(ranges) + 1)
+    nr = ffi.new("uint32_t *", len(ranges))
+    _check(lib.kexecd_ranges_exclude(buf, nr, min(cap, len(ranges) + 1), start, end), "ranges")
+    return _py_ranges(buf, nr[0])
+
+
+def normalize_ranges(ranges: Sequence[MemRange]) -> list[MemRange]:
+    """Sort ``ranges`` and merge those that overlap or touch; the result is RAM."""
+    buf = _c_ranges(ranges)
+    nr = ffi.new("uint32_t *", len(ranges))
+    _check(lib.kexecd_ranges_normalize(buf, nr), "ranges")
+    return _py_ranges(buf, nr[0])
+
+
+def subtract_ranges(a: Sequence[MemRange], b: Sequence[MemRange]) -> list[MemRange]:
+    """The part of ``a`` not in ``b``, both normalized first."""
+    na, nb = normalize_ranges(a), normalize_ranges(b)
+    cap = len(na) + len(nb) + 1
+    out = ffi.new("struct kexecd_range[]", cap)
+    nr = ffi.new("uint32_t *")
+    _check(
+        lib.kexecd_ranges_subtract(_c_ranges(na), len(na), _c_ranges(nb), len(nb), out, cap, nr),
+        "ranges",
+    )
+    return _py_ranges(out, nr[0])
+
+
+# -- ELF core headers ----------------------------------------------------------
+
+
+def _c_spec(spec: HeaderSpec) -> tuple[Any, list[Any]]:
+    keep: list[Any] = []
+    c = ffi.new("struct kexecd_header_spec *")
+    c.machine = spec.machine
+    c.nr_cpus_conf = spec.nr_cpus_conf
+    notes = ffi.new("struct kexecd_note[]", max(len(spec.cpu_notes), 1))
+    for i, n in enumerate(spec.cpu_notes):
+        notes[i].addr, notes[i].size = n.addr, n.size
+    c.cpu_notes, c.nr_cpu_notes = notes, len(spec.cpu_notes)
+    if spec.vmcoreinfo is not None:
+        c.has_vmcoreinfo = 1
+        c.vmcoreinfo.addr, c.vmcoreinfo.size = spec.vmcoreinfo.addr, spec.vmcoreinfo.size
+    if spec.kernel is not None:
+        c.has_kernel = 1
+        c.kernel_paddr = spec.kernel.paddr
+        c.kernel_vaddr = spec.kernel.vaddr
+        c.kernel_size = spec.kernel.size
+    ranges = _c_ranges(spec.ranges)
+    c.ranges, c.nr_ranges = ranges, len(spec.ranges)
+    c.page_offset = spec.page_offset
+    if spec.backup is not None:
+        c.backup_src_start = spec.backup.src_start
+        c.backup_src_size = spec.backup.src_size
+        c.backup_start = spec.backup.start
+    c.align = spec.align
+    keep += [notes, ranges]
+    return c, keep
+
+
+def header_size(spec: HeaderSpec) -> int:
+    """The size of the buffer kexec-tools allocates for ``spec``."""
+    c, _keep = _c_spec(spec)
+    size = ffi.new("uint64_t *")
+    _check(lib.kexecd_elfcore_size(c, size), "header spec")
+    return int(size[0])
+
+
+def build_header(spec: HeaderSpec) -> bytes:
+    """Build the ELF core header kexec-tools would build for ``spec``.
+
+    :raises OSError: ``EINVAL`` or ``E2BIG`` for a spec kexec-tools could not
+        have built.
+    """
+    c, _keep = _c_spec(spec)
+    size = ffi.new("uint64_t *")
+    _check(lib.kexecd_elfcore_size(c, size), "header spec")
+    buf = ffi.new("uint8_t[]", size[0])
+    length = ffi.new("uint64_t *")
+    _check(lib.kexecd_elfcore_build(c, buf, size[0], length), "header spec")
+    return bytes(ffi.buffer(buf, length[0]))
+
+
+def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
+    """Read an ELF64 core header: its ``e_machine`` and program headers.
+
+    :raises OSError: ``EBADMSG`` when ``data`` is not a little-endian ELF64
+        ET_CORE file whose program headers it holds.
+    """
+    nr = ffi.new("uint32_t *")
+    machine = ffi.new("uint16_t *")
+    cap = 64
+    while True:
+        phdrs = ffi.new("struct kexecd_phdr[]", cap)
+        r = lib.kexecd_elfcore_parse(data, len(data), phdrs, cap, nr, machine)
+        if r == -errno.ENOSPC:
+            cap = nr[0]
+            continue
+        _check(r, "ELF core header")
+        return machine[0], [
+            Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
+            for p in phdrs[0 : nr[0]]
+        ]

@@ -6,7 +6,7 @@ the C core returned. Everything else is a :class:`KexecdError`, whose message
 names the file or value at fault and what to do about it.
 """
 
-__all__ = ["KexecdError", "TraceError"]
+__all__ = ["HeaderError", "KexecdError", "SystemStateError", "TraceError"]
 
 
 class KexecdError(Exception):
@@ -15,3 +15,11 @@ class KexecdError(Exception):
 
 class TraceError(KexecdError):
     """A kexec-tools command could not be run or captured as asked."""
+
+
+class SystemStateError(KexecdError):
+    """A procfs or sysfs file is missing, unreadable or malformed."""
+
+
+class HeaderError(KexecdError):
+    """An ELF core header is malformed, or cannot be built as asked."""

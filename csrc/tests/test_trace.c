@@ -6,18 +6,7 @@
 #include <sys/wait.h>
 
 #include "kexecd_core.h"
-
-static int passed, failed;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (cond) {                                                  \
-			passed++;                                            \
-		} else {                                                     \
-			failed++;                                            \
-			fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                            \
-	} while (0)
+#include "check.h"
 
 static const char *fake;
 
@@ -118,6 +107,5 @@ int main(int argc, char **argv)
 	test_no_kexec_call();
 	test_missing_program();
 	test_bad_arguments();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return check_done();
 }

@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""ELF core headers: read one, and build the one kexec-tools would build now.
+
+Two ways to build, both byte for byte what kexec-tools 2.0.25 writes:
+
+* :func:`spec_fresh` reads everything from the system, as ``kexec -p`` does;
+  only the backup segment's address, which kexec-tools picks while loading,
+  is given.
+* :func:`spec_from_template` takes the kernel text, vmcoreinfo, backup remap
+  and page_offset from the header loaded earlier, and CPUs and memory from the
+  system now. Reloads use this: it needs neither /proc/kcore nor kallsyms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kexecd import core
+from kexecd.errors import HeaderError
+from kexecd.iomem import kernel_code_start
+from kexecd.kernel import START_KERNEL_MAP, read_kernel_map
+from kexecd.model import (
+    EM_X86_64,
+    PT_LOAD,
+    PT_NOTE,
+    Backup,
+    HeaderSpec,
+    KernelText,
+    Note,
+    Phdr,
+)
+from kexecd.sysstate import SystemState
+
+__all__ = [
+    "CoreHeader",
+    "build",
+    "parse",
+    "read_header",
+    "spec_fresh",
+    "spec_from_template",
+]
+
+# kexec-tools crashdump-x86.c: ELF_CORE_HEADER_ALIGN.
+HEADER_ALIGN = 1024
+
+
+@dataclass(frozen=True)
+class CoreHeader:
+    """A parsed ELF core header (an elfcorehdr segment, a capture, a vmcore's head)."""
+
+    machine: int
+    phdrs: tuple[Phdr, ...]
+    size: int  # bytes in the buffer it was read from
+
+    @property
+    def notes(self) -> list[Phdr]:
+        return [p for p in self.phdrs if p.type == PT_NOTE]
+
+    @property
+    def loads(self) -> list[Phdr]:
+        return [p for p in self.phdrs if p.type == PT_LOAD]
+
+    @property
+    def kernel_text(self) -> Phdr | None:
+        """The PT_LOAD of the kernel text mapping (not the direct map)."""
+        return next((p for p in self.loads if p.vaddr >= START_KERNEL_MAP), None)
+
+    @property
+    def ram(self) -> list[Phdr]:
+        """The PT_LOADs of RAM through the direct map."""
+        return [p for p in self.loads if p.vaddr < START_KERNEL_MAP]
+
+    @property
+    def page_offset(self) -> int | None:
+        return next((p.vaddr - p.paddr for p in self.ram), None)
+
+    @property
+    def backup(self) -> Backup | None:
+        """The RAM PT_LOAD whose data lives elsewhere (purgatory's copy)."""
+        for p in self.ram:
+            if p.offset != p.paddr:
+                return Backup(p.paddr, p.memsz, p.offset)
+        return None
+
+    @property
+    def used(self) -> int:
+        """Bytes of header and program headers; the rest of the buffer is padding."""
+        return 64 + 56 * len(self.phdrs)
+
+
+def parse(data: bytes, name: str = "header") -> CoreHeader:
+    """Parse an ELF64 core header.
+
+    :raises HeaderError: ``data`` is not one; the message names ``name``.
+    """
+    try:
+        machine, phdrs = core.parse_header(data)
+    except OSError:
+        what = "an ELF file" if data[:4] == b"\x7fELF" else "not ELF"
+        raise HeaderError(
+            f"{name}: not a little-endian ELF64 core header ({what}, {len(data)} bytes); "
+            "pass an elfcorehdr segment, a capture or the head of a vmcore"
+        ) from None
+    return CoreHeader(machine, tuple(phdrs), len(data))
+
+
+def read_header(path: str | Path) -> tuple[bytes, CoreHeader]:
+    """Read and parse a header file; errors name the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise HeaderError(f"{path}: cannot read: {e.strerror}") from None
+    return data, parse(data, str(path))
+
+
+def build(spec: HeaderSpec) -> bytes:
+    """The header bytes for ``spec``: kexec-tools' buffer, zero-padded.
+
+    :raises HeaderError: the spec is one kexec-tools could not build.
+    """
+    try:
+        return core.build_header(spec)
+    except OSError as e:
+        raise HeaderError(f"cannot build the header: {e.strerror}") from None
+
+
+def spec_fresh(state: SystemState, backup_start: int | None) -> HeaderSpec:
+    """What a fresh ``kexec -p`` would build from the system now.
+
+    Reads /proc/kcore and /proc/kallsyms for the kernel mapping.
+
+    :param backup_start: where kexec-tools placed the backup segment; ``None``
+        builds the header without the remap.
+    """
+    kmap = read_kernel_map(
+        state.root, kernel_code_start(state.iomem, str(state.root.path("proc/iomem")))
+    )
+    return HeaderSpec(
+        machine=EM_X86_64,
+        nr_cpus_conf=state.cpus.nr_cpus_conf,
+        cpu_notes=tuple(n.note for n in state.cpus.notes),
+        vmcoreinfo=state.vmcoreinfo,
+        kernel=kmap.text,
+        ranges=state.memory.ranges,
+        page_offset=kmap.page_offset,
+        backup=_backup(state, backup_start),
+        align=HEADER_ALIGN,
+    )
+
+
+def _backup(state: SystemState, backup_start: int | None) -> Backup | None:
+    # kexec-tools crashdump-x86.c get_backup_area(): the first RAM range that
+    # ends at or below 640 KiB.
+    if backup_start is None:
+        return None
+    for r in state.memory.ram:
+        if r.end <= 0xA0000:
+            return Backup(r.start, r.size, backup_start)
+    return Backup(0, 0xA0000, backup_start)
+
+
+def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
+    """What a fresh ``kexec -p`` would build now, given the header loaded earlier.
+
+    Kernel text, vmcoreinfo, backup remap and page_offset come from
+    ``template``; CPUs and memory from ``state``.
+
+    :raises HeaderError: the template lacks what it must provide.
+    """
+    page_offset = template.page_offset
+    if page_offset is None:
+        raise HeaderError(
+            "template: no RAM PT_LOAD, so page_offset is unknown; pass the elfcorehdr "
+            "that kexec-tools loaded"
+        )
+    text = template.kernel_text
+    kernel = KernelText(text.paddr, text.vaddr, text.memsz) if text else None
+    return HeaderSpec(
+        machine=template.machine,
+        nr_cpus_conf=state.cpus.nr_cpus_conf,
+        cpu_notes=tuple(n.note for n in state.cpus.notes),
+        vmcoreinfo=_template_vmcoreinfo(template, state),
+        kernel=kernel,
+        ranges=state.memory.ranges,
+        page_offset=page_offset,
+        backup=template.backup,
+        align=HEADER_ALIGN,
+    )
+
+
+def _template_vmcoreinfo(template: CoreHeader, state: SystemState) -> Note | None:
+    # kexec-tools puts the vmcoreinfo PT_NOTE after the CPUs' ones. Find it by
+    # the address sysfs gives (fixed for the kernel's life), or else take the
+    # last PT_NOTE that is no CPU's crash_notes now.
+    notes = template.notes
+    if state.vmcoreinfo is not None:
+        for p in notes:
+            if p.paddr == state.vmcoreinfo.addr:
+                return Note(p.paddr, p.memsz)
+        return None
+    cpu_addrs = {n.note.addr for n in state.cpus.notes}
+    if notes and notes[-1].paddr not in cpu_addrs:
+        return Note(notes[-1].paddr, notes[-1].memsz)
+    return None

@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""/proc/iomem: its resources, and the memory ranges kexec-tools collects from it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kexecd import core
+from kexecd.errors import SystemStateError
+from kexecd.model import MemRange, RangeType
+from kexecd.root import Root
+
+__all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
+
+# kexec-tools crashdump-x86.h: CRASH_MAX_MEMORY_RANGES; crashdump-x86.c keeps at
+# most CRASH_RESERVED_MEM_NR (8) "Crash kernel" ranges.
+MAX_RANGES = 32768
+MAX_CRASH_RESERVED = 8
+
+_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
+
+# kexec-tools crashdump-x86.c get_crash_memory_ranges(): exact names, except
+# "System RAM", which is matched anywhere in the name ("System RAM (kmem)").
+_TYPES = {
+    "ACPI Tables": RangeType.ACPI,
+    "ACPI Non-volatile Storage": RangeType.ACPI_NVS,
+    "Persistent Memory (legacy)": RangeType.PRAM,
+    "Persistent Memory": RangeType.PMEM,
+    "reserved": RangeType.RESERVED,
+    "Reserved": RangeType.RESERVED,
+}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One line of /proc/iomem. ``end`` is inclusive; ``depth`` is the nesting."""
+
+    start: int
+    end: int
+    name: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class CrashRanges:
+    """What kexec-tools makes of /proc/iomem for a crash kernel.
+
+    :ivar ranges: every collected range (RAM, ACPI, NVS, reserved, PMEM), in
+        /proc/iomem order, with the crash kernel's reservation (and a GART
+        aperture) cut out.
+    :ivar crash_reserved: the "Crash kernel" ranges.
+    """
+
+    ranges: tuple[MemRange, ...]
+    crash_reserved: tuple[MemRange, ...]
+
+    @property
+    def ram(self) -> list[MemRange]:
+        return [r for r in self.ranges if r.type is RangeType.RAM]
+
+
+def parse_iomem(text: str, path: str = "/proc/iomem") -> list[Resource]:
+    """Parse /proc/iomem text.
+
+    :raises SystemStateError: a line is malformed, or every address reads as
+        zero (what non-root users see).
+    """
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise SystemStateError(
+                f"{path}:{lineno}: cannot parse {line!r}: expected 'start-end : name' "
+                "with hex addresses; pass the kernel's /proc/iomem"
+            )
+        start, end = int(m.group(2), 16), int(m.group(3), 16)
+        if end < start:
+            raise SystemStateError(f"{path}:{lineno}: range ends before it starts: {line!r}")
+        out.append(Resource(start, end, m.group(4), len(m.group(1)) // 2))
+    if not out:
+        raise SystemStateError(f"{path}: empty; pass the kernel's /proc/iomem")
+    if all(r.start == 0 and r.end == 0 for r in out):
+        raise SystemStateError(
+            f"{path}: every address is zero, which is what non-root users see; run as root"
+        )
+    return out
+
+
+def read_iomem(root: Root) -> list[Resource]:
+    """Read and parse ``proc/iomem`` under ``root``."""
+    return parse_iomem(root.read_text("proc/iomem"), str(root.path("proc/iomem")))
+
+
+def crash_ranges(resources: Sequence[Resource]) -> CrashRanges:
+    """The ranges kexec-tools collects for a crash kernel's ELF core header.
+
+    kexec-tools crashdump-x86.c get_crash_memory_ranges() reads every line,
+    nested or not, keeps RAM, ACPI, NVS, reserved and persistent memory in
+    file order (no sorting, no merging), stops silently at 32768 ranges, then
+    cuts out each "Crash kernel" range and a GART aperture with exclude_region().
+    """
+    ranges: list[MemRange] = []
+    reserved: list[MemRange] = []
+    gart: MemRange | None = None
+    for res in resources:
+        if res.name == "Crash kernel" and len(reserved) < MAX_CRASH_RESERVED:
+            reserved.append(MemRange(res.start, res.end))
+        if len(ranges) >= MAX_RANGES:
+            continue
+        if "System RAM" in res.name:
+            kind = RangeType.RAM
+        elif res.name == "GART":
+            gart = MemRange(res.start, res.end)
+            continue
+        elif res.name in _TYPES:
+            kind = _TYPES[res.name]
+        else:
+            continue
+        ranges.append(MemRange(res.start, res.end, kind))
+    for cut in [*reserved, *([gart] if gart else [])]:
+        ranges = core.exclude_range(ranges, cut.start, cut.end, MAX_RANGES)
+    return CrashRanges(tuple(ranges), tuple(reserved))
+
+
+def kernel_code_start(resources: Sequence[Resource], path: str = "/proc/iomem") -> int:
+    """The physical start of "Kernel code" (kexec-tools get_kernel_paddr())."""
+    for res in resources:
+        if res.name == "Kernel code":
+            return res.start
+    raise SystemStateError(
+        f"{path}: no 'Kernel code' line, so the kernel's physical address is unknown; "
+        "read /proc/iomem as root"
+    )

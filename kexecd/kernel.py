@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the running kernel tells about itself: vmcoreinfo, text mapping, kexec state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kexecd import core
+from kexecd.errors import SystemStateError
+from kexecd.model import PT_LOAD, KernelText, Note
+from kexecd.root import Root
+
+__all__ = [
+    "KexecState",
+    "read_kernel_map",
+    "read_kexec_state",
+    "read_vmcoreinfo",
+]
+
+# kexec-tools crashdump-x86.c: KCORE_ELF_HEADERS_SIZE, the most of /proc/kcore it reads.
+KCORE_HEADERS = 65536
+# arch/x86/include/asm/page_64_types.h: __START_KERNEL_map, and the 512 MiB
+# kexec-tools' fallback searches above it.
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+KERNEL_IMAGE_SIZE = 512 << 20
+GIB = 1 << 30
+MIB = 1 << 20
+PAGE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class KernelMap:
+    """Where the kernel is mapped: the direct map's base and the text mapping."""
+
+    page_offset: int
+    text: KernelText
+
+
+@dataclass(frozen=True)
+class KexecState:
+    """The kexec and crash-hotplug files of sysfs; ``None`` where absent."""
+
+    crash_loaded: bool
+    crash_size: int
+    cpu_crash_hotplug: bool | None  # Linux 6.6+
+    memory_crash_hotplug: bool | None  # Linux 6.6+
+    elfcorehdr_size: int | None  # Linux 6.6+
+    uevent_seqnum: int
+
+
+def read_vmcoreinfo(root: Root) -> Note | None:
+    """``/sys/kernel/vmcoreinfo``: "hexaddr hexsize", or ``None`` if absent."""
+    rel = "sys/kernel/vmcoreinfo"
+    text = root.read_optional(rel)
+    if text is None:
+        return None
+    parts = text.split()
+    try:
+        return Note(int(parts[0], 16), int(parts[1], 16))
+    except (IndexError, ValueError):
+        raise SystemStateError(
+            f"{root.path(rel)}: cannot parse {text.strip()!r}: expected 'hexaddr hexsize'"
+        ) from None
+
+
+def _stext(root: Root) -> int | None:
+    # kexec-tools symbols.c get_kernel_sym(): a zero address counts as absent.
+    for line in root.read_text("proc/kallsyms").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "_stext":
+            addr = int(parts[0], 16)
+            return addr or None
+    return None
+
+
+def read_kernel_map(root: Root, kernel_paddr: int) -> KernelMap:
+    """The direct map's base and the kernel text PT_LOAD, as kexec-tools finds them.
+
+    kexec-tools crashdump-x86.c get_kernel_vaddr_and_size(): page_offset is the
+    lowest /proc/kcore PT_LOAD address rounded down to 1 GiB (KASLR moves it);
+    the text is the kcore PT_LOAD holding ``_stext``, its start rounded down to
+    1 MiB and its end up to a page.
+
+    :param kernel_paddr: the physical start of "Kernel code" in /proc/iomem.
+    """
+    path = root.path("proc/kcore")
+    data = root.read_bytes("proc/kcore", KCORE_HEADERS)
+    try:
+        _, phdrs = core.parse_header(data)
+    except OSError:
+        raise SystemStateError(
+            f"{path}: not an ELF core file whose headers fit in {KCORE_HEADERS} bytes; "
+            "is /proc mounted, and are we root?"
+        ) from None
+    loads = [p for p in phdrs if p.type == PT_LOAD]
+    lowest = min((p.vaddr for p in loads), default=0) & ~(GIB - 1)
+    if not lowest:
+        raise SystemStateError(f"{path}: no PT_LOAD, so the direct map's base is unknown")
+    stext = _stext(root)
+    text = None
+    for p in loads:
+        if stext is not None and p.vaddr <= stext < p.vaddr + p.memsz:
+            text = p
+            break
+    if text is None:
+        text = next(
+            (
+                p
+                for p in loads
+                if p.vaddr >= START_KERNEL_MAP
+                and p.vaddr + p.memsz <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE
+            ),
+            None,
+        )
+    if text is None:
+        raise SystemStateError(
+            f"{path}: no PT_LOAD maps the kernel text (_stext in "
+            f"{root.path('proc/kallsyms')}); read both as root"
+        )
+    vaddr = text.vaddr & ~(MIB - 1)
+    size = (text.vaddr + text.memsz - vaddr + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    return KernelMap(lowest, KernelText(kernel_paddr, vaddr, size))
+
+
+def _int(root: Root, rel: str, base: int = 10) -> int | None:
+    text = root.read_optional(rel)
+    if text is None:
+        return None
+    try:
+        return int(text.strip(), base)
+    except ValueError:
+        raise SystemStateError(
+            f"{root.path(rel)}: cannot parse {text.strip()!r}: expected a number"
+        ) from None
+
+
+def read_kexec_state(root: Root) -> KexecState:
+    """Whether a crash kernel is loaded, and what the kernel supports."""
+
+    def flag(rel: str) -> bool | None:
+        value = _int(root, rel)
+        return None if value is None else value == 1
+
+    return KexecState(
+        crash_loaded=bool(flag("sys/kernel/kexec_crash_loaded")),
+        crash_size=_int(root, "sys/kernel/kexec_crash_size") or 0,
+        cpu_crash_hotplug=flag("sys/devices/system/cpu/crash_hotplug"),
+        memory_crash_hotplug=flag("sys/devices/system/memory/crash_hotplug"),
+        elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),
+        uevent_seqnum=_int(root, "sys/kernel/uevent_seqnum") or 0,
+    )

@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The system as the ELF core header must describe it, read under a root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kexecd.cpus import Cpus, read_cpus
+from kexecd.iomem import CrashRanges, Resource, crash_ranges, read_iomem
+from kexecd.kernel import read_vmcoreinfo
+from kexecd.model import Note
+from kexecd.root import Root
+
+__all__ = ["SystemState", "read_system"]
+
+
+@dataclass(frozen=True)
+class SystemState:
+    """CPUs, memory and vmcoreinfo now: what changes with hotplug."""
+
+    root: Root
+    cpus: Cpus
+    iomem: tuple[Resource, ...]
+    memory: CrashRanges
+    vmcoreinfo: Note | None
+
+
+def read_system(root: Root | None = None) -> SystemState:
+    """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``).
+
+    :raises SystemStateError: a file is missing, unreadable or malformed; the
+        message names it.
+    """
+    root = root or Root()
+    resources = read_iomem(root)
+    return SystemState(
+        root=root,
+        cpus=read_cpus(root),
+        iomem=tuple(resources),
+        memory=crash_ranges(resources),
+        vmcoreinfo=read_vmcoreinfo(root),
+    )
