@@ -12,19 +12,67 @@ from kexecd import __version__
 __all__ = ["main"]
 
 
+def _address(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kexecd",
         description="Keep the kdump crash kernel's ELF core header current across hotplug.",
     )
     parser.add_argument("--version", action="version", version=f"kexecd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "inspect",
+        help="show an ELF core header, or the one kexecd would build for this system",
+        description="Show an ELF core header (an elfcorehdr segment, a capture, the head "
+        "of a vmcore), or with --system the header kexecd would build now.",
+    )
+    p.add_argument("file", nargs="?", help="the header file to show")
+    p.add_argument("--system", action="store_true", help="build the header for the system")
+    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    p.add_argument(
+        "--template",
+        metavar="FILE",
+        help="the header loaded earlier: take kernel text, vmcoreinfo, backup remap and "
+        "page_offset from it instead of /proc/kcore and /proc/kallsyms",
+    )
+    p.add_argument(
+        "--backup-start",
+        type=_address,
+        metavar="ADDR",
+        help="without --template: where kexec-tools put the backup segment",
+    )
+    p.add_argument("--output", "-o", metavar="FILE", help="write the raw header here")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kexecd`` command line; return its exit code."""
     parser = _parser()
-    parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command == "inspect":
+        from kexecd import inspect
+
+        if args.system == bool(args.file):
+            parser.error("inspect takes a FILE or --system, not both or neither")
+        if not args.system and (args.template or args.output or args.backup_start is not None):
+            parser.error("--template, --backup-start and --output go with --system")
+        return inspect.run(
+            args.file,
+            system=args.system,
+            root=args.root,
+            template=args.template,
+            backup_start=args.backup_start,
+            output=args.output,
+            as_json=args.json,
+        )
     parser.print_help(sys.stderr)
     return 2
 

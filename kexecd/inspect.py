@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``kexecd inspect``: show an ELF core header, or the one kexecd would build."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+from kexecd import elfcore
+from kexecd.elfcore import CoreHeader
+from kexecd.errors import KexecdError
+from kexecd.root import Root
+from kexecd.sysstate import read_system
+
+__all__ = ["describe", "render", "run"]
+
+_MACHINES = {62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390"}
+# include/uapi/linux/elf.h
+_NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 0: "VMCOREINFO"}
+
+
+def human(size: int) -> str:
+    """A size for people: ``4.0 KiB``, ``512 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{size} B"
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _file_notes(data: bytes, header: CoreHeader) -> list[dict[str, Any]]:
+    # The notes themselves, where the file holds them (a vmcore's head does; an
+    # elfcorehdr segment points into memory instead).
+    out = []
+    for p in header.notes:
+        if p.offset + p.filesz > len(data) or p.offset < header.used:
+            continue
+        pos, end = p.offset, p.offset + p.filesz
+        while pos + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+            if namesz == 0:
+                break
+            name = data[pos + 12 : pos + 12 + namesz].rstrip(b"\0").decode(errors="replace")
+            label = "VMCOREINFO" if name == "VMCOREINFO" else _NOTE_TYPES.get(ntype, str(ntype))
+            out.append({"name": name, "type": ntype, "label": label, "size": descsz})
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return out
+
+
+def describe(data: bytes, header: CoreHeader) -> dict[str, Any]:
+    """The header as plain data (what ``--json`` prints).
+
+    In kexec-tools' layout the PT_NOTEs are the CPUs' crash_notes and then
+    vmcoreinfo; the last one is taken as vmcoreinfo when its size differs from
+    the first's.
+    """
+    notes = header.notes
+    in_file = _file_notes(data, header)
+    # A vmcore holds its notes, merged into one PT_NOTE, and its PT_LOADs'
+    # offsets are file offsets; an elfcorehdr points at physical memory.
+    kind = "vmcore" if in_file else "elfcorehdr"
+    vmcoreinfo = None
+    cpu = notes if kind == "elfcorehdr" else []
+    if len(cpu) >= 2 and cpu[-1].memsz != cpu[0].memsz:
+        vmcoreinfo, cpu = cpu[-1], cpu[:-1]
+    text = header.kernel_text
+    backup = header.backup if kind == "elfcorehdr" else None
+    return {
+        "kind": kind,
+        "machine": _MACHINES.get(header.machine, str(header.machine)),
+        "phnum": len(header.phdrs),
+        "bytes": header.size,
+        "bytes_used": header.used,
+        "cpu_notes": [{"paddr": p.paddr, "size": p.memsz} for p in cpu],
+        "vmcoreinfo": {"paddr": vmcoreinfo.paddr, "size": vmcoreinfo.memsz}
+        if vmcoreinfo
+        else None,
+        "notes_in_file": in_file,
+        "kernel_text": {"paddr": text.paddr, "vaddr": text.vaddr, "size": text.memsz}
+        if text
+        else None,
+        "page_offset": header.page_offset,
+        "ram": [
+            {
+                "start": p.paddr,
+                "end": p.paddr + p.memsz - 1,
+                "size": p.memsz,
+                "offset": p.offset,
+                "vaddr": p.vaddr,
+            }
+            for p in header.ram
+        ],
+        "ram_total": sum(p.memsz for p in header.ram),
+        "backup": {"src": backup.src_start, "size": backup.src_size, "copy": backup.start}
+        if backup
+        else None,
+    }
+
+
+def render(d: dict[str, Any], title: str) -> str:
+    """The human form of :func:`describe`'s output."""
+    kind = "vmcore" if d["kind"] == "vmcore" else "ELF64 core header"
+    lines = [
+        f"{title}: {kind}, {d['machine']}, {d['phnum']} program headers "
+        f"({d['bytes_used']} of {d['bytes']} bytes)"
+    ]
+    if d["kind"] == "elfcorehdr":
+        lines.append(f"CPU notes ({len(d['cpu_notes'])}):")
+        for i, n in enumerate(d["cpu_notes"]):
+            lines.append(f"  {i:>3}  {n['paddr']:#014x}  {human(n['size'])}")
+    if d["vmcoreinfo"]:
+        v = d["vmcoreinfo"]
+        lines.append(f"vmcoreinfo      {v['paddr']:#014x}  {human(v['size'])}")
+    if d["notes_in_file"]:
+        counts: dict[str, int] = {}
+        for n in d["notes_in_file"]:
+            counts[n["label"]] = counts.get(n["label"], 0) + 1
+        lines.append("notes in file   " + ", ".join(f"{v} x {k}" for k, v in counts.items()))
+    if d["kernel_text"]:
+        t = d["kernel_text"]
+        lines.append(
+            f"kernel text     {t['paddr']:#014x}  {human(t['size'])}  (virtual {t['vaddr']:#x})"
+        )
+    if d["page_offset"] is not None:
+        lines.append(f"page_offset     {d['page_offset']:#x}")
+    lines.append(f"RAM ({len(d['ram'])} ranges, {human(d['ram_total'])}):")
+    for r in d["ram"]:
+        copy = d["kind"] == "elfcorehdr" and r["offset"] != r["start"]
+        extra = f"  data at {r['offset']:#x} (backup copy)" if copy else ""
+        lines.append(f"  {r['start']:#014x}-{r['end']:#014x}  {human(r['size']):>9}{extra}")
+    return "\n".join(lines)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def run(
+    file: str | None,
+    *,
+    system: bool,
+    root: str,
+    template: str | None,
+    backup_start: int | None,
+    output: str | None,
+    as_json: bool,
+) -> int:
+    """Carry out ``kexecd inspect``; return the exit code (2 on bad input)."""
+    try:
+        if system:
+            state = read_system(Root(root))
+            if template:
+                _, tmpl = elfcore.read_header(template)
+                spec = elfcore.spec_from_template(tmpl, state)
+            else:
+                spec = elfcore.spec_fresh(state, backup_start)
+            data = elfcore.build(spec)
+            header = elfcore.parse(data, "built header")
+            title = f"system under {root}" + (f" (template {template})" if template else "")
+            if output:
+                _write(Path(output), data)
+                return 0
+        else:
+            assert file is not None
+            data, header = elfcore.read_header(file)
+            title = file
+    except KexecdError as e:
+        print(f"kexecd inspect: {e}", file=sys.stderr)
+        return 2
+    d = describe(data, header)
+    if as_json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(render(d, title))
+    return 0
