@@ -23,6 +23,7 @@ __all__ = [
     "LoadCapture",
     "Segment",
     "build_header",
+    "build_header_into",
     "exclude_range",
     "header_size",
     "normalize_ranges",
@@ -212,6 +213,23 @@ def header_size(spec: HeaderSpec) -> int:
     size = ffi.new("uint64_t *")
     _check(lib.kexecd_elfcore_size(c, size), "header spec")
     return int(size[0])
+
+
+def build_header_into(spec: HeaderSpec, buf: bytearray | memoryview) -> int:
+    """Build the header for ``spec`` into ``buf``; return the bytes written.
+
+    Nothing is written past ``len(buf)``.
+
+    :raises OSError: ``ENOSPC`` when ``buf`` is too small, ``EINVAL`` or
+        ``E2BIG`` for a spec kexec-tools could not have built.
+    """
+    c, _keep = _c_spec(spec)
+    length = ffi.new("uint64_t *")
+    _check(
+        lib.kexecd_elfcore_build(c, ffi.from_buffer("uint8_t[]", buf), len(buf), length),
+        "header buffer",
+    )
+    return int(length[0])
 
 
 def build_header(spec: HeaderSpec) -> bytes:

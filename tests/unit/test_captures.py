@@ -12,18 +12,11 @@ import hashlib
 import json
 import re
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-CAPTURES = ["boot", "hotadd", "hotremove"]
-
-
-def manifest(name: str) -> dict[str, Any]:
-    m: dict[str, Any] = json.loads((DATA / name / "load" / "manifest.json").read_text())
-    return m
+from tests.unit.data import CAPTURES, DATA, manifest
 
 
 def header(name: str) -> tuple[dict[str, Any], bytes]:

@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The header engine reproduces kexec-tools' headers byte for byte."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from kexecd import elfcore
+from kexecd.errors import HeaderError, SystemStateError
+from kexecd.root import Root
+from kexecd.sysstate import read_system
+from tests.unit.data import CAPTURES, DATA, backup_start, fake_root, header_bytes
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_fresh_build_is_byte_identical(name: str) -> None:
+    state = read_system(Root(DATA / name / "root"))
+    built = elfcore.build(elfcore.spec_fresh(state, backup_start(name)))
+    assert built == header_bytes(name)
+
+
+@pytest.mark.parametrize(("template", "now"), list(itertools.product(CAPTURES, CAPTURES)))
+def test_template_build_is_byte_identical(template: str, now: str) -> None:
+    state = read_system(Root(DATA / now / "root"))
+    tmpl = elfcore.parse(header_bytes(template))
+    assert elfcore.build(elfcore.spec_from_template(tmpl, state)) == header_bytes(now)
+
+
+def test_template_build_needs_no_kcore_or_kallsyms(tmp_path: Path) -> None:
+    root = fake_root("hotadd", tmp_path)
+    (root / "proc/kcore").unlink()
+    (root / "proc/kallsyms").unlink()
+    state = read_system(Root(root))
+    tmpl = elfcore.parse(header_bytes("boot"))
+    assert elfcore.build(elfcore.spec_from_template(tmpl, state)) == header_bytes("hotadd")
+    with pytest.raises(SystemStateError, match=r"proc/kcore: missing"):
+        elfcore.spec_fresh(state, backup_start("hotadd"))
+
+
+def test_parsed_header_knows_its_parts() -> None:
+    h = elfcore.parse(header_bytes("hotadd"))
+    assert len(h.notes) == 4  # three CPUs and vmcoreinfo
+    assert h.kernel_text is not None and h.kernel_text.vaddr >= 0xFFFFFFFF80000000
+    assert h.backup is not None and h.backup.src_start == 0x1000
+    assert h.backup.start == backup_start("hotadd")
+    assert [(p.paddr, p.memsz) for p in h.ram][-2:] == [
+        (0x1_0000_0000, 0x2000_0000),
+        (0x1_2000_0000, 0x2000_0000),
+    ]
+
+
+def test_parse_rejects_what_is_not_a_core_header() -> None:
+    with pytest.raises(HeaderError, match=r"x\.bin: not a little-endian ELF64 core header"):
+        elfcore.parse(b"hello" * 20, "x.bin")
+    data = bytearray(header_bytes("boot"))
+    data[16] = 2  # ET_EXEC
+    with pytest.raises(HeaderError, match="an ELF file"):
+        elfcore.parse(bytes(data))
+    with pytest.raises(HeaderError):
+        elfcore.parse(header_bytes("boot")[:100])  # program headers cut off
+
+
+def test_template_without_ram_is_refused() -> None:
+    from tests.elfwriter import PT_NOTE, Ph, core
+
+    tmpl = elfcore.parse(core([Ph(PT_NOTE, offset=0x1000, paddr=0x1000, memsz=368)]))
+    state = read_system(Root(DATA / "boot" / "root"))
+    with pytest.raises(HeaderError, match="page_offset is unknown"):
+        elfcore.spec_from_template(tmpl, state)
