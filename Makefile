@@ -12,13 +12,16 @@ test-quick:
 	bash scripts/test -m "not vm"
 
 lint:
-	.venv/bin/ruff check kexecd tests
-	.venv/bin/ruff format --check kexecd tests
+	.venv/bin/ruff check kexecd tests bench
+	.venv/bin/ruff format --check kexecd tests bench
 	.venv/bin/mypy
 	$(MAKE) -C csrc check
 
 demo:
 	$(PY) -m tests.vm.demo
+
+bench:
+	$(PY) -m bench.bench_header
 
 captures:
 	$(PY) -m tests.vm.captures tests/data
@@ -27,4 +30,4 @@ clean:
 	$(MAKE) -C csrc clean
 	rm -rf build *.egg-info kexecd/_core*.so
 
-.PHONY: setup test test-quick lint demo captures clean
+.PHONY: setup test test-quick lint demo bench captures clean

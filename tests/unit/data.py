@@ -3,35 +3,28 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+from tests.capture import Capture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAPTURES = ["boot", "hotadd", "hotremove"]
 
 
 def manifest(name: str) -> dict[str, Any]:
-    m: dict[str, Any] = json.loads((DATA / name / "load" / "manifest.json").read_text())
-    return m
+    return Capture(DATA / name).manifest
 
 
 def header_bytes(name: str) -> bytes:
-    """The elfcorehdr segment kexec-tools passed to kexec_load (ELF, ET_CORE)."""
-    for seg in manifest(name)["segments"]:
-        if seg["file"]:
-            data = (DATA / name / "load" / seg["file"]).read_bytes()
-            if data[:4] == b"\x7fELF" and data[16] == 4:
-                return data
-    raise AssertionError(f"{name}: no ELF core header segment")
+    """The elfcorehdr segment kexec-tools passed to kexec_load."""
+    return Capture(DATA / name).header
 
 
 def backup_start(name: str) -> int:
-    """Where kexec-tools put the backup segment: the zero-filled one after 640 KiB."""
-    (seg,) = [s for s in manifest(name)["segments"] if s["zero"] and s["bufsz"] > 4096]
-    start: int = seg["mem"]
-    return start
+    """Where kexec-tools put the backup segment."""
+    return Capture(DATA / name).backup_start
 
 
 def fake_root(name: str, tmp: Path) -> Path:

@@ -29,13 +29,11 @@ DATA = REPO / "tests" / "data"
 
 def capture(guest: Guest, out: Path, scenario: dict[str, Any]) -> dict[str, Any]:
     """Capture the guest's state and a traced ``kexec -p`` into ``out``."""
-    inner = guest.run_dir / "share" / out.name
-    guest.python("-m", "tests.vm.guest_capture", str(inner), "--", *guest.kexec_argv())
+    made = guest.capture_load(out.name)
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(inner, out)
+    shutil.copytree(made.path, out)
     (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
-    manifest: dict[str, Any] = json.loads((out / "load" / "manifest.json").read_text())
-    return manifest
+    return made.manifest
 
 
 def make_captures(dest: Path = DATA) -> list[Path]:

@@ -8,12 +8,11 @@ misses both; with ``kexec -p`` run again after the hotplug it has both.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.testbed import Guest, Vmcore, boot, parse_elf_core
+from tests.vm.testbed import Vmcore, boot, parse_elf_core
 
 HOTPLUG_MIB = 512
 
@@ -38,32 +37,19 @@ class Outcome:
         return sorted(cpu for cpu, addr in self.crash_notes.items() if addr in notes)
 
 
-def traced_load(guest: Guest, name: str) -> Vmcore:
-    """``kexec -p`` in the guest under kexecd's tracer; return the header it loaded."""
-    out = guest.run_dir / "share" / name
-    guest.python("-m", "tests.vm.guest_capture", str(out), "--", *guest.kexec_argv())
-    manifest = json.loads((out / "load" / "manifest.json").read_text())
-    for seg in manifest["segments"]:
-        if seg["file"]:
-            data = (out / "load" / seg["file"]).read_bytes()
-            if data[:4] == b"\x7fELF" and data[16] == 4:  # ET_CORE
-                return parse_elf_core(data)
-    raise AssertionError(f"no ELF core header among the segments in {out}")
-
-
 def run(reload_after_hotplug: bool) -> Outcome:
     """Boot, load kdump, hot-add a CPU and memory, maybe reload, crash."""
     label = "fresh: kexec -p again" if reload_after_hotplug else "stale: loaded at boot"
     start = time.monotonic()
     guest = boot("stale-dump" + ("-reload" if reload_after_hotplug else ""))
     try:
-        header = traced_load(guest, "load-boot")
+        header = parse_elf_core(guest.capture_load("load-boot").header)
         mem = guest.hot_add_memory(HOTPLUG_MIB)
         guest.set_memory_online(*mem)
         cpu = guest.hot_add_cpu()
         guest.set_cpu_online(cpu)
         if reload_after_hotplug:
-            header = traced_load(guest, "load-after")
+            header = parse_elf_core(guest.capture_load("load-after").header)
         online = guest.online_cpus()
         notes = {
             c: int(guest.read(f"/sys/devices/system/cpu/cpu{c}/crash_notes"), 16) for c in online

@@ -28,6 +28,7 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
+from tests.capture import Capture
 from tests.vm import assets
 from tests.vm.guest_safety import MARK
 from tests.vm.qmp import QMP
@@ -362,6 +363,15 @@ class Guest:
             f"--initrd={self.initramfs}",
             f"--append={CRASH_APPEND} {append}".strip(),
         ]
+
+    def capture_load(self, name: str, append: str = "") -> Capture:
+        """``kexec -p`` under kexecd's tracer, with the files it read (a capture).
+
+        Written to the share as ``name``; see :mod:`tests.vm.guest_capture`.
+        """
+        out = self.run_dir / "share" / name
+        self.python("-m", "tests.vm.guest_capture", str(out), "--", *self.kexec_argv(append))
+        return Capture(out)
 
     def load_crash_kernel(self, append: str = "") -> Result:
         """Load the crash kernel with kexec-tools in the guest."""
