@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kexecd.inspect import human
 from tests.vm.testbed import Vmcore, boot, parse_elf_core
 
 HOTPLUG_MIB = 512
@@ -74,20 +75,20 @@ def side_by_side(stale: Outcome, fresh: Outcome) -> str:
     ]
     for s, e in ranges:
         lines.append(
-            f"  {s:#014x}-{e - 1:#014x}  {(e - s) >> 20:>5} MiB  "
+            f"  {s:#014x}-{e - 1:#014x}  {human(e - s):>9}  "
             f"{_yes((s, e) in stale.vmcore.loads):<{w}}{_yes((s, e) in fresh.vmcore.loads):<{w}}"
         )
 
     def text(o: Outcome) -> str:
         t = o.vmcore.kernel_text
-        return f"{(t[1] - t[0]) >> 20} MiB at {t[0]:#x}" if t else "MISSING"
+        return f"{human(t[1] - t[0])} at {t[0]:#x}" if t else "MISSING"
 
     lines.append(
         f"{'kernel text (KASLR: moves each boot)':38}{text(stale):<{w}}{text(fresh):<{w}}"
     )
     a, b = stale.added_range
     lines.append(
-        f"{f'hot-added {(b - a) >> 20} MiB at {a:#x}':38}"
+        f"{f'hot-added {human(b - a)} at {a:#x}':38}"
         f"{_yes(stale.vmcore.covers(a, b)):<{w}}{_yes(fresh.vmcore.covers(a, b)):<{w}}"
     )
     lines.append(
