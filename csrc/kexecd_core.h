@@ -191,4 +191,31 @@ struct kexecd_phdr {
 int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *phdrs,
 			 uint32_t cap, uint32_t *nr_ret, uint16_t *machine_ret);
 
+// ---------------------------------------------------------------------------
+// SHA-256 with a state that is plain data (sha256.c), and kexec_load (kexec.c).
+
+/** A SHA-256 computation in progress; copy it to save it. */
+struct kexecd_sha256 {
+	uint32_t h[8];
+	uint64_t len;
+	uint8_t buf[64];
+	uint32_t buflen;
+};
+
+void kexecd_sha256_init(struct kexecd_sha256 *s);
+void kexecd_sha256_update(struct kexecd_sha256 *s, const uint8_t *data, uint64_t len);
+/** kexecd_sha256_zeros() - hash @len zero bytes (a segment's padding to memsz). */
+void kexecd_sha256_zeros(struct kexecd_sha256 *s, uint64_t len);
+/** kexecd_sha256_final() - the digest of what @state has seen; @state is unchanged. */
+void kexecd_sha256_final(const struct kexecd_sha256 *state, uint8_t digest_ret[32]);
+
+/**
+ * kexecd_kexec_load() - call kexec_load(2).
+ * @segments: the buffers, mem and memsz of each segment; their buffers are
+ *	read by the kernel during the call.
+ * Return: 0 or -errno.
+ */
+int kexecd_kexec_load(uint64_t entry, uint64_t flags, const struct kexecd_segment *segments,
+		      uint32_t nr_segments);
+
 #endif // KEXECD_CORE_H

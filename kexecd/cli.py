@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from kexecd import __version__
+from kexecd import __version__, commands
+from kexecd.root import Root
+from kexecd.snapshot import DEFAULT_STATE_DIR
 
 __all__ = ["main"]
 
@@ -26,6 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kexecd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "load",
+        help="run a 'kexec -p' command and keep what it loaded",
+        description="Run a kexec-tools command that loads a crash kernel (-p), capture "
+        "the exact kexec_load arguments, and keep them in the state directory.",
+    )
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    p.add_argument("kexec", nargs=argparse.REMAINDER, help="-- kexec -p KERNEL ...")
+
+    p = sub.add_parser(
+        "refresh",
+        help="bring the loaded crash kernel's header up to date",
+        description="Build the ELF core header for the system now; when it differs from "
+        "the loaded one, reload only the header (and purgatory's digest).",
+    )
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
     p = sub.add_parser(
         "inspect",
@@ -57,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kexecd`` command line; return its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "load":
+        argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
+        return commands.load(argv, args.state_dir)
+    if args.command == "refresh":
+        return commands.refresh(args.state_dir, Root(args.root), dry_run=args.dry_run)
     if args.command == "inspect":
         from kexecd import inspect
 

@@ -19,14 +19,17 @@ from kexecd._core import ffi, lib
 from kexecd.model import HeaderSpec, MemRange, Phdr, RangeType
 
 __all__ = [
+    "Buffer",
     "KexecCall",
     "LoadCapture",
     "PreparedSpec",
     "Segment",
+    "Sha256",
     "build_header",
     "build_header_into",
     "exclude_range",
     "header_size",
+    "kexec_load",
     "normalize_ranges",
     "parse_header",
     "subtract_ranges",
@@ -269,3 +272,58 @@ def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
             Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
             for p in phdrs[0 : nr[0]]
         ]
+
+
+# -- SHA-256 with a savable state, and kexec_load --------------------------------
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Sha256:
+    """SHA-256 whose state can be saved as bytes and restored (kexecd's C core).
+
+    :param state: a state saved with :meth:`state`, to go on from.
+    """
+
+    STATE_SIZE: int = ffi.sizeof("struct kexecd_sha256")
+
+    def __init__(self, state: bytes | None = None) -> None:
+        self._s = ffi.new("struct kexecd_sha256 *")
+        if state is None:
+            lib.kexecd_sha256_init(self._s)
+        else:
+            if len(state) != self.STATE_SIZE:
+                raise ValueError(f"a SHA-256 state is {self.STATE_SIZE} bytes, not {len(state)}")
+            ffi.memmove(self._s, state, self.STATE_SIZE)
+
+    def update(self, data: Buffer) -> None:
+        lib.kexecd_sha256_update(self._s, ffi.from_buffer("uint8_t[]", data), len(data))
+
+    def zeros(self, n: int) -> None:
+        """Hash ``n`` zero bytes."""
+        lib.kexecd_sha256_zeros(self._s, n)
+
+    def digest(self) -> bytes:
+        out = ffi.new("uint8_t[32]")
+        lib.kexecd_sha256_final(self._s, out)
+        return bytes(out)
+
+    def state(self) -> bytes:
+        return bytes(ffi.buffer(self._s, self.STATE_SIZE))
+
+    def copy(self) -> Sha256:
+        return Sha256(self.state())
+
+
+def kexec_load(entry: int, flags: int, segments: Sequence[tuple[Buffer, int, int]]) -> None:
+    """Call ``kexec_load(2)``: each segment is (buffer, mem, memsz).
+
+    :raises OSError: the kernel refused the load (its errno).
+    """
+    c = ffi.new("struct kexecd_segment[]", max(len(segments), 1))
+    keep = []
+    for i, (buf, mem, memsz) in enumerate(segments):
+        cbuf = ffi.from_buffer("uint8_t[]", buf)
+        keep.append(cbuf)
+        c[i].buf, c[i].bufsz, c[i].mem, c[i].memsz = cbuf, len(buf), mem, memsz
+    _check(lib.kexecd_kexec_load(entry, flags, c, len(segments)), "kexec_load")

@@ -6,7 +6,14 @@ the C core returned. Everything else is a :class:`KexecdError`, whose message
 names the file or value at fault and what to do about it.
 """
 
-__all__ = ["HeaderError", "KexecdError", "SystemStateError", "TraceError"]
+__all__ = [
+    "HeaderError",
+    "KexecdError",
+    "LoadError",
+    "SnapshotError",
+    "SystemStateError",
+    "TraceError",
+]
 
 
 class KexecdError(Exception):
@@ -23,3 +30,11 @@ class SystemStateError(KexecdError):
 
 class HeaderError(KexecdError):
     """An ELF core header is malformed, or cannot be built as asked."""
+
+
+class SnapshotError(KexecdError):
+    """The snapshot in the state directory is missing, corrupt or tampered with."""
+
+
+class LoadError(KexecdError):
+    """A load of the crash kernel failed (and what was done about it)."""

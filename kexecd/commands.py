@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``kexecd load`` and ``kexecd refresh``: what they print, and their exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kexecd import loader
+from kexecd.errors import KexecdError, LoadError
+from kexecd.reconcile import Action
+from kexecd.root import Root
+
+__all__ = ["load", "refresh"]
+
+
+def _err(cmd: str, e: Exception) -> None:
+    print(f"kexecd {cmd}: {e}", file=sys.stderr)
+
+
+def load(argv: Sequence[str], state_dir: Path) -> int:
+    """``kexecd load``: 0 once a crash kernel is loaded; 1 if it is not; 2 on bad input."""
+    try:
+        snap = loader.load(argv, state_dir)
+    except LoadError as e:
+        _err("load", e)
+        return 1
+    except KexecdError as e:
+        _err("load", e)
+        return 2
+    if snap.file_load:
+        how = "kexec_file_load: refreshes will re-run the command whole"
+    elif snap.header is None:
+        how = "kexec_load, but no ELF core header was found: refreshes will re-run the command"
+    else:
+        loc = snap.digest
+        digest = (
+            "purgatory's digest not found: refreshes will re-run the command"
+            if loc is None
+            else f"purgatory digest at +{loc.digest_offset:#x}"
+            + ("" if loc.header_hashed else " (header not hashed)")
+        )
+        how = (
+            f"kexec_load, {len(snap.segments)} segments; header is segment {snap.header}, "
+            f"room for {snap.header_capacity} program headers; {digest}"
+        )
+    print(f"kexecd load: crash kernel loaded ({how}); snapshot in {snap.path}")
+    return 0
+
+
+def refresh(state_dir: Path, root: Root, *, dry_run: bool = False) -> int:
+    """``kexecd refresh``: 0 when current or reloaded; 1 when a load failed; 2 on bad input."""
+    try:
+        r = loader.refresh(state_dir, root=root, dry_run=dry_run)
+    except LoadError as e:
+        _err("refresh", e)
+        return 1
+    except KexecdError as e:
+        _err("refresh", e)
+        return 2
+    ms = r.seconds * 1000
+    action = r.decision.action
+    if action is Action.NOTHING:
+        print(f"kexecd refresh: nothing to do: {r.decision.reason} ({ms:.0f} ms)")
+    elif action is Action.STAND_ASIDE:
+        print(f"kexecd refresh: nothing to do: {r.decision.reason}")
+    elif r.dry_run:
+        print(f"kexecd refresh: would {r.decision.reason} (dry run, nothing loaded)")
+    elif action is Action.FULL_RELOAD:
+        print(
+            f"kexecd refresh: re-ran the kexec command because {r.decision.reason} ({ms:.0f} ms)"
+        )
+    else:
+        print(f"kexecd refresh: {r.decision.reason}: done in {ms:.0f} ms")
+    for note in r.notes:
+        print(f"  note: {note}")
+    if r.diff:
+        for line in r.diff.lines():
+            print(f"  {line}")
+    return 0

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Purgatory's SHA-256: find the digest and its regions by value, recompute, patch.
+
+kexec-tools kexec/kexec.c update_purgatory() hashes every segment but
+purgatory, in segment order, each buffer followed by zeros up to memsz, and
+stores the digest in purgatory's ``sha256_digest`` and the list of
+``{u64 start, u64 len}`` in ``sha256_regions[16]``. At panic purgatory hashes
+the regions again and spins forever on a mismatch, so a reloaded header needs
+a new digest. kexec-tools 2.0.28's ``--hotplug`` leaves the header out of the
+hash (commit a563760); then nothing needs patching.
+
+Nothing here depends on offsets in a particular purgatory build: both arrays
+are found by their value.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kexecd.core import Buffer, Sha256
+
+__all__ = [
+    "DigestLocation",
+    "Seg",
+    "digest_after_header",
+    "find_digest",
+    "locate",
+    "patched",
+    "regions",
+]
+
+# kexec-tools kexec/kexec-sha256.h: SHA256_REGIONS.
+SHA256_REGIONS = 16
+DIGEST_SIZE = 32
+
+Seg = tuple[Buffer, int, int]  # (buffer, mem, memsz), in kexec_load order
+
+
+@dataclass(frozen=True)
+class DigestLocation:
+    """Where purgatory keeps its digest, and what the digest covers.
+
+    :ivar header_hashed: whether the ELF core header is among the hashed
+        regions (so a new header needs a new digest).
+    :ivar prefix_state: the SHA-256 state after the hashed segments that come
+        before the header, to hash only the header and what follows.
+    """
+
+    digest_offset: int
+    regions_offset: int | None
+    header_hashed: bool
+    prefix_state: bytes | None
+
+
+def _hash(segments: Sequence[Seg], skip: set[int], stop: int | None = None) -> Sha256:
+    h = Sha256()
+    for i, (buf, _mem, memsz) in enumerate(segments):
+        if stop is not None and i >= stop:
+            break
+        if i in skip:
+            continue
+        h.update(buf)
+        h.zeros(memsz - len(buf))
+    return h
+
+
+def regions(segments: Sequence[Seg], skip: set[int]) -> bytes:
+    """``sha256_regions`` as kexec-tools fills it: {mem, memsz} of each hashed segment."""
+    regions = [(mem, memsz) for i, (_b, mem, memsz) in enumerate(segments) if i not in skip]
+    if len(regions) > SHA256_REGIONS:
+        return b""
+    out = b"".join(struct.pack("<QQ", mem, memsz) for mem, memsz in regions)
+    return out + bytes(16 * (SHA256_REGIONS - len(regions)))
+
+
+def _find_once(haystack: bytes, needle: bytes) -> int | None:
+    if not needle or haystack.count(needle) != 1:
+        return None
+    return haystack.find(needle)
+
+
+def find_digest(
+    purgatory_buf: bytes, digest: bytes, regions: bytes
+) -> tuple[int, int | None] | None:
+    """Where ``digest`` (exactly once) and ``regions`` (if once) are in purgatory."""
+    offset = _find_once(purgatory_buf, digest)
+    if offset is None:
+        return None
+    return offset, _find_once(purgatory_buf, regions)
+
+
+def locate(segments: Sequence[Seg], purgatory: int, header: int) -> DigestLocation | None:
+    """Find purgatory's digest by recomputing it; ``None`` when it is not there.
+
+    Tried with the header hashed (kexec-tools before 2.0.28, or without
+    ``--hotplug``) and without it. ``None`` means neither digest occurs
+    exactly once in purgatory (``--no-checks``, or a layout kexecd does not
+    know): only a full reload is safe then.
+    """
+    purg = bytes(segments[purgatory][0])
+    for skip, hashed in (({purgatory}, True), ({purgatory, header}, False)):
+        found = find_digest(purg, _hash(segments, skip).digest(), regions(segments, skip))
+        if found is None:
+            continue
+        prefix = _hash(segments, skip, stop=header).state() if hashed else None
+        return DigestLocation(found[0], found[1], hashed, prefix)
+    return None
+
+
+def digest_after_header(
+    loc: DigestLocation, segments: Sequence[Seg], purgatory: int, header: int, new_header: Buffer
+) -> bytes:
+    """The digest with ``new_header`` in place of the header segment's buffer.
+
+    Hashes only the header and the segments after it, from the saved prefix.
+    """
+    if not loc.header_hashed or loc.prefix_state is None:
+        raise ValueError("the header is not hashed: its digest does not change")
+    h = Sha256(loc.prefix_state)
+    memsz = segments[header][2]
+    h.update(new_header)
+    h.zeros(memsz - len(new_header))
+    for i in range(header + 1, len(segments)):
+        if i == purgatory:
+            continue
+        buf, _mem, size = segments[i]
+        h.update(buf)
+        h.zeros(size - len(buf))
+    return h.digest()
+
+
+def patched(purgatory_buf: Buffer, loc: DigestLocation, digest: bytes) -> bytes:
+    """A copy of purgatory's buffer with ``digest`` in place of the old one."""
+    if len(digest) != DIGEST_SIZE:
+        raise ValueError("a SHA-256 digest is 32 bytes")
+    out = bytearray(purgatory_buf)
+    out[loc.digest_offset : loc.digest_offset + DIGEST_SIZE] = digest
+    return bytes(out)

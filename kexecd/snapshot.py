@@ -1,0 +1,281 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The snapshot: kexec-tools' load, captured once, kept in the state directory.
+
+``STATE_DIR/snapshot/`` (the state directory is mode 0700) holds
+``manifest.json`` (the kexec command, entry, flags, each segment's mem, memsz,
+size and SHA-256, which segment is the header and which purgatory, where the
+digest is), ``seg-NN.bin`` (each segment's bytes, read back with mmap), and
+what is loaded now: ``loaded-header.bin`` and ``loaded.json``. A new
+``kexecd load`` replaces the whole directory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kexecd.core import Buffer, KexecCall, LoadCapture
+from kexecd.errors import SnapshotError
+from kexecd.purgatory import DigestLocation, Seg, locate
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "SegmentRecord",
+    "Snapshot",
+    "create",
+    "open_snapshot",
+    "state_dir_ready",
+]
+
+DEFAULT_STATE_DIR = Path("/var/lib/kexecd")
+SNAPSHOT = "snapshot"
+MANIFEST = "manifest.json"
+LOADED_HEADER = "loaded-header.bin"
+LOADED = "loaded.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One segment as the manifest records it."""
+
+    index: int
+    mem: int
+    memsz: int
+    bufsz: int
+    sha256: str
+    file: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A loaded crash image as kexecd knows it.
+
+    :ivar header: the index of the ELF core header segment, if any.
+    :ivar purgatory: the index of the segment holding the entry point.
+    :ivar digest: where purgatory's SHA-256 is, if it was found.
+    :ivar file_load: the image came from kexec_file_load: it can only be
+        reloaded whole, by running the command again.
+    """
+
+    path: Path
+    argv: tuple[str, ...]
+    created: str
+    file_load: bool
+    entry: int
+    flags: int
+    segments: tuple[SegmentRecord, ...]
+    header: int | None
+    purgatory: int | None
+    digest: DigestLocation | None
+
+    @property
+    def header_capacity(self) -> int | None:
+        """How many program headers fit in the header segment's memsz."""
+        if self.header is None:
+            return None
+        return (self.segments[self.header].memsz - 64) // 56
+
+    def buffer(self, index: int) -> Buffer:
+        """A segment's bytes, memory-mapped read-only from its file."""
+        rec = self.segments[index]
+        if rec.bufsz == 0:
+            return b""
+        path = self.path / rec.file
+        try:
+            with path.open("rb") as f:
+                return memoryview(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))
+        except OSError as e:
+            raise SnapshotError(
+                f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
+            ) from None
+
+    def segs(self) -> list[Seg]:
+        """(buffer, mem, memsz) of every segment, in kexec_load order."""
+        return [(self.buffer(r.index), r.mem, r.memsz) for r in self.segments]
+
+    def verify(self) -> None:
+        """Check every segment file against its SHA-256 in the manifest.
+
+        :raises SnapshotError: a file is missing, of the wrong size or altered.
+        """
+        for rec in self.segments:
+            path = self.path / rec.file
+            buf = self.buffer(rec.index)
+            if len(buf) != rec.bufsz or hashlib.sha256(buf).hexdigest() != rec.sha256:
+                raise SnapshotError(
+                    f"{path}: does not match the SHA-256 in {self.path / MANIFEST} "
+                    "(corrupt or tampered); nothing was loaded; run 'kexecd load' again"
+                )
+
+    def loaded_header(self) -> bytes:
+        """The ELF core header loaded now."""
+        path = self.path / LOADED_HEADER
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise SnapshotError(
+                f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
+            ) from None
+
+    def loaded_info(self) -> dict[str, Any]:
+        """What ``loaded.json`` says of the last load: time, digest, how."""
+        info: dict[str, Any] = json.loads((self.path / LOADED).read_text())
+        return info
+
+    def record_loaded(self, header: bytes, digest: bytes | None, how: str) -> None:
+        """Remember what is loaded now (atomically, header first)."""
+        _write(self.path / LOADED_HEADER, header)
+        info = {
+            "time": _now(),
+            "how": how,
+            "header_sha256": hashlib.sha256(header).hexdigest(),
+            "digest": digest.hex() if digest else None,
+        }
+        _write(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _find_header(segments: Sequence[bytes]) -> int | None:
+    # The kernel finds a kexec_load image's header the same way: ELFMAG at the
+    # start of a segment (kernel/crash_core.c, Linux 6.6).
+    found = [i for i, b in enumerate(segments) if b[:4] == b"\x7fELF" and b[16:18] == b"\4\0"]
+    return found[-1] if found else None
+
+
+def state_dir_ready(state_dir: Path) -> None:
+    """Create the state directory, mode 0700."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+
+
+def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
+    """Write the snapshot of a traced kexec-tools load, replacing any older one."""
+    state_dir_ready(state_dir)
+    new = state_dir / f".{SNAPSHOT}.new"
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(mode=0o700)
+    file_load = cap.call is KexecCall.KEXEC_FILE_LOAD
+    bufs = [s.buf for s in cap.segments]
+    header = None if file_load else _find_header(bufs)
+    purgatory = next(
+        (i for i, s in enumerate(cap.segments) if s.mem <= cap.entry < s.mem + s.memsz), None
+    )
+    digest = None
+    if header is not None and purgatory is not None:
+        digest = locate([(s.buf, s.mem, s.memsz) for s in cap.segments], purgatory, header)
+    records = []
+    for i, s in enumerate(cap.segments):
+        name = f"seg-{i:02d}.bin"
+        (new / name).write_bytes(s.buf)
+        records.append(
+            {
+                "index": i,
+                "mem": s.mem,
+                "memsz": s.memsz,
+                "bufsz": len(s.buf),
+                "sha256": hashlib.sha256(s.buf).hexdigest(),
+                "file": name,
+            }
+        )
+    manifest = {
+        "format": FORMAT,
+        "argv": list(argv),
+        "created": _now(),
+        "syscall": cap.call.name.lower(),
+        "entry": cap.entry,
+        "flags": cap.flags,
+        "cmdline": cap.cmdline.decode(errors="replace") if cap.cmdline else None,
+        "segments": records,
+        "header": header,
+        "purgatory": purgatory,
+        "digest": None
+        if digest is None
+        else {
+            "offset": digest.digest_offset,
+            "regions_offset": digest.regions_offset,
+            "header_hashed": digest.header_hashed,
+            "prefix_state": digest.prefix_state.hex() if digest.prefix_state else None,
+        },
+    }
+    _write(new / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    snap = _parse(new, manifest)
+    if header is not None:
+        snap.record_loaded(bufs[header], None, "kexec-tools")
+    else:
+        _write(new / LOADED, (json.dumps({"time": _now(), "how": "kexec-tools"}) + "\n").encode())
+    final = state_dir / SNAPSHOT
+    old = state_dir / f".{SNAPSHOT}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return open_snapshot(state_dir)
+
+
+def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
+    d = m.get("digest")
+    return Snapshot(
+        path=path,
+        argv=tuple(m["argv"]),
+        created=m["created"],
+        file_load=m["syscall"] == "kexec_file_load",
+        entry=m["entry"],
+        flags=m["flags"],
+        segments=tuple(SegmentRecord(**s) for s in m["segments"]),
+        header=m["header"],
+        purgatory=m["purgatory"],
+        digest=None
+        if d is None
+        else DigestLocation(
+            d["offset"],
+            d["regions_offset"],
+            d["header_hashed"],
+            bytes.fromhex(d["prefix_state"]) if d["prefix_state"] else None,
+        ),
+    )
+
+
+def open_snapshot(state_dir: Path) -> Snapshot:
+    """Read the snapshot in ``state_dir``.
+
+    :raises SnapshotError: there is none, or its manifest is unreadable.
+    """
+    path = state_dir / SNAPSHOT
+    manifest = path / MANIFEST
+    try:
+        m = json.loads(manifest.read_text())
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"{manifest}: no snapshot; load the crash kernel with "
+            "'kexecd load -- kexec -p ...' first"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"{manifest}: unreadable ({e}); run 'kexecd load' again") from None
+    try:
+        if m.get("format") != FORMAT:
+            raise KeyError("format")
+        return _parse(path, m)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SnapshotError(f"{manifest}: malformed ({e}); run 'kexecd load' again") from None

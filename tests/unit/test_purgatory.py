@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Finding and patching purgatory's SHA-256, on real captured purgatory bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import pytest
+
+from kexecd import purgatory
+from kexecd.core import Sha256
+from tests.capture import Capture
+from tests.unit.data import CAPTURES, DATA
+from tests.unit.images import image, kexec_tools_digest
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_finds_the_real_digest_and_regions(name: str) -> None:
+    # The digest recorded in the guest was computed from the whole segments.
+    cap = Capture(DATA / name)
+    m = cap.manifest
+    purg = m["purgatory_segment"]
+    regions = b"".join(
+        struct.pack("<QQ", s["mem"], s["memsz"]) for s in m["segments"] if s["index"] != purg
+    )
+    regions += bytes(16 * (16 - (len(m["segments"]) - 1)))
+    found = purgatory.find_digest(cap.segment(purg), bytes.fromhex(m["purgatory_digest"]), regions)
+    assert found == (0x5020, 0x5040)  # kexec-tools 2.0.25's build; found by value
+
+
+def test_locate_on_a_whole_image() -> None:
+    cap = image()
+    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
+    loc = purgatory.locate(segs, 4, 5)
+    assert loc is not None
+    assert (loc.digest_offset, loc.regions_offset, loc.header_hashed) == (0x5020, 0x5040, True)
+    # The saved prefix is the state after segments 0-3 (purgatory is 4).
+    h = hashlib.sha256()
+    for s in cap.segments[:4]:
+        h.update(s.buf + bytes(s.memsz - len(s.buf)))
+    assert loc.prefix_state is not None
+    assert Sha256(loc.prefix_state).digest() == h.digest()
+
+
+def test_new_digest_hashes_only_what_follows_the_prefix() -> None:
+    cap = image()
+    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
+    loc = purgatory.locate(segs, 4, 5)
+    assert loc is not None
+    new_header = Capture(DATA / "hotadd").header
+    got = purgatory.digest_after_header(loc, segs, 4, 5, new_header)
+    changed = list(cap.segments)
+    changed[5] = type(changed[5])(new_header, changed[5].mem, changed[5].memsz)
+    assert got == kexec_tools_digest(changed, 4)
+    patched = purgatory.patched(segs[4][0], loc, got)
+    assert patched[0x5020:0x5040] == got
+    assert patched[:0x5020] == bytes(segs[4][0])[:0x5020]
+    assert patched[0x5040:] == bytes(segs[4][0])[0x5040:]
+
+
+def test_header_left_out_of_the_hash() -> None:
+    # kexec-tools 2.0.28 --hotplug: the digest covers everything but the header.
+    cap = image(header_hashed=False)
+    loc = purgatory.locate([(s.buf, s.mem, s.memsz) for s in cap.segments], 4, 5)
+    assert loc is not None and not loc.header_hashed and loc.prefix_state is None
+    assert loc.regions_offset is None  # the recorded regions still list the header
+    with pytest.raises(ValueError):
+        purgatory.digest_after_header(loc, [], 4, 5, b"")
+
+
+def test_no_digest_found() -> None:
+    cap = image()
+    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
+    broken = bytearray(segs[4][0])
+    broken[0x5020:0x5040] = bytes(32)  # as with --no-checks: no digest to find
+    segs[4] = (bytes(broken), segs[4][1], segs[4][2])
+    assert purgatory.locate(segs, 4, 5) is None
+
+
+def test_sha256_state_round_trip() -> None:
+    h = Sha256()
+    h.update(b"abc" * 1000)
+    h.zeros(12345)
+    again = Sha256(h.state())
+    again.update(b"tail")
+    assert again.digest() == hashlib.sha256(b"abc" * 1000 + bytes(12345) + b"tail").digest()
+    with pytest.raises(ValueError):
+        Sha256(b"short")
