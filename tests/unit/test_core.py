@@ -70,5 +70,5 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
     )
     assert p.returncode == 0, p.stdout + p.stderr
     summaries = re.findall(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
-    assert len(summaries) == 2  # test_elfcore and test_trace
+    assert len(summaries) == 3  # test_elfcore, test_sha256, test_trace
     assert all(int(n) > 0 and f == "0" for n, f in summaries)

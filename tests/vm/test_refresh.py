@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``kexecd load`` and ``kexecd refresh`` in the guest, proven by real crashes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.vm.testbed import Guest, TestbedError
+
+pytestmark = pytest.mark.vm
+
+STATE = "/run/kexecd-state"  # the guest's / is the host's, read-only; /run is tmpfs
+
+
+def kexecd_load(guest: Guest) -> str:
+    out = guest.run(["kexecd", "load", "--state-dir", STATE, "--", *guest.kexec_argv()]).stdout
+    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
+    return out
+
+
+def refresh(guest: Guest) -> str:
+    return guest.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
+
+
+def hot_add(guest: Guest) -> tuple[tuple[int, int], int]:
+    mem = guest.hot_add_memory(512)
+    guest.set_memory_online(*mem)
+    cpu = guest.hot_add_cpu()
+    guest.set_cpu_online(cpu)
+    return mem, cpu
+
+
+def test_refresh_after_hot_add_gives_a_whole_dump(guest: Guest) -> None:
+    out = kexecd_load(guest)
+    assert "header is segment 5, room for 291 program headers" in out
+    assert "purgatory digest at +0x5020" in out
+    (start, end), cpu = hot_add(guest)
+    out = refresh(guest)
+    assert "reload the header and purgatory's digest: done in" in out
+    assert f"+ CPU {cpu}" in out and f"+ {start:#x}-{end - 1:#x} (512 MiB)" in out
+    assert "nothing to do" in refresh(guest)
+    vmcore = guest.crash()
+    assert vmcore.covers(start, end)
+    assert vmcore.prstatus == len([0, 1, cpu]) == 3
+
+
+def test_refresh_after_hot_remove_drops_the_range(guest: Guest) -> None:
+    start, end = guest.hot_add_memory(512)
+    guest.set_memory_online(start, end)
+    kexecd_load(guest)
+    guest.hot_remove_memory("dimm1")
+    out = refresh(guest)
+    assert f"- {start:#x}-{end - 1:#x} (512 MiB)" in out
+    vmcore = guest.crash()
+    assert not vmcore.overlaps(start, end)
+    assert vmcore.prstatus == 2
+
+
+def test_stale_digest_hangs_the_crash_kernel(guest: Guest) -> None:
+    # The control: the same reload with purgatory's digest left as it was.
+    kexecd_load(guest)
+    hot_add(guest)
+    guest.python(
+        "-c",
+        "from pathlib import Path; from kexecd import loader; "
+        f"r = loader.refresh(Path('{STATE}'), patch_digest=False); assert r.loaded",
+    )
+    with pytest.raises(TestbedError, match="did not power off within 60 s"):
+        guest.crash(timeout=60)
+    assert "KEXECD-VMCORE-BEGIN" not in guest.crash_log.read_text(errors="replace")
+
+
+def test_refreshed_header_equals_a_fresh_kexec(guest: Guest) -> None:
+    kexecd_load(guest)
+    hot_add(guest)
+    refresh(guest)
+    ours = guest.run_dir / "share" / "ours.bin"
+    guest.run(["cp", f"{STATE}/snapshot/loaded-header.bin", str(ours)])
+    fresh = guest.capture_load("fresh")
+    assert ours.read_bytes() == fresh.header
+
+
+def test_corrupt_snapshot_is_refused_and_the_crash_kernel_kept(guest: Guest) -> None:
+    kexecd_load(guest)
+    (start, end), _ = hot_add(guest)
+    guest.sh(f"printf X | dd of={STATE}/snapshot/seg-02.bin bs=1 seek=4096 conv=notrunc")
+    res = guest.run(["kexecd", "refresh", "--state-dir", STATE], check=False)
+    assert res.rc == 2
+    assert "seg-02.bin: does not match the SHA-256" in res.stderr
+    assert "nothing was loaded" in res.stderr
+    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
+    # The image loaded before is still there and still dumps (stale, as loaded).
+    vmcore = guest.crash()
+    assert vmcore.prstatus == 2
+    assert not vmcore.overlaps(start, end)
