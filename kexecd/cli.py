@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kexecd import __version__, commands
+from kexecd.config import DEFAULT_CONFIG
 from kexecd.root import Root
 from kexecd.snapshot import DEFAULT_STATE_DIR
 
@@ -50,6 +51,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
     p = sub.add_parser(
+        "run",
+        help="the daemon: refresh the crash kernel on CPU and memory hotplug",
+        description="Listen to cpu and memory uevents and keep the loaded crash kernel's "
+        "header current. Settings come from /etc/kexecd.conf (TOML); options override them.",
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE")
+    p.add_argument("--state-dir", type=Path, metavar="DIR")
+    p.add_argument("--runtime-dir", type=Path, metavar="DIR", help="state.json and the socket")
+    p.add_argument("--root", type=Path, metavar="DIR")
+    p.add_argument("--source", choices=["udev", "kernel"])
+    p.add_argument("--verbose", "-v", action="store_true")
+
+    p = sub.add_parser(
+        "status",
+        help="is a crash kernel loaded, and is its header current?",
+        description="Exit 0: loaded and current; 1: stale; 2: error; 3: no crash kernel.",
+    )
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    p.add_argument("--runtime-dir", type=Path, default=Path("/run/kexecd"), metavar="DIR")
+    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
         "inspect",
         help="show an ELF core header, or the one kexecd would build for this system",
         description="Show an ELF core header (an elfcorehdr segment, a capture, the head "
@@ -84,6 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands.load(argv, args.state_dir)
     if args.command == "refresh":
         return commands.refresh(args.state_dir, Root(args.root), dry_run=args.dry_run)
+    if args.command == "run":
+        return commands.run(
+            args.config,
+            state_dir=args.state_dir,
+            runtime_dir=args.runtime_dir,
+            root=args.root,
+            source=args.source,
+            verbose=args.verbose,
+        )
+    if args.command == "status":
+        return commands.status(args.state_dir, Root(args.root), args.runtime_dir, args.json)
     if args.command == "inspect":
         from kexecd import inspect
 

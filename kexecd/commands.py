@@ -12,7 +12,7 @@ from kexecd.errors import KexecdError, LoadError
 from kexecd.reconcile import Action
 from kexecd.root import Root
 
-__all__ = ["load", "refresh"]
+__all__ = ["load", "refresh", "run", "status"]
 
 
 def _err(cmd: str, e: Exception) -> None:
@@ -79,3 +79,40 @@ def refresh(state_dir: Path, root: Root, *, dry_run: bool = False) -> int:
         for line in r.diff.lines():
             print(f"  {line}")
     return 0
+
+
+def run(
+    config: Path,
+    *,
+    state_dir: Path | None,
+    runtime_dir: Path | None,
+    root: Path | None,
+    source: str | None,
+    verbose: bool,
+) -> int:
+    """``kexecd run``: the daemon. 0 when stopped by a signal; 2 on bad settings."""
+    from kexecd.config import load_config
+    from kexecd.daemon import Daemon
+    from kexecd.monitor import UdevMonitor
+    from kexecd.notify import setup_logging
+
+    try:
+        cfg = load_config(
+            config, state_dir=state_dir, runtime_dir=runtime_dir, root=root, source=source
+        )
+    except KexecdError as e:
+        _err("run", e)
+        return 2
+    log = setup_logging(verbose)
+    monitor = UdevMonitor(cfg.source)
+    log.info("watching cpu and memory uevents (%s); snapshot in %s", cfg.source, cfg.state_dir)
+    return Daemon(cfg, monitor).run()
+
+
+def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int:
+    """``kexecd status``: 0 loaded and current, 1 stale, 2 error, 3 no crash kernel."""
+    from kexecd import status as st
+
+    report = st.gather(state_dir, root, runtime_dir)
+    print(st.to_json(report) if as_json else st.render(report))
+    return report.exit_code

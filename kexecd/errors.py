@@ -7,6 +7,7 @@ names the file or value at fault and what to do about it.
 """
 
 __all__ = [
+    "ConfigError",
     "HeaderError",
     "KexecdError",
     "LoadError",
@@ -38,3 +39,7 @@ class SnapshotError(KexecdError):
 
 class LoadError(KexecdError):
     """A load of the crash kernel failed (and what was done about it)."""
+
+
+class ConfigError(KexecdError):
+    """The configuration file is unreadable or holds a bad value."""

@@ -136,11 +136,14 @@ def refresh(
     dry_run: bool = False,
     tracer: Tracer = core.trace_kexec,
     patch_digest: bool = True,
+    verify: bool = True,
 ) -> RefreshResult:
     """Bring the loaded crash image's header up to date with the system.
 
     :param patch_digest: only for the test bed's control experiment: leave
         purgatory's digest stale (the crash kernel then hangs at panic).
+    :param verify: check every segment's SHA-256 first; the daemon does it
+        once, and again only when the snapshot's files change.
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
     :raises LoadError: the load failed; the message says whether the
@@ -152,16 +155,25 @@ def refresh(
     snap = open_snapshot(state_dir)
     kstate = read_kexec_state(root)
     kernel_updates = bool(kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug)
+    result_notes: list[str] = []
     loaded = wanted = None
     diff = None
     if not snap.file_load and snap.header is not None and not kernel_updates:
         loaded = snap.loaded_header()
-        state = read_system(root)
         template = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
-        wanted = elfcore.build(elfcore.spec_from_template(template, state))
+        # If a uevent arrives while the system is read, read it again.
+        for _ in range(5):
+            seqnum = kstate.uevent_seqnum
+            state = read_system(root)
+            wanted = elfcore.build(elfcore.spec_from_template(template, state))
+            kstate = read_kexec_state(root)
+            if kstate.uevent_seqnum == seqnum:
+                break
+            result_notes.append("the system changed while the header was built; built again")
+        assert wanted is not None
         diff = diff_headers(template, elfcore.parse(wanted), state.cpus)
     decision = decide(snap, loaded, wanted, kernel_updates)
-    result = RefreshResult(decision, diff, dry_run=dry_run)
+    result = RefreshResult(decision, diff, dry_run=dry_run, notes=result_notes)
     if decision.action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
         result.seconds = time.monotonic() - start
         return result
@@ -172,7 +184,8 @@ def refresh(
         return result
 
     assert wanted is not None and loaded is not None
-    snap.verify()
+    if verify:
+        snap.verify()
     if not kstate.crash_loaded:
         result.notes.append("no crash kernel was loaded; loading the snapshot's image")
     original = snap.segs()

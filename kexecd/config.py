@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``/etc/kexecd.conf``: the daemon's settings (TOML, every key optional).
+
+::
+
+    # /etc/kexecd.conf
+    state_dir = "/var/lib/kexecd"    # the snapshot kexecd load keeps
+    runtime_dir = "/run/kexecd"      # state.json and kexecd.sock
+    root = "/"                       # read /proc and /sys under this directory
+    source = "udev"                  # uevents from udevd, or "kernel" without it
+    settle_ms = 100                  # refresh once events stop for this long ...
+    max_delay_ms = 1000              # ... but never later than this after the first
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from kexecd.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "Config", "load_config"]
+
+DEFAULT_CONFIG = Path("/etc/kexecd.conf")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The daemon's settings, with their defaults."""
+
+    state_dir: Path = Path("/var/lib/kexecd")
+    runtime_dir: Path = Path("/run/kexecd")
+    root: Path = Path("/")
+    source: str = "udev"
+    settle_ms: int = 100
+    max_delay_ms: int = 1000
+
+
+_TYPES: dict[str, type] = {"state_dir": str, "runtime_dir": str, "root": str, "source": str,
+                           "settle_ms": int, "max_delay_ms": int}  # fmt: skip
+
+
+def load_config(path: Path | None, **overrides: Any) -> Config:
+    """Read ``path`` (a missing default file is fine), then apply ``overrides``.
+
+    :raises ConfigError: unreadable TOML, an unknown key, or a bad value;
+        the message names the file and the key.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            if path != DEFAULT_CONFIG:
+                raise ConfigError(f"{path}: missing") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not TOML: {e}") from None
+    known = {f.name for f in fields(Config)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(sorted(known))}")
+        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} must be a {_TYPES[key].__name__}, not {value!r}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    paths = {"state_dir", "runtime_dir", "root"}
+    converted: dict[str, Any] = {k: Path(v) if k in paths else v for k, v in values.items()}
+    cfg = Config(**converted)
+    if cfg.source not in ("udev", "kernel"):
+        raise ConfigError(
+            f"{path or 'config'}: source must be 'udev' or 'kernel', not {cfg.source!r}"
+        )
+    if not 0 < cfg.settle_ms <= cfg.max_delay_ms:
+        raise ConfigError(
+            f"{path or 'config'}: need 0 < settle_ms <= max_delay_ms "
+            f"(got {cfg.settle_ms} and {cfg.max_delay_ms})"
+        )
+    return cfg

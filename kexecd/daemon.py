@@ -1,0 +1,325 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``kexecd run``: hotplug uevents in, an up-to-date crash kernel out.
+
+One ``selectors`` loop waits on the uevent monitor, the control socket, a
+signal pipe and two timers (the coalescing deadline, the watchdog). A burst
+of events becomes one refresh, once events have stopped for ``settle_ms``
+and never later than ``max_delay_ms`` after the first. On start the daemon
+reconciles at once, so a hotplug that happened while it was down is caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kexecd import loader
+from kexecd.config import Config
+from kexecd.errors import KexecdError
+from kexecd.monitor import Event, Monitor
+from kexecd.notify import notify, watchdog_interval
+from kexecd.reconcile import Action
+from kexecd.root import Root
+from kexecd.snapshot import SNAPSHOT
+from kexecd.statefile import SOCKET, write_state
+
+__all__ = ["Coalescer", "Daemon"]
+
+log = logging.getLogger("kexecd")
+
+
+class Coalescer:
+    """Turns a burst of events into one deadline.
+
+    Due ``settle`` seconds after the last event, but never later than
+    ``max_delay`` seconds after the first one of the burst.
+    """
+
+    def __init__(self, settle: float, max_delay: float) -> None:
+        self.settle = settle
+        self.max_delay = max_delay
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def event(self, now: float) -> None:
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def deadline(self) -> float | None:
+        if self.first is None or self.last is None:
+            return None
+        return min(self.last + self.settle, self.first + self.max_delay)
+
+    def take(self) -> float | None:
+        """End the burst; return when it began."""
+        first, self.first, self.last = self.first, None, None
+        return first
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _files_signature(state_dir: Path) -> tuple[tuple[str, int, int, int], ...]:
+    snap = state_dir / SNAPSHOT
+    try:
+        entries = sorted(os.scandir(snap), key=lambda e: e.name)
+    except OSError:
+        return ()
+    out = []
+    for e in entries:
+        if e.name.startswith("seg-") or e.name == "manifest.json":
+            st = e.stat()
+            out.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class Daemon:
+    """The event loop and what it remembers (the counters in ``state.json``)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        monitor: Monitor,
+        *,
+        backend: loader.Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: loader.Tracer | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.monitor = monitor
+        self.backend = backend or loader.KernelBackend()
+        self.tracer = tracer
+        self.clock = clock
+        self.root = Root(cfg.root)
+        self.coalescer = Coalescer(cfg.settle_ms / 1000, cfg.max_delay_ms / 1000)
+        self.verified: tuple[tuple[str, int, int, int], ...] | None = None
+        self.stopping = False
+        self.state: dict[str, Any] = {
+            "pid": os.getpid(),
+            "started": _now(),
+            "source": cfg.source,
+            "events": 0,
+            "reconciles": 0,
+            "reloads": 0,
+            "full_reloads": 0,
+            "skipped": 0,
+            "failed": 0,
+            "last_event": None,
+            "last_update": None,
+            "last_error": None,
+            "decision": None,
+            "in_sync": None,
+        }
+
+    # -- refreshing ------------------------------------------------------------
+
+    def reconcile(self, why: str, first_event: float | None = None) -> dict[str, Any]:
+        """Refresh now; record what happened; return the record."""
+        start = self.clock()
+        self.state["reconciles"] += 1
+        sig = _files_signature(self.cfg.state_dir)
+        kwargs: dict[str, Any] = {}
+        if self.tracer is not None:
+            kwargs["tracer"] = self.tracer
+        record: dict[str, Any] = {"time": _now(), "why": why}
+        try:
+            r = loader.refresh(
+                self.cfg.state_dir,
+                root=self.root,
+                backend=self.backend,
+                verify=sig != self.verified,
+                **kwargs,
+            )
+        except KexecdError as e:
+            self.state["failed"] += 1
+            self.state["last_error"] = {"time": _now(), "message": str(e)}
+            self.state["in_sync"] = False
+            record.update(action="failed", error=str(e))
+            log.error("refresh failed: %s", e, extra={"KEXECD_ACTION": "failed"})
+            self._publish()
+            return record
+        self.verified = _files_signature(self.cfg.state_dir) if r.loaded else sig
+        action = r.decision.action
+        done = self.clock()
+        record.update(
+            action=action.value,
+            reason=r.decision.reason,
+            work_ms=round((done - start) * 1000, 1),
+            changes=r.diff.lines() if r.diff else [],
+        )
+        if first_event is not None:
+            record["latency_ms"] = round((done - first_event) * 1000, 1)
+        self.state["decision"] = r.decision.reason
+        self.state["in_sync"] = True
+        if action in (Action.NOTHING, Action.STAND_ASIDE):
+            self.state["skipped"] += 1
+        elif action is Action.FULL_RELOAD:
+            self.state["full_reloads"] += 1
+            self.state["last_update"] = record
+        else:
+            self.state["reloads"] += 1
+            self.state["last_update"] = record
+        if action not in (Action.NOTHING,):
+            log.info(
+                "%s: %s%s",
+                action.value,
+                r.decision.reason,
+                "; " + ", ".join(record["changes"]) if record["changes"] else "",
+                extra={
+                    "KEXECD_ACTION": action.value,
+                    "KEXECD_WORK_MS": record["work_ms"],
+                    "KEXECD_LATENCY_MS": record.get("latency_ms", ""),
+                },
+            )
+        self._publish()
+        return record
+
+    def summary(self) -> str:
+        """The one-line STATUS= for systemd."""
+        last = self.state["last_update"]
+        tail = f"; last update {last['work_ms']:.0f} ms" if last else ""
+        if self.state["last_error"] and self.state["in_sync"] is False:
+            return f"error: {self.state['last_error']['message']}"[:200]
+        if self.state["decision"] == "the kernel updates the header itself":
+            return "standing aside: the kernel updates the header itself"
+        return (
+            f"in sync: {self.state['events']} events, {self.state['reloads']} reloads, "
+            f"{self.state['full_reloads']} full{tail}"
+        )
+
+    def _publish(self) -> None:
+        write_state(self.cfg.runtime_dir, self.state)
+        notify(f"STATUS={self.summary()}")
+
+    # -- events and the control socket ----------------------------------------
+
+    def on_events(self, events: list[Event]) -> None:
+        now = self.clock()
+        for ev in events:
+            self.state["events"] += 1
+            self.state["last_event"] = {
+                "time": _now(),
+                "action": ev.action,
+                "subsystem": ev.subsystem,
+                "devpath": ev.devpath,
+                "seqnum": ev.seqnum,
+            }
+            log.debug("uevent %s %s", ev.action, ev.devpath)
+            self.coalescer.event(now)
+
+    def due(self) -> bool:
+        deadline = self.coalescer.deadline()
+        return deadline is not None and self.clock() >= deadline
+
+    def run_due(self) -> dict[str, Any] | None:
+        if not self.due():
+            return None
+        first = self.coalescer.take()
+        return self.reconcile("events", first)
+
+    def handle_client(self, conn: socket.socket) -> None:
+        """Answer one request on the control socket; root only (SO_PEERCRED)."""
+        with conn:
+            conn.settimeout(2)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if uid != 0:
+                conn.sendall(b'{"error": "permission denied: root only"}\n')
+                return
+            try:
+                line = conn.makefile("rb").readline(65536)
+                req = json.loads(line or b"{}")
+            except (OSError, ValueError):
+                return
+            cmd = req.get("cmd")
+            if cmd == "status":
+                reply: dict[str, Any] = {"ok": True, "state": self.state}
+            elif cmd == "refresh":
+                reply = {"ok": True, "record": self.reconcile("request")}
+            else:
+                reply = {"error": f"unknown command {cmd!r}; use status or refresh"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def _listen(self) -> socket.socket:
+        self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cfg.runtime_dir / SOCKET
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            server.bind(str(path))
+        finally:
+            os.umask(old)
+        server.listen(8)
+        server.setblocking(False)
+        return server
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def run(self, max_seconds: float | None = None) -> int:
+        """The loop; returns 0 when stopped by SIGTERM or SIGINT (or ``max_seconds``)."""
+        sel = selectors.DefaultSelector()
+        server = self._listen()
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        handlers = {
+            s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        sel.register(self.monitor.fileno(), selectors.EVENT_READ, "monitor")
+        sel.register(server, selectors.EVENT_READ, "control")
+        sel.register(rfd, selectors.EVENT_READ, "signal")
+        wd = watchdog_interval()
+        next_wd = self.clock() + wd if wd else None
+        end = self.clock() + max_seconds if max_seconds is not None else None
+        try:
+            self.reconcile("start")
+            notify("READY=1")
+            notify(f"STATUS={self.summary()}")
+            while not self.stopping:
+                now = self.clock()
+                times = [t for t in (self.coalescer.deadline(), next_wd, end) if t is not None]
+                timeout = max(0.0, min(times) - now) if times else None
+                for key, _ in sel.select(timeout):
+                    if key.data == "monitor":
+                        self.on_events(self.monitor.drain())
+                    elif key.data == "control":
+                        with contextlib.suppress(BlockingIOError):
+                            conn, _ = server.accept()
+                            self.handle_client(conn)
+                    else:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(rfd, 512)
+                self.run_due()
+                now = self.clock()
+                if next_wd is not None and wd is not None and now >= next_wd:
+                    notify("WATCHDOG=1")
+                    next_wd = now + wd
+                if end is not None and now >= end:
+                    break
+        finally:
+            notify("STOPPING=1")
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            sel.close()
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.cfg.runtime_dir / SOCKET).unlink()
+            os.close(rfd)
+            os.close(wfd)
+        return 0

@@ -1,0 +1,238 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The daemon without a VM: a fake monitor over a pipe, a fake NOTIFY_SOCKET,
+a fake kexec backend that records loads and fails on demand."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kexecd import loader
+from kexecd.config import Config
+from kexecd.daemon import Coalescer, Daemon
+from kexecd.monitor import Event
+from kexecd.root import Root
+from kexecd.statefile import read_state
+from tests.capture import Capture
+from tests.unit.data import DATA
+from tests.unit.images import image, loaded_root
+from tests.unit.test_loader import ARGV, FakeBackend, tracer_for
+
+
+class FakeMonitor:
+    """Events pushed by the test, signalled through a pipe like a netlink socket."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK)
+        self.queue: list[Event] = []
+        self.lock = threading.Lock()
+
+    def fileno(self) -> int:
+        return self.r
+
+    def push(self, *events: Event) -> None:
+        with self.lock:
+            self.queue.extend(events)
+        os.write(self.w, b"x")
+
+    def drain(self) -> list[Event]:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.r, 4096)
+        with self.lock:
+            out, self.queue = self.queue, []
+        return out
+
+
+def online(block: int) -> Event:
+    return Event("online", "memory", f"/devices/system/memory/memory{block}", 1000 + block)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Config, Path]]:
+    """Config with a loaded boot image, and a root symlink the test can switch."""
+    roots = {n: loaded_root(n, tmp_path) for n in ("boot", "hotadd")}
+    root = tmp_path / "root"
+    root.symlink_to(roots["boot"])
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root,
+                 settle_ms=50, max_delay_ms=300)  # fmt: skip
+    yield cfg, tmp_path
+
+
+def switch_root(tmp: Path, name: str) -> None:
+    link = tmp / "root.new"
+    link.symlink_to(tmp / f"root-{name}")
+    os.replace(link, tmp / "root")
+
+
+class FakeSystemd:
+    """A NOTIFY_SOCKET that a thread reads as systemd would."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+        self.done = False
+        self.thread = threading.Thread(target=self._read)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.done:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def stop(self) -> list[str]:
+        time.sleep(0.1)
+        self.done = True
+        self.thread.join()
+        self.sock.close()
+        return self.messages
+
+
+@pytest.fixture
+def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystemd]:
+    path = tmp_path / "notify.sock"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    fake = FakeSystemd(path)
+    yield fake
+    if not fake.done:
+        fake.stop()
+
+
+def test_coalescer_settles_and_caps() -> None:
+    c = Coalescer(settle=0.1, max_delay=1.0)
+    assert c.deadline() is None
+    c.event(10.0)
+    assert c.deadline() == pytest.approx(10.1)
+    c.event(10.05)
+    assert c.deadline() == pytest.approx(10.15)
+    for i in range(100):  # a long burst: never later than 1 s after the first
+        c.event(10.05 + i * 0.05)
+    assert c.deadline() == pytest.approx(11.0)
+    assert c.take() == 10.0 and c.deadline() is None
+
+
+def test_burst_gives_one_reload(env: tuple[Config, Path], systemd: FakeSystemd,
+                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    cfg, tmp = env
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")
+    monitor, backend = FakeMonitor(), FakeBackend()
+    daemon = Daemon(cfg, monitor, backend=backend)
+
+    def hotplug() -> None:
+        time.sleep(0.2)
+        switch_root(tmp, "hotadd")
+        for block in range(32, 48):  # 16 blocks onlined at once, as in a burst
+            monitor.push(online(block))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=hotplug)
+    t.start()
+    assert daemon.run(max_seconds=1.5) == 0
+    t.join()
+    assert len(backend.loads) == 1
+    assert backend.loads[0][2][5] == Capture(DATA / "hotadd").header
+    st = read_state(cfg.runtime_dir)
+    assert st is not None
+    assert (st["events"], st["reloads"], st["full_reloads"], st["failed"]) == (16, 1, 0, 0)
+    assert st["skipped"] == 1  # the reconcile at start found the header current
+    assert st["last_event"]["devpath"] == "/devices/system/memory/memory47"
+    upd = st["last_update"]
+    assert upd["action"] == "reload-header" and "+ CPU 2" in upd["changes"]
+    assert 0 < upd["latency_ms"] < 1000
+    msgs = systemd.stop()
+    assert "READY=1" in msgs and "WATCHDOG=1" in msgs and msgs[-1] == "STOPPING=1"
+    status = [m for m in msgs if m.startswith("STATUS=")]
+    assert status[-1].startswith("STATUS=in sync: 16 events, 1 reloads, 0 full; last update")
+    assert not (cfg.runtime_dir / "kexecd.sock").exists()
+
+
+def test_reconciles_at_start(env: tuple[Config, Path]) -> None:
+    # A hotplug while the daemon was down is caught at once.
+    cfg, tmp = env
+    switch_root(tmp, "hotadd")
+    backend = FakeBackend()
+    Daemon(cfg, FakeMonitor(), backend=backend).run(max_seconds=0.1)
+    assert len(backend.loads) == 1
+    st = read_state(cfg.runtime_dir)
+    assert st is not None and st["reloads"] == 1 and st["last_update"]["why"] == "start"
+
+
+def test_failed_load_is_counted_and_rolled_back(env: tuple[Config, Path]) -> None:
+    cfg, tmp = env
+    switch_root(tmp, "hotadd")
+    backend = FakeBackend(fail=1)
+    daemon = Daemon(cfg, FakeMonitor(), backend=backend)
+    rec = daemon.reconcile("start")
+    assert rec["action"] == "failed" and "previous image was loaded again" in rec["error"]
+    assert len(backend.loads) == 2  # the attempt, then the previous image
+    assert daemon.state["failed"] == 1 and daemon.state["in_sync"] is False
+    assert daemon.summary().startswith("error: kexec_load failed")
+    rec = daemon.reconcile("retry")
+    assert rec["action"] == "reload-header" and daemon.state["in_sync"] is True
+
+
+def test_stands_aside_when_the_kernel_updates(env: tuple[Config, Path]) -> None:
+    cfg, tmp = env
+    switch_root(tmp, "hotadd")
+    (tmp / "root-hotadd/sys/devices/system/cpu/crash_hotplug").write_text("1\n")
+    backend = FakeBackend()
+    daemon = Daemon(cfg, FakeMonitor(), backend=backend)
+    assert daemon.reconcile("start")["action"] == "stand-aside"
+    assert backend.loads == [] and daemon.summary().startswith("standing aside")
+
+
+def test_verifies_the_snapshot_once_and_again_when_it_changes(env: tuple[Config, Path]) -> None:
+    cfg, tmp = env
+    daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
+    daemon.reconcile("start")
+    seg = cfg.state_dir / "snapshot/seg-02.bin"
+    data = bytearray(seg.read_bytes())
+    data[0] ^= 1
+    seg.write_bytes(data)
+    switch_root(tmp, "hotadd")
+    rec = daemon.reconcile("events")
+    assert rec["action"] == "failed" and "seg-02.bin: does not match" in rec["error"]
+
+
+def test_control_socket(env: tuple[Config, Path]) -> None:
+    cfg, tmp = env
+    backend = FakeBackend()
+    daemon = Daemon(cfg, FakeMonitor(), backend=backend)
+    replies: list[dict[str, object]] = []
+
+    def client() -> None:
+        path = cfg.runtime_dir / "kexecd.sock"
+        for _ in range(100):
+            if path.exists():
+                break
+            time.sleep(0.01)
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        switch_root(tmp, "hotadd")
+        for cmd in ("status", "refresh", "bogus"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(path))
+                s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+                replies.append(json.loads(s.makefile().readline()))
+
+    t = threading.Thread(target=client)
+    t.start()
+    daemon.run(max_seconds=1.0)
+    t.join()
+    status, refreshed, bogus = replies
+    assert status["ok"] and status["state"]["events"] == 0  # type: ignore[index]
+    assert refreshed["record"]["action"] == "reload-header"  # type: ignore[index]
+    assert "unknown command" in str(bogus["error"])
+    assert len(backend.loads) == 1
