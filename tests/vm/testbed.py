@@ -373,6 +373,28 @@ class Guest:
         self.python("-m", "tests.vm.guest_capture", str(out), "--", *self.kexec_argv(append))
         return Capture(out)
 
+    def start_daemon(self, state_dir: str, runtime_dir: str = "/run/kexecd",
+                     timeout: float = 60.0) -> int:  # fmt: skip
+        """Start ``kexecd run`` (kernel uevents: the guest has no udevd); wait for its
+        first reconcile; return its pid. Its log is ``RUNTIME_DIR.log``."""
+        self.sh(f"rm -f {runtime_dir}/state.json")
+        self.sh(
+            f"setsid kexecd run --source kernel --state-dir {state_dir} "
+            f"--runtime-dir {runtime_dir} -v >{runtime_dir}.log 2>&1 </dev/null & echo $! "
+            f">{runtime_dir}.pid"
+        )
+        deadline = time.monotonic() + timeout
+        while self.run(["test", "-e", f"{runtime_dir}/state.json"], check=False).rc != 0:
+            if time.monotonic() > deadline:
+                log = self.run(["cat", f"{runtime_dir}.log"], check=False).stdout
+                raise self.fail(f"kexecd run did not reconcile within {timeout} s:\n{log}")
+            time.sleep(0.2)
+        return int(self.read(f"{runtime_dir}.pid"))
+
+    def daemon_state(self, runtime_dir: str = "/run/kexecd") -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self.read(f"{runtime_dir}/state.json"))
+        return state
+
     def load_crash_kernel(self, append: str = "") -> Result:
         """Load the crash kernel with kexec-tools in the guest."""
         res = self.run(self.kexec_argv(append), timeout=120)

@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``kexecd status``: its verdicts, exit codes, and both renderings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kexecd import loader
+from kexecd.cli import main
+from kexecd.config import Config
+from kexecd.daemon import Daemon
+from kexecd.root import Root
+from kexecd.status import describe_image
+from tests.unit.images import image, loaded_root
+from tests.unit.test_daemon import FakeMonitor
+from tests.unit.test_loader import ARGV, FakeBackend, tracer_for
+
+CRASH_ARGV = [*ARGV[:-1], "--append=console=ttyS0 irqpoll nr_cpus=1 acpi_no_memhotplug"]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    state = tmp_path / "state"
+    root = Root(loaded_root("boot", tmp_path))
+    loader.load(CRASH_ARGV, state, root=root, tracer=tracer_for(image("boot")))
+    return state
+
+
+def status(capsys: pytest.CaptureFixture[str], state: Path, root: Path, run: Path,
+           *extra: str) -> tuple[int, str]:  # fmt: skip
+    rc = main(["status", "--state-dir", str(state), "--root", str(root),
+               "--runtime-dir", str(run), *extra])  # fmt: skip
+    return rc, capsys.readouterr().out
+
+
+def test_describe_image() -> None:
+    img = describe_image(("kexec", "-p", "/boot/vmlinuz", "--initrd", "/i.img",
+                          "--append=a b"))  # fmt: skip
+    assert (img["kernel"], img["initrd"], img["cmdline"]) == ("/boot/vmlinuz", "/i.img", "a b")
+
+
+def test_current(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out = status(capsys, state, loaded_root("boot", tmp_path), tmp_path / "run")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "crash kernel   loaded and current"
+    assert "image          /boot/vmlinuz  initrd /boot/initrd.img  (kexec_load)" in lines
+    assert any(line.startswith("header         2 CPUs, 3 RAM ranges") for line in lines)
+    assert "daemon         not running (no state.json)" in lines
+    assert "kernel support none: this kernel has no crash_hotplug (before Linux 6.6)" in lines
+    assert "hazards        none" in lines
+    # Every line is label, padding, value: aligned at column 15.
+    assert all(len(line) > 15 and line[14] == " " for line in lines)
+
+
+def test_stale_names_what_is_missing(state: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    rc, out = status(capsys, state, loaded_root("hotadd", tmp_path), tmp_path / "run")
+    assert rc == 1
+    assert out.startswith("crash kernel   STALE: the loaded header does not match the system")
+    assert "differs        + CPU 2  (missing from the loaded header)" in out
+    assert (
+        "differs        + 0x100000000-0x13fffffff (1 GiB)  (missing from the loaded header)" in out
+    )
+    rc, out = status(capsys, state, loaded_root("hotadd", tmp_path), tmp_path / "run", "--json")
+    d = json.loads(out)
+    assert rc == 1 and d["current"] is False and "+ CPU 2" in d["differences"]
+
+
+def test_not_loaded(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = loaded_root("boot", tmp_path)
+    (root / "sys/kernel/kexec_crash_loaded").write_text("0\n")
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert rc == 3 and out.startswith("crash kernel   no crash kernel loaded")
+
+
+def test_error(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (state / "snapshot/manifest.json").write_text("{")
+    rc, out = status(capsys, state, loaded_root("boot", tmp_path), tmp_path / "run")
+    assert rc == 2 and "manifest.json: unreadable" in out
+    rc, out = status(capsys, tmp_path / "nothing", loaded_root("boot", tmp_path), tmp_path / "r")
+    assert rc == 2 and "no snapshot" in out
+
+
+def test_hazard_without_acpi_no_memhotplug(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    root = loaded_root("boot", tmp_path)
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert (
+        rc == 0
+        and "hazards        the crash kernel's command line lacks acpi_no_memhotplug" in out
+    )
+
+
+def test_with_the_daemons_state(state: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    root = loaded_root("hotadd", tmp_path)
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root)
+    Daemon(cfg, FakeMonitor(), backend=FakeBackend()).run(max_seconds=0.05)
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert rc == 0
+    assert (
+        "daemon         pid " in out and "0 events, 1 reloads, 0 full, 0 skipped, 0 failed" in out
+    )
+    assert "last update    " in out and " reload-header in " in out
