@@ -110,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     t_c = timeit(lambda: prepared.build_into(buf), args.rounds)
     t_c_all = timeit(lambda: core.build_header(spec), args.rounds)
     ms = 1000.0
-    print(f"P3 header build, {NR_RANGES} RAM ranges + 64 CPUs, {len(expected)} bytes, "
-          f"median of {args.rounds}")  # fmt: skip
+    print(
+        f"P3 header build, {NR_RANGES} RAM ranges + 64 CPUs, {len(expected)} bytes, "
+        f"median of {args.rounds}"
+    )
     print(f"  python struct builder (baseline)   {t_py * ms:8.3f} ms")
     print(f"  C core, prepared spec              {t_c * ms:8.3f} ms   {t_py / t_c:6.1f}x")
     print(f"  C core, from Python objects        {t_c_all * ms:8.3f} ms   {t_py / t_c_all:6.1f}x")

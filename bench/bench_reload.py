@@ -34,9 +34,15 @@ def measure(rounds: int) -> dict[str, list[float]]:
         guest.set_memory_online(*mem)
         guest.set_cpu_online(guest.hot_add_cpu())
         res = guest.python(
-            "-m", "bench.guest_reload", state, str(stale), str(rounds), "--", *argv,
+            "-m",
+            "bench.guest_reload",
+            state,
+            str(stale),
+            str(rounds),
+            "--",
+            *argv,
             timeout=60 + 30 * rounds,
-        )  # fmt: skip
+        )
         result: dict[str, list[float]] = json.loads(res.stdout)
         return result
     finally:

@@ -39,8 +39,10 @@ def main(argv: list[str]) -> int:
         t = time.monotonic()
         p = subprocess.run(
             ["kexecd", "refresh", "--state-dir", str(state)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out["refresh_cli"].append(time.monotonic() - t)
         m = re.search(r"done in (\d+) ms", p.stdout)
         assert m, p.stdout

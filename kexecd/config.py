@@ -38,8 +38,14 @@ class Config:
     max_delay_ms: int = 1000
 
 
-_TYPES: dict[str, type] = {"state_dir": str, "runtime_dir": str, "root": str, "source": str,
-                           "settle_ms": int, "max_delay_ms": int}  # fmt: skip
+_TYPES: dict[str, type] = {
+    "state_dir": str,
+    "runtime_dir": str,
+    "root": str,
+    "source": str,
+    "settle_ms": int,
+    "max_delay_ms": int,
+}
 
 
 def load_config(path: Path | None, **overrides: Any) -> Config:

@@ -57,8 +57,12 @@ def describe_image(argv: tuple[str, ...]) -> dict[str, Any]:
     i = 0
     while i < len(args):
         a = args[i]
-        for opt, key in (("--initrd", "initrd"), ("--ramdisk", "initrd"), ("--append", "cmdline"),
-                         ("--command-line", "cmdline")):  # fmt: skip
+        for opt, key in (
+            ("--initrd", "initrd"),
+            ("--ramdisk", "initrd"),
+            ("--append", "cmdline"),
+            ("--command-line", "cmdline"),
+        ):
             if a.startswith(opt + "="):
                 image[key] = a.split("=", 1)[1]
                 break
@@ -86,8 +90,9 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     elif not (kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug):
         support = "available, not active for this image (crash_hotplug reads 0)"
     if not kstate.crash_loaded:
-        return Status(EXIT_NOT_LOADED, "no crash kernel loaded", False,
-                      kernel_support=support, daemon=daemon)  # fmt: skip
+        return Status(
+            EXIT_NOT_LOADED, "no crash kernel loaded", False, kernel_support=support, daemon=daemon
+        )
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon)
     try:
         snap = open_snapshot(state_dir)
@@ -165,7 +170,7 @@ def render(st: Status) -> str:
         )
     for diff in st.differences:
         why = "  (missing from the loaded header)" if diff.startswith("+") else "  (gone)"
-        rows.append(("differs", diff + why))  # fmt: skip
+        rows.append(("differs", diff + why))
     if st.daemon:
         d = st.daemon
         rows.append(

@@ -63,8 +63,9 @@ def env(tmp_path: Path) -> Iterator[tuple[Config, Path]]:
     root.symlink_to(roots["boot"])
     state = tmp_path / "state"
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
-    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root,
-                 settle_ms=50, max_delay_ms=300)  # fmt: skip
+    cfg = Config(
+        state_dir=state, runtime_dir=tmp_path / "run", root=root, settle_ms=50, max_delay_ms=300
+    )
     yield cfg, tmp_path
 
 
@@ -124,8 +125,9 @@ def test_coalescer_settles_and_caps() -> None:
     assert c.take() == 10.0 and c.deadline() is None
 
 
-def test_burst_gives_one_reload(env: tuple[Config, Path], systemd: FakeSystemd,
-                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_burst_gives_one_reload(
+    env: tuple[Config, Path], systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg, tmp = env
     monkeypatch.setenv("WATCHDOG_USEC", "100000")
     monitor, backend = FakeMonitor(), FakeBackend()

@@ -96,9 +96,15 @@ def test_system_fresh(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     out_file = tmp_path / "hdr.bin"
     root = str(DATA / "hotadd/root")
     rc, _, _ = run(
-        capsys, "--system", "--root", root, "--backup-start", hex(backup_start("hotadd")),
-        "-o", str(out_file),
-    )  # fmt: skip
+        capsys,
+        "--system",
+        "--root",
+        root,
+        "--backup-start",
+        hex(backup_start("hotadd")),
+        "-o",
+        str(out_file),
+    )
     assert rc == 0 and out_file.read_bytes() == header_bytes("hotadd")
     rc, out, _ = run(capsys, "--system", "--root", root)
     assert rc == 0 and "system under" in out and "backup copy" not in out

@@ -29,16 +29,26 @@ def state(tmp_path: Path) -> Path:
     return state
 
 
-def status(capsys: pytest.CaptureFixture[str], state: Path, root: Path, run: Path,
-           *extra: str) -> tuple[int, str]:  # fmt: skip
-    rc = main(["status", "--state-dir", str(state), "--root", str(root),
-               "--runtime-dir", str(run), *extra])  # fmt: skip
+def status(
+    capsys: pytest.CaptureFixture[str], state: Path, root: Path, run: Path, *extra: str
+) -> tuple[int, str]:
+    rc = main(
+        [
+            "status",
+            "--state-dir",
+            str(state),
+            "--root",
+            str(root),
+            "--runtime-dir",
+            str(run),
+            *extra,
+        ]
+    )
     return rc, capsys.readouterr().out
 
 
 def test_describe_image() -> None:
-    img = describe_image(("kexec", "-p", "/boot/vmlinuz", "--initrd", "/i.img",
-                          "--append=a b"))  # fmt: skip
+    img = describe_image(("kexec", "-p", "/boot/vmlinuz", "--initrd", "/i.img", "--append=a b"))
     assert (img["kernel"], img["initrd"], img["cmdline"]) == ("/boot/vmlinuz", "/i.img", "a b")
 
 
@@ -56,8 +66,9 @@ def test_current(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert all(len(line) > 15 and line[14] == " " for line in lines)
 
 
-def test_stale_names_what_is_missing(state: Path, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_stale_names_what_is_missing(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out = status(capsys, state, loaded_root("hotadd", tmp_path), tmp_path / "run")
     assert rc == 1
     assert out.startswith("crash kernel   STALE: the loaded header does not match the system")
@@ -98,8 +109,9 @@ def test_hazard_without_acpi_no_memhotplug(
     )
 
 
-def test_with_the_daemons_state(state: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_with_the_daemons_state(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = loaded_root("hotadd", tmp_path)
     cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root)
     Daemon(cfg, FakeMonitor(), backend=FakeBackend()).run(max_seconds=0.05)

@@ -31,8 +31,9 @@ def analyze() -> str:
 
 
 def test_unit_verifies(tmp_path: Path, analyze: str) -> None:
-    p = subprocess.run([analyze, "verify", str(_local_copy(tmp_path))],
-                       capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [analyze, "verify", str(_local_copy(tmp_path))], capture_output=True, text=True
+    )
     assert (p.returncode, p.stderr) == (0, "")
 
 
@@ -45,14 +46,19 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path, analyze: str) -> None:
 
 def test_unit_shape(tmp_path: Path, analyze: str) -> None:
     text = UNIT.read_text()
-    for line in ("Type=notify", "Restart=on-failure", "NotifyAccess=main",
-                 "After=kdump-tools.service kdump.service systemd-udevd.service"):  # fmt: skip
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "NotifyAccess=main",
+        "After=kdump-tools.service kdump.service systemd-udevd.service",
+    ):
         assert line in text.splitlines()
     assert re.search(r"^WatchdogSec=\d+s$", text, re.M)
     p = subprocess.run(
         [analyze, "security", "--offline=true", str(_local_copy(tmp_path))],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     m = re.search(r"Overall exposure level for kexecd.service: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) <= 2.5  # README reports the score; keep it low

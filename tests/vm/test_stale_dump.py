@@ -16,7 +16,7 @@ pytestmark = pytest.mark.vm
 
 
 def test_dump_after_hotplug_is_stale_without_reload() -> None:
-    o = scenarios.run(reload_after_hotplug=False)
+    o = scenarios.run("stale")
     start, end = o.added_range
     assert (start, end) == (0x1_0000_0000, 0x1_2000_0000)
     assert o.added_cpu == 2 and o.cpus_online == [0, 1, 2]
@@ -30,9 +30,20 @@ def test_dump_after_hotplug_is_stale_without_reload() -> None:
 
 
 def test_dump_after_hotplug_is_whole_after_reload() -> None:
-    o = scenarios.run(reload_after_hotplug=True)
+    o = scenarios.run("reload")
     start, end = o.added_range
     assert o.header.covers(start, end)
     assert o.header_cpus == [0, 1, 2]
     assert o.vmcore.covers(start, end)
     assert o.vmcore.prstatus == len(o.cpus_online) == 3
+    assert o.update_seconds is not None and o.update_seconds > 0
+
+
+def test_dump_after_hotplug_is_whole_with_kexecd() -> None:
+    o = scenarios.run("kexecd")
+    start, end = o.added_range
+    assert o.header.covers(start, end)
+    assert o.header_cpus == [0, 1, 2]
+    assert o.vmcore.covers(start, end)
+    assert o.vmcore.prstatus == len(o.cpus_online) == 3
+    assert o.update_seconds is not None and o.update_seconds < 2

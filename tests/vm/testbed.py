@@ -373,8 +373,9 @@ class Guest:
         self.python("-m", "tests.vm.guest_capture", str(out), "--", *self.kexec_argv(append))
         return Capture(out)
 
-    def start_daemon(self, state_dir: str, runtime_dir: str = "/run/kexecd",
-                     timeout: float = 60.0) -> int:  # fmt: skip
+    def start_daemon(
+        self, state_dir: str, runtime_dir: str = "/run/kexecd", timeout: float = 60.0
+    ) -> int:
         """Start ``kexecd run`` (kernel uevents: the guest has no udevd); wait for its
         first reconcile; return its pid. Its log is ``RUNTIME_DIR.log``."""
         self.sh(f"rm -f {runtime_dir}/state.json")
@@ -486,28 +487,46 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
     argv = [
         qemu,
-        "-machine", "q35",
-        "-accel", "tcg,thread=multi",
-        "-cpu", "max",
-        "-smp", f"{machine.smp},maxcpus={machine.maxcpus}",
-        "-m", f"{machine.mem_mib}M,slots={machine.slots},maxmem={machine.maxmem_mib}M",
-        "-kernel", str(kernel.vmlinuz),
-        "-initrd", str(initramfs),
-        "-append", append,
-        "-display", "none",
-        "-nic", "none",
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        f"{machine.smp},maxcpus={machine.maxcpus}",
+        "-m",
+        f"{machine.mem_mib}M,slots={machine.slots},maxmem={machine.maxmem_mib}M",
+        "-kernel",
+        str(kernel.vmlinuz),
+        "-initrd",
+        str(initramfs),
+        "-append",
+        append,
+        "-display",
+        "none",
+        "-nic",
+        "none",
         "-no-reboot",
-        "-monitor", "none",
-        "-serial", f"file:{run_dir / 'console.log'}",
-        "-serial", f"file:{run_dir / 'ttyS1.out'}",
-        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{run_dir / 'console.log'}",
+        "-serial",
+        f"file:{run_dir / 'ttyS1.out'}",
+        "-qmp",
+        f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        "-virtfs", f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
-        "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
-        "-device", "virtserialport,chardev=agent,name=org.kexecd.agent",
-    ]  # fmt: skip
+        "-virtfs",
+        f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=agent,name=org.kexecd.agent",
+    ]
     (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
     start = time.monotonic()
     proc = subprocess.Popen(
