@@ -163,6 +163,7 @@ class Daemon:
             record["latency_ms"] = round((done - first_event) * 1000, 1)
         self.state["decision"] = r.decision.reason
         self.state["in_sync"] = True
+        self.state["cpus"], self.state["ranges"] = r.cpus, r.ranges
         if action in (Action.NOTHING, Action.STAND_ASIDE):
             self.state["skipped"] += 1
         elif action is Action.FULL_RELOAD:
@@ -194,9 +195,11 @@ class Daemon:
             return f"error: {self.state['last_error']['message']}"[:200]
         if self.state["decision"] == "the kernel updates the header itself":
             return "standing aside: the kernel updates the header itself"
+        shape = ""
+        if self.state.get("cpus") is not None:
+            shape = f"{self.state['cpus']} CPUs, {self.state['ranges']} ranges, "
         return (
-            f"in sync: {self.state['events']} events, {self.state['reloads']} reloads, "
-            f"{self.state['full_reloads']} full{tail}"
+            f"in sync: {shape}{self.state['events']} events, {self.state['reloads']} reloads{tail}"
         )
 
     def _publish(self) -> None:

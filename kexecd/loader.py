@@ -104,6 +104,8 @@ class RefreshResult:
     dry_run: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    cpus: int | None = None  # CPU notes and RAM ranges of the header wanted now
+    ranges: int | None = None
 
 
 def _segments(
@@ -156,6 +158,7 @@ def refresh(
     kstate = read_kexec_state(root)
     kernel_updates = bool(kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug)
     result_notes: list[str] = []
+    counts: tuple[int | None, int | None] = (None, None)
     loaded = wanted = None
     diff = None
     if not snap.file_load and snap.header is not None and not kernel_updates:
@@ -171,9 +174,13 @@ def refresh(
                 break
             result_notes.append("the system changed while the header was built; built again")
         assert wanted is not None
-        diff = diff_headers(template, elfcore.parse(wanted), state.cpus)
+        want = elfcore.parse(wanted)
+        diff = diff_headers(template, want, state.cpus)
+        counts = (len(state.cpus.notes), len(want.ram))
     decision = decide(snap, loaded, wanted, kernel_updates)
-    result = RefreshResult(decision, diff, dry_run=dry_run, notes=result_notes)
+    result = RefreshResult(
+        decision, diff, dry_run=dry_run, notes=result_notes, cpus=counts[0], ranges=counts[1]
+    )
     if decision.action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
         result.seconds = time.monotonic() - start
         return result

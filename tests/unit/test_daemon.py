@@ -157,7 +157,9 @@ def test_burst_gives_one_reload(
     msgs = systemd.stop()
     assert "READY=1" in msgs and "WATCHDOG=1" in msgs and msgs[-1] == "STOPPING=1"
     status = [m for m in msgs if m.startswith("STATUS=")]
-    assert status[-1].startswith("STATUS=in sync: 16 events, 1 reloads, 0 full; last update")
+    assert status[-1].startswith(
+        "STATUS=in sync: 3 CPUs, 5 ranges, 16 events, 1 reloads; last update "
+    )
     assert not (cfg.runtime_dir / "kexecd.sock").exists()
 
 
