@@ -121,6 +121,7 @@ class Daemon:
             "last_error": None,
             "decision": None,
             "in_sync": None,
+            "stopped": None,
         }
 
     # -- refreshing ------------------------------------------------------------
@@ -316,6 +317,9 @@ class Daemon:
                     break
         finally:
             notify("STOPPING=1")
+            self.state["stopped"] = _now()
+            with contextlib.suppress(OSError):
+                write_state(self.cfg.runtime_dir, self.state)
             signal.set_wakeup_fd(old_wakeup)
             for s, h in handlers.items():
                 signal.signal(s, h)

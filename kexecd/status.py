@@ -149,6 +149,13 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     return st
 
 
+def daemon_running(state: dict[str, Any]) -> bool:
+    """Whether the daemon that wrote ``state`` still runs (not stopped, its pid alive)."""
+    if state.get("stopped"):
+        return False
+    return Path(f"/proc/{state.get('pid')}").exists()
+
+
 def render(st: Status) -> str:
     """The short aligned report a person reads at a glance."""
     rows: list[tuple[str, str]] = [("crash kernel", st.verdict)]
@@ -173,9 +180,10 @@ def render(st: Status) -> str:
         rows.append(("differs", diff + why))
     if st.daemon:
         d = st.daemon
+        running = daemon_running(d)
         rows.append(
             (
-                "daemon",
+                "daemon" if running else "daemon (gone)",
                 f"pid {d['pid']} since {d['started']}: {d['events']} events, "
                 f"{d['reloads']} reloads, {d['full_reloads']} full, {d['skipped']} skipped, "
                 f"{d['failed']} failed",

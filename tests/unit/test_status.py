@@ -118,6 +118,6 @@ def test_with_the_daemons_state(
     rc, out = status(capsys, state, root, tmp_path / "run")
     assert rc == 0
     assert (
-        "daemon         pid " in out and "0 events, 1 reloads, 0 full, 0 skipped, 0 failed" in out
+        "daemon (gone)  pid " in out and "0 events, 1 reloads, 0 full, 0 skipped, 0 failed" in out
     )
     assert "last update    " in out and " reload-header in " in out
