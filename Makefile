@@ -21,7 +21,7 @@ demo:
 	$(PY) -m tests.vm.demo
 
 bench:
-	$(PY) -m bench.bench_header
+	$(PY) -m bench.run_all
 
 captures:
 	$(PY) -m tests.vm.captures tests/data

@@ -36,6 +36,7 @@ from kexecd.statefile import SOCKET, write_state
 __all__ = ["Coalescer", "Daemon"]
 
 log = logging.getLogger("kexecd")
+HISTORY = 100  # loads remembered in state.json
 
 
 class Coalescer:
@@ -122,6 +123,8 @@ class Daemon:
             "decision": None,
             "in_sync": None,
             "stopped": None,
+            "last_event_mono": None,
+            "history": [],
         }
 
     # -- refreshing ------------------------------------------------------------
@@ -162,6 +165,18 @@ class Daemon:
         )
         if first_event is not None:
             record["latency_ms"] = round((done - first_event) * 1000, 1)
+        if r.loaded:
+            # CLOCK_MONOTONIC times, for benchmarks that line them up with events.
+            self.state["history"] = [
+                *self.state["history"][-(HISTORY - 1) :],
+                {
+                    "action": action.value,
+                    "first_event_mono": first_event,
+                    "start_mono": start,
+                    "done_mono": done,
+                    "load_ms": None if r.load_seconds is None else r.load_seconds * 1000,
+                },
+            ]
         self.state["decision"] = r.decision.reason
         self.state["in_sync"] = True
         self.state["cpus"], self.state["ranges"] = r.cpus, r.ranges
@@ -222,6 +237,7 @@ class Daemon:
             }
             log.debug("uevent %s %s", ev.action, ev.devpath)
             self.coalescer.event(now)
+            self.state["last_event_mono"] = now
 
     def due(self) -> bool:
         deadline = self.coalescer.deadline()

@@ -106,6 +106,7 @@ class RefreshResult:
     notes: list[str] = field(default_factory=list)
     cpus: int | None = None  # CPU notes and RAM ranges of the header wanted now
     ranges: int | None = None
+    load_seconds: float | None = None  # time inside the kexec_load call
 
 
 def _segments(
@@ -199,10 +200,12 @@ def refresh(
     segs, digest = _with_digest(snap, original, wanted)
     if not patch_digest:
         segs, digest = _segments(snap, original, wanted, None), None
+    load_start = time.monotonic()
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e:
         _rollback(snap, original, backend, loaded, e)
+    result.load_seconds = time.monotonic() - load_start
     snap.record_loaded(wanted, digest, "kexecd refresh")
     result.loaded = True
     result.seconds = time.monotonic() - start

@@ -154,6 +154,9 @@ def test_burst_gives_one_reload(
     upd = st["last_update"]
     assert upd["action"] == "reload-header" and "+ CPU 2" in upd["changes"]
     assert 0 < upd["latency_ms"] < 1000
+    (hist,) = st["history"]
+    assert hist["first_event_mono"] < hist["start_mono"] < hist["done_mono"]
+    assert hist["load_ms"] >= 0 and st["last_event_mono"] >= hist["first_event_mono"]
     msgs = systemd.stop()
     assert "READY=1" in msgs and "WATCHDOG=1" in msgs and msgs[-1] == "STOPPING=1"
     status = [m for m in msgs if m.startswith("STATUS=")]

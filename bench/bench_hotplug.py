@@ -1,0 +1,292 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""P1, P2 and P4, measured in the test-bed guest, side by side in the same run.
+
+* P1 update latency: from a uevent's arrival in the guest to the new image
+  being loaded, for one 128 MiB memory block and for one CPU: the kexecd
+  daemon vs Debian kdump-tools' per-event path (unload, then ``kexec -p``)
+  vs a bare ``kexec_load`` of the same segments (the floor).
+* P2 burst: 8 GiB of DIMMs (64 blocks) onlined at once: reloads, time from
+  the first event until the loaded header matches the system, and time spent
+  without a crash kernel loaded.
+* P4 idle cost of the daemon: wake-ups per minute and memory.
+
+Every time is read from the guest's CLOCK_MONOTONIC (QEMU TCG on a 2-core
+host: several times what real hardware takes, for both sides alike).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.vm.testbed import Guest, Machine, boot
+
+STATE = "/run/kexecd-state"
+
+
+def _history_len(g: Guest) -> int:
+    return len(g.daemon_state()["history"])
+
+
+def _wait(pred: Any, what: str, g: Guest, timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise g.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _proc_status(g: Guest, pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in g.read(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+            out[key] = int(value)
+        elif key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def _start_baseline(g: Guest, name: str) -> tuple[Path, str]:
+    out = g.run_dir / "share" / f"{name}.json"
+    stop = f"/run/{name}.stop"
+    argv = " ".join(f"'{a}'" for a in g.kexec_argv())
+    g.sh(
+        f"setsid {sys.executable} -m bench.guest_baseline {out} {stop} -- {argv} "
+        f">/run/{name}.log 2>&1 </dev/null &"
+    )
+    _wait(lambda: out.exists(), "the baseline listener", g)
+    return out, stop
+
+
+def p1_p4(n: int = 5, idle_seconds: float = 30.0) -> dict[str, Any]:
+    """One guest: P4 idle, then P1 with the daemon, then P1 with the per-event path."""
+    g = boot("bench-p1", Machine(maxcpus=2 + 2 * n, slots=2 * n, maxmem_mib=1024 + 256 * n))
+    res: dict[str, Any] = {"n": n}
+    try:
+        g.run(["kexecd", "load", "--state-dir", STATE, "--", *g.kexec_argv()])
+        pid = g.start_daemon(STATE)
+        seg_bytes = int(g.sh(f"cat {STATE}/snapshot/seg-*.bin | wc -c"))
+        a = _proc_status(g, pid)
+        time.sleep(idle_seconds)
+        b = _proc_status(g, pid)
+        switches = sum(b[k] - a[k] for k in a if k.endswith("ctxt_switches"))
+        maps = g.read(f"/proc/{pid}/maps")
+        res["p4"] = {
+            "wakeups_per_min": switches * 60 / idle_seconds,
+            "rss_kib": b["VmRSS"],
+            "rss_anon_kib": b["RssAnon"],
+            "segments_kib": seg_bytes // 1024,
+            "segments_mapped_when_idle": maps.count("/seg-"),
+        }
+        kexecd: dict[str, list[float]] = {"memory": [], "cpu": [], "floor": []}
+        for kind in ("memory", "cpu"):
+            for _ in range(n):
+                before = _history_len(g)
+                if kind == "memory":
+                    start, end = g.hot_add_memory(128)
+                else:
+                    g.hot_add_cpu()
+                _wait(lambda before=before: _history_len(g) > before, "a kexecd reload", g)
+                h = g.daemon_state()["history"][-1]
+                kexecd[kind].append((h["done_mono"] - h["first_event_mono"]) * 1000)
+                kexecd["floor"].append(h["load_ms"])
+                if kind == "memory":
+                    g.set_memory_online(start, end)
+        g.sh(f"kill -TERM {pid}")
+        res["p1_kexecd"] = kexecd
+
+        out, stop = _start_baseline(g, "baseline-p1")
+        base: dict[str, list[float]] = {"memory": [], "cpu": []}
+        for kind in ("memory", "cpu"):
+            for _ in range(n):
+                before = len(json.loads(out.read_text())["reloads"])
+                if kind == "memory":
+                    g.set_memory_online(*g.hot_add_memory(128))
+                else:
+                    g.hot_add_cpu()
+
+                def done(before: int = before) -> Any:
+                    r = json.loads(out.read_text())["reloads"]
+                    return r[before] if len(r) > before else None
+
+                rec = _wait(done, "a kdump-tools style reload", g)
+                base[kind].append((rec["loaded"] - rec["arrived"]) * 1000)
+        g.sh(f"touch {stop}")
+        res["p1_baseline"] = base
+    finally:
+        g.close()
+    return res
+
+
+def _burst(g: Guest, dimms: int, dimm_mib: int) -> list[tuple[int, int]]:
+    ranges = [g.hot_add_memory(dimm_mib) for _ in range(dimms)]
+    blocks = [b for s, e in ranges for b in g._blocks(s, e)]
+    g.sh(
+        "for b in " + " ".join(map(str, blocks)) + "; do "
+        "echo online_movable > /sys/devices/system/memory/memory$b/state & done; wait",
+        timeout=600,
+    )
+    return ranges
+
+
+def p2(dimms: int = 4, dimm_mib: int = 2048) -> dict[str, Any]:
+    """Two guests: the same 64-block burst under kexecd, then under the per-event path."""
+    machine = Machine(mem_mib=2048, slots=dimms, maxmem_mib=2048 + dimms * dimm_mib)
+    res: dict[str, Any] = {"blocks": dimms * dimm_mib // 128}
+    g = boot("bench-p2-kexecd", machine)
+    try:
+        g.run(["kexecd", "load", "--state-dir", STATE, "--", *g.kexec_argv()])
+        g.start_daemon(STATE)
+        base_hist = _history_len(g)
+        _burst(g, dimms, dimm_mib)
+
+        def quiet() -> Any:
+            st = g.daemon_state()
+            if g.run(["kexecd", "status", "--state-dir", STATE], check=False).rc != 0:
+                return None
+            time.sleep(2.0)
+            again = g.daemon_state()
+            return again if again["events"] == st["events"] else None
+
+        st = _wait(quiet, "kexecd to settle after the burst", g, timeout=300)
+        hist = st["history"][base_hist:]
+        first = min(h["first_event_mono"] for h in hist)
+        res["kexecd"] = {
+            "events": st["events"],
+            "reloads": len(hist),
+            "consistent_ms": (hist[-1]["done_mono"] - first) * 1000,
+            "after_last_event_ms": max(
+                0.0, (hist[-1]["done_mono"] - st["last_event_mono"]) * 1000
+            ),
+            "without_crash_kernel_ms": sum(h["load_ms"] for h in hist),
+        }
+    finally:
+        g.close()
+
+    g = boot("bench-p2-baseline", machine)
+    try:
+        g.load_crash_kernel()
+        out, stop = _start_baseline(g, "baseline-p2")
+        _burst(g, dimms, dimm_mib)
+        blocks = res["blocks"]
+
+        def all_done() -> Any:
+            r = json.loads(out.read_text())["reloads"]
+            return r if len(r) >= blocks else None
+
+        reloads = _wait(all_done, "the per-event reloads", g, timeout=60 + 10 * blocks)
+        g.sh(f"touch {stop}")
+        first = reloads[0]["arrived"]
+        res["baseline"] = {
+            "events": len(reloads),
+            "reloads": len(reloads),
+            # Every DIMM was added before the first online event, so the first
+            # reload already loads the final header; the rest only churn.
+            "consistent_ms": (reloads[0]["loaded"] - first) * 1000,
+            "churn_ms": (reloads[-1]["loaded"] - first) * 1000,
+            "without_crash_kernel_ms": sum(
+                (r["loaded"] - r["unload_start"]) * 1000 for r in reloads
+            ),
+        }
+    finally:
+        g.close()
+    return res
+
+
+def summarize(r: dict[str, Any]) -> list[str]:
+    """The table, and one SUMMARY line per figure."""
+    med = statistics.median
+    k, b = r["p1_kexecd"], r["p1_baseline"]
+    floor = med(k["floor"])
+    lines = [f"P1 update latency, uevent arrival to image loaded, median of {r['n']} (ms)"]
+    lines.append(
+        f"  {'':14}{'kexecd':>10}{'unload+load':>14}{'floor':>10}{'vs unload':>11}{'vs floor':>10}"
+    )
+    p1 = {}
+    for kind in ("memory", "cpu"):
+        kx, bl = med(k[kind]), med(b[kind])
+        p1[kind] = (kx, bl)
+        lines.append(
+            f"  {kind + ' block' if kind == 'memory' else 'one CPU':14}{kx:10.0f}{bl:14.0f}"
+            f"{floor:10.0f}{bl / kx:10.1f}x{kx / floor:9.1f}x"
+        )
+    for kind, (kx, bl) in p1.items():
+        lines.append(
+            f"SUMMARY P1 {kind}: kexecd {kx:.0f} ms, unload+load {bl:.0f} ms ({bl / kx:.1f}x; "
+            f"target >= 10x), floor {floor:.0f} ms (kexecd {kx / floor:.1f}x it; target <= 2x)"
+        )
+    if "p2" in r:
+        p2r = r["p2"]
+        kx, bl = p2r["kexecd"], p2r["baseline"]
+        lines.append(f"P2 burst: {p2r['blocks']} memory blocks (8 GiB) onlined at once")
+        for name, x in (("kexecd", kx), ("unload+load", bl)):
+            lines.append(
+                f"  {name:<12} {x['reloads']:3d} reloads, consistent after "
+                f"{x['consistent_ms']:7.0f} ms, without a crash kernel "
+                f"{x['without_crash_kernel_ms']:7.0f} ms"
+                + (f" (reloading until {x['churn_ms']:.0f} ms)" if "churn_ms" in x else "")
+            )
+        lines.append(
+            f"SUMMARY P2 burst: kexecd {kx['reloads']} reloads, consistent "
+            f"{kx['after_last_event_ms']:.0f} ms after the last event, "
+            f"{kx['without_crash_kernel_ms']:.0f} ms without a crash kernel; unload+load "
+            f"{bl['reloads']} reloads, {bl['without_crash_kernel_ms']:.0f} ms without "
+            f"({bl['without_crash_kernel_ms'] / max(kx['without_crash_kernel_ms'], 1):.0f}x); "
+            "target <= 2 reloads, consistent within 1 s of the last event"
+        )
+    p4 = r["p4"]
+    mib = {k: p4[k] / 1024 for k in ("rss_kib", "rss_anon_kib", "segments_kib")}
+    lines.append(
+        f"SUMMARY P4 idle: {p4['wakeups_per_min']:.1f} wake-ups/min, RSS {mib['rss_kib']:.1f} MiB "
+        f"(anonymous {mib['rss_anon_kib']:.1f} MiB; the {mib['segments_kib']:.1f} MiB of "
+        f"segments are mapped from the snapshot only while loading: "
+        f"{p4['segments_mapped_when_idle']} mapped when idle)"
+    )
+    return lines
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    """P1 and P2 as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = statistics.median
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = ["memory", "cpu"]
+    x = range(len(kinds))
+    k, b = r["p1_kexecd"], r["p1_baseline"]
+    floor = med(k["floor"])
+    w = 0.27
+    ax1.bar([i - w for i in x], [med(b[c]) for c in kinds], w, label="unload + kexec -p")
+    ax1.bar(list(x), [med(k[c]) for c in kinds], w, label="kexecd")
+    ax1.bar([i + w for i in x], [floor, floor], w, label="bare kexec_load")
+    ax1.set_xticks(list(x), ["one memory block", "one CPU"])
+    ax1.set_ylabel("ms, uevent to image loaded (median)")
+    ax1.set_title("P1 update latency")
+    ax1.legend()
+    if "p2" in r:
+        kx, bl = r["p2"]["kexecd"], r["p2"]["baseline"]
+        labels = ["reloads", "s without a crash kernel", "s until consistent"]
+        kv = [kx["reloads"], kx["without_crash_kernel_ms"] / 1000, kx["consistent_ms"] / 1000]
+        bv = [bl["reloads"], bl["without_crash_kernel_ms"] / 1000, bl["consistent_ms"] / 1000]
+        x2 = range(len(labels))
+        ax2.bar([i - 0.2 for i in x2], bv, 0.4, label="unload + kexec -p, per event")
+        ax2.bar([i + 0.2 for i in x2], kv, 0.4, label="kexecd")
+        ax2.set_xticks(list(x2), labels)
+        ax2.set_yscale("log")
+        ax2.set_title(f"P2 burst: {r['p2']['blocks']} blocks onlined at once")
+        ax2.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

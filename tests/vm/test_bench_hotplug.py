@@ -1,0 +1,26 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The hotplug benchmarks run end to end, small (no timing asserted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import bench_hotplug
+
+pytestmark = pytest.mark.vm
+
+
+def test_p1_p4_and_p2_measure_and_chart(tmp_path: Path) -> None:
+    r = bench_hotplug.p1_p4(n=1, idle_seconds=2)
+    assert len(r["p1_kexecd"]["memory"]) == len(r["p1_baseline"]["cpu"]) == 1
+    assert all(v[0] > 0 for v in r["p1_kexecd"].values())
+    assert r["p4"]["segments_mapped_when_idle"] == 0
+    r["p2"] = bench_hotplug.p2(dimms=1, dimm_mib=256)
+    assert r["p2"]["blocks"] == 2 and r["p2"]["baseline"]["reloads"] == 2
+    assert 1 <= r["p2"]["kexecd"]["reloads"] <= 2
+    lines = bench_hotplug.summarize(r)
+    assert sum(line.startswith("SUMMARY ") for line in lines) == 4
+    bench_hotplug.chart(r, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
