@@ -127,7 +127,7 @@ def p1_p4(n: int = 5, idle_seconds: float = 30.0) -> dict[str, Any]:
 
 
 def _burst(g: Guest, dimms: int, dimm_mib: int) -> list[tuple[int, int]]:
-    ranges = [g.hot_add_memory(dimm_mib) for _ in range(dimms)]
+    ranges = g.hot_add_memories([dimm_mib] * dimms)
     blocks = [b for s, e in ranges for b in g._blocks(s, e)]
     g.sh(
         "for b in " + " ".join(map(str, blocks)) + "; do "

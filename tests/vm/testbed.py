@@ -299,29 +299,40 @@ class Guest:
 
     def hot_add_memory(self, size_mib: int, timeout: float = 60.0) -> tuple[int, int]:
         """Plug a pc-dimm in; return its (start, end) once the guest has its blocks."""
-        self._dimms += 1
-        name = f"dimm{self._dimms}"
-        self.qmp.execute(
-            "object-add",
-            **{"qom-type": "memory-backend-ram", "id": f"mem-{name}"},
-            size=size_mib << 20,
-        )
-        self.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"mem-{name}")
-        dev = next(
-            d["data"]
-            for d in self.qmp.execute("query-memory-devices")
-            if d["data"].get("id") == name
-        )
-        start, end = dev["addr"], dev["addr"] + dev["size"]
-        self.dimms[name] = (start, end)
-        blocks = self._blocks(start, end)
+        return self.hot_add_memories([size_mib], timeout)[0]
+
+    def hot_add_memories(
+        self, sizes_mib: list[int], timeout: float = 60.0
+    ) -> list[tuple[int, int]]:
+        """Plug several pc-dimms in at once (back to back over QMP), then wait for
+        the guest to have all their blocks; return their (start, end)."""
+        added = []
+        for size_mib in sizes_mib:
+            self._dimms += 1
+            name = f"dimm{self._dimms}"
+            self.qmp.execute(
+                "object-add",
+                **{"qom-type": "memory-backend-ram", "id": f"mem-{name}"},
+                size=size_mib << 20,
+            )
+            self.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"mem-{name}")
+            added.append(name)
+        devices = {
+            d["data"].get("id"): d["data"] for d in self.qmp.execute("query-memory-devices")
+        }
+        ranges = []
+        for name in added:
+            start, end = devices[name]["addr"], devices[name]["addr"] + devices[name]["size"]
+            self.dimms[name] = (start, end)
+            ranges.append((start, end))
+        blocks = [b for s, e in ranges for b in self._blocks(s, e)]
         script = " && ".join(f"test -d /sys/devices/system/memory/memory{b}" for b in blocks)
         deadline = time.monotonic() + timeout
         while self.run(script, check=False).rc != 0:
             if time.monotonic() > deadline:
-                raise self.fail(f"the guest did not see {name}'s memory blocks {blocks}")
+                raise self.fail(f"the guest did not see the memory blocks {blocks}")
             time.sleep(0.2)
-        return start, end
+        return ranges
 
     def _blocks(self, start: int, end: int) -> list[int]:
         bs = self.memory_block_size()
