@@ -71,7 +71,7 @@ def p1_p4(n: int = 5, idle_seconds: float = 30.0) -> dict[str, Any]:
     g = boot("bench-p1", Machine(maxcpus=2 + 2 * n, slots=2 * n, maxmem_mib=1024 + 256 * n))
     res: dict[str, Any] = {"n": n}
     try:
-        g.run(["kexecd", "load", "--state-dir", STATE, "--", *g.kexec_argv()])
+        g.kexecd_load(STATE)
         pid = g.start_daemon(STATE)
         seg_bytes = int(g.sh(f"cat {STATE}/snapshot/seg-*.bin | wc -c"))
         a = _proc_status(g, pid)
@@ -143,7 +143,7 @@ def p2(dimms: int = 4, dimm_mib: int = 2048) -> dict[str, Any]:
     res: dict[str, Any] = {"blocks": dimms * dimm_mib // 128}
     g = boot("bench-p2-kexecd", machine)
     try:
-        g.run(["kexecd", "load", "--state-dir", STATE, "--", *g.kexec_argv()])
+        g.kexecd_load(STATE)
         g.start_daemon(STATE)
         base_hist = _history_len(g)
         _burst(g, dimms, dimm_mib)

@@ -66,7 +66,7 @@ def run(mode: str) -> Outcome:
     guest = boot(f"stale-dump-{mode}")
     try:
         if mode == "kexecd":
-            guest.run(["kexecd", "load", "--state-dir", STATE, "--", *guest.kexec_argv()])
+            guest.kexecd_load(STATE)
             guest.start_daemon(STATE)
         else:
             header = parse_elf_core(guest.capture_load("load-boot").header)

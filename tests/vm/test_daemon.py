@@ -14,10 +14,6 @@ pytestmark = pytest.mark.vm
 STATE = "/run/kexecd-state"
 
 
-def kexecd_load(guest: Guest) -> None:
-    guest.run(["kexecd", "load", "--state-dir", STATE, "--", *guest.kexec_argv()])
-
-
 def status(guest: Guest, *extra: str) -> tuple[int | None, str]:
     res = guest.run(["kexecd", "status", "--state-dir", STATE, *extra], check=False)
     return res.rc, res.stdout
@@ -36,7 +32,7 @@ def wait_current(guest: Guest, timeout: float = 60.0) -> str:
 
 
 def test_daemon_keeps_the_dump_whole(guest: Guest) -> None:
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     guest.start_daemon(STATE)
     start, end = guest.hot_add_memory(512)
     guest.set_memory_online(start, end)
@@ -54,7 +50,7 @@ def test_daemon_keeps_the_dump_whole(guest: Guest) -> None:
 
 
 def test_burst_of_sixteen_blocks_is_at_most_two_reloads(guest: Guest) -> None:
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     guest.start_daemon(STATE)
     dimms = [guest.hot_add_memory(1024) for _ in range(2)]
     blocks = [b for s, e in dimms for b in guest._blocks(s, e)]
@@ -73,7 +69,7 @@ def test_burst_of_sixteen_blocks_is_at_most_two_reloads(guest: Guest) -> None:
 
 
 def test_stale_while_down_then_reconciled_after_sigkill(guest: Guest) -> None:
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     pid = guest.start_daemon(STATE)
     guest.sh(f"kill -KILL {pid}")
     start, end = guest.hot_add_memory(512)

@@ -12,12 +12,6 @@ pytestmark = pytest.mark.vm
 STATE = "/run/kexecd-state"  # the guest's / is the host's, read-only; /run is tmpfs
 
 
-def kexecd_load(guest: Guest) -> str:
-    out = guest.run(["kexecd", "load", "--state-dir", STATE, "--", *guest.kexec_argv()]).stdout
-    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
-    return out
-
-
 def refresh(guest: Guest) -> str:
     return guest.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
 
@@ -31,7 +25,7 @@ def hot_add(guest: Guest) -> tuple[tuple[int, int], int]:
 
 
 def test_refresh_after_hot_add_gives_a_whole_dump(guest: Guest) -> None:
-    out = kexecd_load(guest)
+    out = guest.kexecd_load(STATE)
     assert "header is segment 5, room for 291 program headers" in out
     assert "purgatory digest at +0x5020" in out
     (start, end), cpu = hot_add(guest)
@@ -47,7 +41,7 @@ def test_refresh_after_hot_add_gives_a_whole_dump(guest: Guest) -> None:
 def test_refresh_after_hot_remove_drops_the_range(guest: Guest) -> None:
     start, end = guest.hot_add_memory(512)
     guest.set_memory_online(start, end)
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     guest.hot_remove_memory("dimm1")
     out = refresh(guest)
     assert f"- {start:#x}-{end - 1:#x} (512 MiB)" in out
@@ -58,7 +52,7 @@ def test_refresh_after_hot_remove_drops_the_range(guest: Guest) -> None:
 
 def test_stale_digest_hangs_the_crash_kernel(guest: Guest) -> None:
     # The control: the same reload with purgatory's digest left as it was.
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     hot_add(guest)
     guest.python(
         "-c",
@@ -71,7 +65,7 @@ def test_stale_digest_hangs_the_crash_kernel(guest: Guest) -> None:
 
 
 def test_refreshed_header_equals_a_fresh_kexec(guest: Guest) -> None:
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     hot_add(guest)
     refresh(guest)
     ours = guest.run_dir / "share" / "ours.bin"
@@ -81,7 +75,7 @@ def test_refreshed_header_equals_a_fresh_kexec(guest: Guest) -> None:
 
 
 def test_corrupt_snapshot_is_refused_and_the_crash_kernel_kept(guest: Guest) -> None:
-    kexecd_load(guest)
+    guest.kexecd_load(STATE)
     (start, end), _ = hot_add(guest)
     guest.sh(f"printf X | dd of={STATE}/snapshot/seg-02.bin bs=1 seek=4096 conv=notrunc")
     res = guest.run(["kexecd", "refresh", "--state-dir", STATE], check=False)

@@ -29,21 +29,13 @@ def test_dump_after_hotplug_is_stale_without_reload() -> None:
     assert o.vmcore.prstatus == len(o.cpus_online) - 1
 
 
-def test_dump_after_hotplug_is_whole_after_reload() -> None:
-    o = scenarios.run("reload")
+@pytest.mark.parametrize("mode", ["reload", "kexecd"])
+def test_dump_after_hotplug_is_whole_when_updated(mode: str) -> None:
+    # kexec -p run again after the hotplug, or kexecd run keeping it current.
+    o = scenarios.run(mode)
     start, end = o.added_range
     assert o.header.covers(start, end)
     assert o.header_cpus == [0, 1, 2]
     assert o.vmcore.covers(start, end)
     assert o.vmcore.prstatus == len(o.cpus_online) == 3
-    assert o.update_seconds is not None and o.update_seconds > 0
-
-
-def test_dump_after_hotplug_is_whole_with_kexecd() -> None:
-    o = scenarios.run("kexecd")
-    start, end = o.added_range
-    assert o.header.covers(start, end)
-    assert o.header_cpus == [0, 1, 2]
-    assert o.vmcore.covers(start, end)
-    assert o.vmcore.prstatus == len(o.cpus_online) == 3
-    assert o.update_seconds is not None and o.update_seconds < 2
+    assert o.update_seconds is not None and 0 < o.update_seconds < 10

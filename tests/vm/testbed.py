@@ -384,6 +384,15 @@ class Guest:
         self.python("-m", "tests.vm.guest_capture", str(out), "--", *self.kexec_argv(append))
         return Capture(out)
 
+    def kexecd_load(self, state_dir: str, append: str = "") -> str:
+        """``kexecd load -- kexec -p ...`` in the guest; return what it printed."""
+        out = self.run(
+            ["kexecd", "load", "--state-dir", state_dir, "--", *self.kexec_argv(append)]
+        )
+        if self.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
+            raise self.fail("kexecd load succeeded but no crash kernel is loaded")
+        return out.stdout
+
     def start_daemon(
         self, state_dir: str, runtime_dir: str = "/run/kexecd", timeout: float = 60.0
     ) -> int:
