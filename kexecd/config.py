@@ -60,6 +60,7 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
             with path.open("rb") as f:
                 values = tomllib.load(f)
         except FileNotFoundError:
+            # The default file is optional; a file named on purpose is not.
             if path != DEFAULT_CONFIG:
                 raise ConfigError(f"{path}: missing") from None
         except tomllib.TOMLDecodeError as e:

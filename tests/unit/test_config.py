@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import notify
+from kexecd import config, notify
 from kexecd.cli import main
 from kexecd.config import DEFAULT_CONFIG, Config, load_config
 from kexecd.errors import ConfigError
 
 
-def test_defaults_when_the_default_file_is_missing() -> None:
-    if not DEFAULT_CONFIG.exists():
-        assert load_config(DEFAULT_CONFIG) == Config()
+def test_defaults_when_the_default_file_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "kexecd.conf"
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", missing)
+    assert load_config(missing) == Config()
+    assert str(DEFAULT_CONFIG) == "/etc/kexecd.conf"
 
 
 def test_file_and_overrides(tmp_path: Path) -> None:
