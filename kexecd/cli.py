@@ -23,6 +23,25 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
 
 
+def _state_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"where 'kexecd load' keeps the snapshot (default {DEFAULT_STATE_DIR})",
+    )
+
+
+def _root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR",
+        help="read /proc and /sys under this directory (default /)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kexecd",
@@ -37,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a kexec-tools command that loads a crash kernel (-p), capture "
         "the exact kexec_load arguments, and keep them in the state directory.",
     )
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    _state_dir(p)
     p.add_argument("kexec", nargs=argparse.REMAINDER, help="-- kexec -p KERNEL ...")
 
     p = sub.add_parser(
@@ -46,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Build the ELF core header for the system now; when it differs from "
         "the loaded one, reload only the header (and purgatory's digest).",
     )
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
-    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    _state_dir(p)
+    _root(p)
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
     p = sub.add_parser(
@@ -68,9 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         help="is a crash kernel loaded, and is its header current?",
         description="Exit 0: loaded and current; 1: stale; 2: error; 3: no crash kernel.",
     )
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, metavar="DIR")
+    _state_dir(p)
     p.add_argument("--runtime-dir", type=Path, default=Path("/run/kexecd"), metavar="DIR")
-    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    _root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
@@ -81,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", nargs="?", help="the header file to show")
     p.add_argument("--system", action="store_true", help="build the header for the system")
-    p.add_argument("--root", default="/", help="read /proc and /sys under this directory")
+    _root(p)
     p.add_argument(
         "--template",
         metavar="FILE",
