@@ -55,10 +55,9 @@ def diff_headers(old: CoreHeader, new: CoreHeader, cpus: Cpus | None = None) -> 
     sizes = {n.note.size for n in cpus.notes} if cpus else set()
 
     def cpu_notes(h: CoreHeader) -> set[int]:
-        notes = h.notes
-        if not sizes and len(notes) >= 2 and notes[-1].memsz != notes[0].memsz:
-            notes = notes[:-1]  # kexec-tools puts vmcoreinfo last
-        return {p.paddr for p in notes if not sizes or p.memsz in sizes}
+        if not sizes:
+            return {p.paddr for p in h.split_notes()[0]}
+        return {p.paddr for p in h.notes if p.memsz in sizes}
 
     a, b = cpu_notes(old), cpu_notes(new)
     return HeaderDiff(

@@ -57,6 +57,18 @@ class CoreHeader:
     def notes(self) -> list[Phdr]:
         return [p for p in self.phdrs if p.type == PT_NOTE]
 
+    def split_notes(self) -> tuple[list[Phdr], Phdr | None]:
+        """The CPUs' PT_NOTEs and vmcoreinfo's, by kexec-tools' layout.
+
+        kexec-tools writes the CPUs' notes, then vmcoreinfo; without sysfs to
+        ask, the last note is taken as vmcoreinfo when its size differs from
+        the first's (368 bytes against 4132 on x86_64).
+        """
+        notes = self.notes
+        if len(notes) >= 2 and notes[-1].memsz != notes[0].memsz:
+            return notes[:-1], notes[-1]
+        return notes, None
+
     @property
     def loads(self) -> list[Phdr]:
         return [p for p in self.phdrs if p.type == PT_LOAD]

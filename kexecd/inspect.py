@@ -61,15 +61,11 @@ def describe(data: bytes, header: CoreHeader) -> dict[str, Any]:
     vmcoreinfo; the last one is taken as vmcoreinfo when its size differs from
     the first's.
     """
-    notes = header.notes
     in_file = _file_notes(data, header)
     # A vmcore holds its notes, merged into one PT_NOTE, and its PT_LOADs'
     # offsets are file offsets; an elfcorehdr points at physical memory.
     kind = "vmcore" if in_file else "elfcorehdr"
-    vmcoreinfo = None
-    cpu = notes if kind == "elfcorehdr" else []
-    if len(cpu) >= 2 and cpu[-1].memsz != cpu[0].memsz:
-        vmcoreinfo, cpu = cpu[-1], cpu[:-1]
+    cpu, vmcoreinfo = header.split_notes() if kind == "elfcorehdr" else ([], None)
     text = header.kernel_text
     backup = header.backup if kind == "elfcorehdr" else None
     return {

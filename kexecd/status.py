@@ -98,8 +98,8 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
         snap = open_snapshot(state_dir)
         st.image = describe_image(snap.argv)
         st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
-        st.image["loaded"] = snap.loaded_info().get("time")
-        st.image["how"] = snap.loaded_info().get("how")
+        info = snap.loaded_info()
+        st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
         cmdline = st.image.get("cmdline") or ""
         if "acpi_no_memhotplug" not in cmdline.split():
             st.hazards.append(

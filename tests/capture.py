@@ -31,15 +31,19 @@ class Capture:
         return (self.path / "load" / name).read_bytes()
 
     @property
-    def header_path(self) -> Path:
-        """The elfcorehdr segment (ELF, ET_CORE) kexec-tools passed to kexec_load."""
+    def header_segment(self) -> dict[str, Any]:
+        """The manifest's record of the elfcorehdr segment (ELF, ET_CORE)."""
         for seg in self.manifest["segments"]:
             if seg["file"]:
-                path = self.path / "load" / seg["file"]
-                data = path.read_bytes()
+                data = (self.path / "load" / seg["file"]).read_bytes()
                 if data[:4] == b"\x7fELF" and data[16] == 4:
-                    return path
+                    return dict(seg)
         raise AssertionError(f"{self.path}: no ELF core header segment")
+
+    @property
+    def header_path(self) -> Path:
+        """The elfcorehdr segment kexec-tools passed to kexec_load."""
+        return self.path / "load" / self.header_segment["file"]
 
     @property
     def header(self) -> bytes:

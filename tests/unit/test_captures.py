@@ -16,17 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.capture import Capture
 from tests.unit.data import CAPTURES, DATA, manifest
 
 
 def header(name: str) -> tuple[dict[str, Any], bytes]:
-    m = manifest(name)
-    for seg in m["segments"]:
-        if seg["file"]:
-            data = (DATA / name / "load" / seg["file"]).read_bytes()
-            if data[:4] == b"\x7fELF" and struct.unpack_from("<H", data, 16)[0] == 4:
-                return seg, data
-    raise AssertionError(f"{name}: no ET_CORE segment")
+    cap = Capture(DATA / name)
+    return cap.header_segment, cap.header
 
 
 def phdrs(data: bytes) -> list[tuple[int, ...]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
+from kexecd.cpus import parse_cpu_list
 from tests.capture import Capture
 from tests.vm import assets
 from tests.vm.guest_safety import MARK
@@ -460,17 +461,6 @@ class Guest:
                 self.proc.wait()
         self.sock.close()
         self.qmp.close()
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a sysfs CPU list such as ``0-2,5``."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def _new_run_dir(name: str) -> Path:
