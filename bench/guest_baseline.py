@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from kexecd.monitor import UdevMonitor
+from kexecd.service.monitor import UdevMonitor
 from tests.vm.guest_safety import require_guest
 
 TRIGGERS = {("cpu", "add"), ("cpu", "remove"), ("memory", "online"), ("memory", "offline")}

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from kexecd import core
-from kexecd.snapshot import open_snapshot
+from kexecd.image.snapshot import open_snapshot
 from tests.vm.guest_safety import require_guest
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import config, notify
 from kexecd.cli import main
-from kexecd.config import DEFAULT_CONFIG, Config, load_config
 from kexecd.errors import ConfigError
+from kexecd.service import config, notify
+from kexecd.service.config import DEFAULT_CONFIG, Config, load_config
 
 
 def test_defaults_when_the_default_file_is_missing(

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import loader
-from kexecd.config import Config
-from kexecd.daemon import Coalescer, Daemon
-from kexecd.monitor import Event
-from kexecd.root import Root
-from kexecd.statefile import read_state
+from kexecd.image import loader
+from kexecd.service.config import Config
+from kexecd.service.daemon import Coalescer, Daemon
+from kexecd.service.monitor import Event
+from kexecd.service.statefile import read_state
+from kexecd.system.root import Root
 from tests.capture import Capture
 from tests.unit.data import DATA
 from tests.unit.images import image, loaded_root

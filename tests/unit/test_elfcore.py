@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import elfcore
 from kexecd.errors import HeaderError, SystemStateError
-from kexecd.root import Root
-from kexecd.sysstate import read_system
+from kexecd.image import elfcore
+from kexecd.system.root import Root
+from kexecd.system.state import read_system
 from tests.unit.data import CAPTURES, DATA, backup_start, fake_root, header_bytes
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import loader
 from kexecd.cli import main
 from kexecd.core import Buffer, KexecCall, LoadCapture
 from kexecd.errors import LoadError, SnapshotError, TraceError
-from kexecd.reconcile import Action
-from kexecd.root import Root
-from kexecd.snapshot import open_snapshot
+from kexecd.image import loader
+from kexecd.image.plan import Action
+from kexecd.image.snapshot import open_snapshot
+from kexecd.system.root import Root
 from tests.capture import Capture
 from tests.unit.data import DATA
 from tests.unit.images import image, kexec_tools_digest, loaded_root

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from kexecd import purgatory
 from kexecd.core import Sha256
+from kexecd.image import purgatory
 from tests.capture import Capture
 from tests.unit.data import CAPTURES, DATA
 from tests.unit.images import image, kexec_tools_digest

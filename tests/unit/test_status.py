@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kexecd import loader
 from kexecd.cli import main
-from kexecd.config import Config
-from kexecd.daemon import Daemon
-from kexecd.root import Root
-from kexecd.status import describe_image
+from kexecd.cli.status import describe_image
+from kexecd.image import loader
+from kexecd.service.config import Config
+from kexecd.service.daemon import Daemon
+from kexecd.system.root import Root
 from tests.unit.images import image, loaded_root
 from tests.unit.test_daemon import FakeMonitor
 from tests.unit.test_loader import ARGV, FakeBackend, tracer_for

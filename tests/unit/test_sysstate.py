@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.cpus import parse_cpu_list, read_cpus
 from kexecd.errors import SystemStateError
-from kexecd.iomem import crash_ranges, parse_iomem
-from kexecd.kernel import read_kernel_map, read_kexec_state, read_vmcoreinfo
 from kexecd.model import MemRange, RangeType
-from kexecd.root import Root
-from kexecd.sysstate import read_system
+from kexecd.system.cpus import parse_cpu_list, read_cpus
+from kexecd.system.iomem import crash_ranges, parse_iomem
+from kexecd.system.kernel import read_kernel_map, read_kexec_state, read_vmcoreinfo
+from kexecd.system.root import Root
+from kexecd.system.state import read_system
 from tests.unit.data import DATA, fake_root
 
 CPU = "sys/devices/system/cpu"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from kexecd.cpus import parse_cpu_list
+from kexecd.system.cpus import parse_cpu_list
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, core, note
 from tests.vm.testbed import KERNEL_TEXT_MAP, parse_elf_core
 

@@ -56,7 +56,7 @@ def test_stale_digest_hangs_the_crash_kernel(guest: Guest) -> None:
     hot_add(guest)
     guest.python(
         "-c",
-        "from pathlib import Path; from kexecd import loader; "
+        "from pathlib import Path; from kexecd.image import loader; "
         f"r = loader.refresh(Path('{STATE}'), patch_digest=False); assert r.loaded",
     )
     with pytest.raises(TestbedError, match="did not power off within 60 s"):

@@ -28,7 +28,7 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-from kexecd.cpus import parse_cpu_list
+from kexecd.system.cpus import parse_cpu_list
 from tests.capture import Capture
 from tests.vm import assets
 from tests.vm.guest_safety import MARK

@@ -24,7 +24,7 @@ from typing import Any
 
 from kexecd.core import Buffer, KexecCall, LoadCapture
 from kexecd.errors import SnapshotError
-from kexecd.purgatory import DigestLocation, Seg, locate
+from kexecd.image.purgatory import DigestLocation, Seg, locate
 
 __all__ = [
     "DEFAULT_STATE_DIR",

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from kexecd import core, elfcore
-from kexecd.changes import HeaderDiff, diff_headers
+from kexecd import core
 from kexecd.core import Buffer, KexecCall, LoadCapture
 from kexecd.errors import LoadError, TraceError
-from kexecd.kernel import read_kexec_state
-from kexecd.purgatory import Seg, digest_after_header, patched
-from kexecd.reconcile import Action, Decision, decide
-from kexecd.root import Root
-from kexecd.snapshot import Snapshot, create, open_snapshot
-from kexecd.sysstate import read_system
+from kexecd.image import elfcore
+from kexecd.image.changes import HeaderDiff, diff_headers
+from kexecd.image.plan import Action, Decision, decide
+from kexecd.image.purgatory import Seg, digest_after_header, patched
+from kexecd.image.snapshot import Snapshot, create, open_snapshot
+from kexecd.system.kernel import read_kexec_state
+from kexecd.system.root import Root
+from kexecd.system.state import read_system
 
 __all__ = ["Backend", "KernelBackend", "RefreshResult", "is_crash_load", "load", "refresh"]
 

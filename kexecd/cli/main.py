@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kexecd import __version__, commands
-from kexecd.config import DEFAULT_CONFIG
-from kexecd.root import Root
-from kexecd.snapshot import DEFAULT_STATE_DIR
+from kexecd import __version__
+from kexecd.cli import commands
+from kexecd.image.snapshot import DEFAULT_STATE_DIR
+from kexecd.service.config import DEFAULT_CONFIG
+from kexecd.system.root import Root
 
 __all__ = ["main"]
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         return commands.status(args.state_dir, Root(args.root), args.runtime_dir, args.json)
     if args.command == "inspect":
-        from kexecd import inspect
+        from kexecd.cli import inspect
 
         if args.system == bool(args.file):
             parser.error("inspect takes a FILE or --system, not both or neither")
@@ -156,7 +157,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     parser.print_help(sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,15 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kexecd import loader
-from kexecd.config import Config
 from kexecd.errors import KexecdError
-from kexecd.monitor import Event, Monitor
-from kexecd.notify import notify, watchdog_interval
-from kexecd.reconcile import Action
-from kexecd.root import Root
-from kexecd.snapshot import SNAPSHOT
-from kexecd.statefile import SOCKET, write_state
+from kexecd.image import loader
+from kexecd.image.plan import Action
+from kexecd.image.snapshot import SNAPSHOT
+from kexecd.service.config import Config
+from kexecd.service.monitor import Event, Monitor
+from kexecd.service.notify import notify, watchdog_interval
+from kexecd.service.statefile import SOCKET, write_state
+from kexecd.system.root import Root
 
 __all__ = ["Coalescer", "Daemon"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kexecd.cpus import Cpus, read_cpus
-from kexecd.iomem import CrashRanges, Resource, crash_ranges, read_iomem
-from kexecd.kernel import read_vmcoreinfo
 from kexecd.model import Note
-from kexecd.root import Root
+from kexecd.system.cpus import Cpus, read_cpus
+from kexecd.system.iomem import CrashRanges, Resource, crash_ranges, read_iomem
+from kexecd.system.kernel import read_vmcoreinfo
+from kexecd.system.root import Root
 
 __all__ = ["SystemState", "read_system"]
 

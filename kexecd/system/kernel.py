@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import PT_LOAD, KernelText, Note
-from kexecd.root import Root
+from kexecd.system.root import Root
 
 __all__ = [
     "KexecState",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from kexecd.snapshot import Snapshot
+from kexecd.image.snapshot import Snapshot
 
 __all__ = ["Action", "Decision", "decide"]
 

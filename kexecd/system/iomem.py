@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import MemRange, RangeType
-from kexecd.root import Root
+from kexecd.system.root import Root
 
 __all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
 

@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexecd import elfcore
-from kexecd.changes import diff_headers
+from kexecd.cli.inspect import human
 from kexecd.errors import KexecdError
-from kexecd.inspect import human
-from kexecd.kernel import read_kexec_state
-from kexecd.root import Root
-from kexecd.snapshot import open_snapshot
-from kexecd.statefile import read_state
-from kexecd.sysstate import read_system
+from kexecd.image import elfcore
+from kexecd.image.changes import diff_headers
+from kexecd.image.snapshot import open_snapshot
+from kexecd.service.statefile import read_state
+from kexecd.system.kernel import read_kexec_state
+from kexecd.system.root import Root
+from kexecd.system.state import read_system
 
 __all__ = ["EXIT_CURRENT", "EXIT_ERROR", "EXIT_NOT_LOADED", "EXIT_STALE", "Status", "gather"]
 

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kexecd import loader
 from kexecd.errors import KexecdError, LoadError
-from kexecd.reconcile import Action
-from kexecd.root import Root
+from kexecd.image import loader
+from kexecd.image.plan import Action
+from kexecd.system.root import Root
 
 __all__ = ["load", "refresh", "run", "status"]
 
@@ -91,10 +91,10 @@ def run(
     verbose: bool,
 ) -> int:
     """``kexecd run``: the daemon. 0 when stopped by a signal; 2 on bad settings."""
-    from kexecd.config import load_config
-    from kexecd.daemon import Daemon
-    from kexecd.monitor import UdevMonitor
-    from kexecd.notify import setup_logging
+    from kexecd.service.config import load_config
+    from kexecd.service.daemon import Daemon
+    from kexecd.service.monitor import UdevMonitor
+    from kexecd.service.notify import setup_logging
 
     try:
         cfg = load_config(
@@ -111,7 +111,7 @@ def run(
 
 def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int:
     """``kexecd status``: 0 loaded and current, 1 stale, 2 error, 3 no crash kernel."""
-    from kexecd import status as st
+    from kexecd.cli import status as st
 
     report = st.gather(state_dir, root, runtime_dir)
     print(st.to_json(report) if as_json else st.render(report))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kexecd.errors import SystemStateError
 from kexecd.model import Note
-from kexecd.root import Root
+from kexecd.system.root import Root
 
 __all__ = ["CpuNote", "Cpus", "parse_cpu_list", "read_cpus"]
 

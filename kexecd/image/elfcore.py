@@ -18,8 +18,6 @@ from pathlib import Path
 
 from kexecd import core
 from kexecd.errors import HeaderError
-from kexecd.iomem import kernel_code_start
-from kexecd.kernel import START_KERNEL_MAP, read_kernel_map
 from kexecd.model import (
     EM_X86_64,
     PT_LOAD,
@@ -30,7 +28,9 @@ from kexecd.model import (
     Note,
     Phdr,
 )
-from kexecd.sysstate import SystemState
+from kexecd.system.iomem import kernel_code_start
+from kexecd.system.kernel import START_KERNEL_MAP, read_kernel_map
+from kexecd.system.state import SystemState
 
 __all__ = [
     "CoreHeader",

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kexecd import core
-from kexecd.cpus import Cpus
-from kexecd.elfcore import CoreHeader
-from kexecd.inspect import human
+from kexecd.cli.inspect import human
+from kexecd.image.elfcore import CoreHeader
 from kexecd.model import MemRange
+from kexecd.system.cpus import Cpus
 
 __all__ = ["HeaderDiff", "diff_headers"]
 

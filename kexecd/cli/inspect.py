@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kexecd import elfcore
-from kexecd.elfcore import CoreHeader
 from kexecd.errors import KexecdError
-from kexecd.root import Root
-from kexecd.sysstate import read_system
+from kexecd.image import elfcore
+from kexecd.image.elfcore import CoreHeader
+from kexecd.system.root import Root
+from kexecd.system.state import read_system
 
 __all__ = ["describe", "render", "run"]
 
