@@ -12,8 +12,8 @@ test-quick:
 	bash scripts/test -m "not vm"
 
 lint:
-	.venv/bin/ruff check kexecd tests bench
-	.venv/bin/ruff format --check kexecd tests bench
+	.venv/bin/ruff check kexecd tests bench testbed
+	.venv/bin/ruff format --check kexecd tests bench testbed
 	.venv/bin/mypy
 	$(MAKE) -C csrc check
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.vm.testbed import Guest, Machine, boot
+from testbed.vm import Guest, Machine, boot
 
 STATE = "/run/kexecd-state"
 

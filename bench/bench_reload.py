@@ -19,7 +19,7 @@ import json
 import statistics
 import sys
 
-from tests.vm.testbed import boot
+from testbed.vm import boot
 
 
 def measure(rounds: int) -> dict[str, list[float]]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from kexecd.service.monitor import UdevMonitor
-from tests.vm.guest_safety import require_guest
+from testbed.guest_safety import require_guest
 
 TRIGGERS = {("cpu", "add"), ("cpu", "remove"), ("memory", "online"), ("memory", "offline")}
 

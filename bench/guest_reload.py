@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kexecd import core
 from kexecd.image.snapshot import open_snapshot
-from tests.vm.guest_safety import require_guest
+from testbed.guest_safety import require_guest
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
 
         # The floor: kexec_load of the same segments, nothing else.
         snap = open_snapshot(state)
-        segs = snap.segs()
+        segs = snap.segments
         t = time.monotonic()
         core.kexec_load(snap.entry, snap.flags, segs)
         out["bare"].append(time.monotonic() - t)

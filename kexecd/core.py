@@ -45,11 +45,22 @@ class KexecCall(enum.Enum):
     KEXEC_FILE_LOAD = lib.KEXECD_SYS_KEXEC_FILE_LOAD
 
 
+Buffer = bytes | bytearray | memoryview
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One ``kexec_load(2)`` segment: the buffer and where it goes."""
+    """One ``kexec_load(2)`` segment: the buffer and where it goes.
 
-    buf: bytes
+    The one segment type: the tracer captures them, the snapshot maps them
+    from its files, purgatory's digest is computed over them and
+    :func:`kexec_load` takes them.
+
+    :ivar memsz: the size in memory; the kernel fills what lies past the
+        buffer with zeros.
+    """
+
+    buf: Buffer
     mem: int
     memsz: int
 
@@ -276,8 +287,6 @@ def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
 
 # -- SHA-256 with a savable state, and kexec_load --------------------------------
 
-Buffer = bytes | bytearray | memoryview
-
 
 class Sha256:
     """SHA-256 whose state can be saved as bytes and restored (kexecd's C core).
@@ -315,15 +324,15 @@ class Sha256:
         return Sha256(self.state())
 
 
-def kexec_load(entry: int, flags: int, segments: Sequence[tuple[Buffer, int, int]]) -> None:
-    """Call ``kexec_load(2)``: each segment is (buffer, mem, memsz).
+def kexec_load(entry: int, flags: int, segments: Sequence[Segment]) -> None:
+    """Call ``kexec_load(2)`` with ``segments``, in their order.
 
     :raises OSError: the kernel refused the load (its errno).
     """
     c = ffi.new("struct kexecd_segment[]", max(len(segments), 1))
     keep = []
-    for i, (buf, mem, memsz) in enumerate(segments):
-        cbuf = ffi.from_buffer("uint8_t[]", buf)
+    for i, seg in enumerate(segments):
+        cbuf = ffi.from_buffer("uint8_t[]", seg.buf)
         keep.append(cbuf)
-        c[i].buf, c[i].bufsz, c[i].mem, c[i].memsz = cbuf, len(buf), mem, memsz
+        c[i].buf, c[i].bufsz, c[i].mem, c[i].memsz = cbuf, len(seg.buf), seg.mem, seg.memsz
     _check(lib.kexecd_kexec_load(entry, flags, c, len(segments)), "kexec_load")

@@ -12,6 +12,7 @@ __all__ = [
     "KexecdError",
     "LoadError",
     "SnapshotError",
+    "StateFileError",
     "SystemStateError",
     "TraceError",
 ]
@@ -35,6 +36,10 @@ class HeaderError(KexecdError):
 
 class SnapshotError(KexecdError):
     """The snapshot in the state directory is missing, corrupt or tampered with."""
+
+
+class StateFileError(KexecdError):
+    """The daemon's ``state.json`` is unreadable, malformed or of another version."""
 
 
 class LoadError(KexecdError):

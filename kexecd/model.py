@@ -19,6 +19,7 @@ __all__ = [
     "Note",
     "Phdr",
     "RangeType",
+    "human",
 ]
 
 PT_LOAD = 1
@@ -114,3 +115,15 @@ class Phdr:
     filesz: int
     memsz: int
     align: int
+
+
+def human(size: int) -> str:
+    """A size for people: ``4.0 KiB``, ``512 MiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{size} B"
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 from kexecd.errors import KexecdError
+from kexecd.files import write_atomic
 from kexecd.image import elfcore
 from kexecd.image.elfcore import CoreHeader
+from kexecd.model import human
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 
@@ -21,18 +22,6 @@ __all__ = ["describe", "render", "run"]
 _MACHINES = {62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390"}
 # include/uapi/linux/elf.h
 _NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 0: "VMCOREINFO"}
-
-
-def human(size: int) -> str:
-    """A size for people: ``4.0 KiB``, ``512 MiB``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            if unit == "B":
-                return f"{size} B"
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _file_notes(data: bytes, header: CoreHeader) -> list[dict[str, Any]]:
@@ -134,12 +123,6 @@ def render(d: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def run(
     file: str | None,
     *,
@@ -163,7 +146,7 @@ def run(
             header = elfcore.parse(data, "built header")
             title = f"system under {root}" + (f" (template {template})" if template else "")
             if output:
-                _write(Path(output), data)
+                write_atomic(Path(output), data, durable=False)
                 return 0
         else:
             assert file is not None

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from kexecd import __version__
 from kexecd.cli import commands
-from kexecd.image.snapshot import DEFAULT_STATE_DIR
-from kexecd.service.config import DEFAULT_CONFIG
+from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 from kexecd.system.root import Root
 
 __all__ = ["main"]
@@ -89,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Exit 0: loaded and current; 1: stale; 2: error; 3: no crash kernel.",
     )
     _state_dir(p)
-    p.add_argument("--runtime-dir", type=Path, default=Path("/run/kexecd"), metavar="DIR")
+    p.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR, metavar="DIR")
     _root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 

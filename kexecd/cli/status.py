@@ -13,15 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexecd.cli.inspect import human
 from kexecd.errors import KexecdError
-from kexecd.image import elfcore
-from kexecd.image.changes import diff_headers
+from kexecd.image import plan
+from kexecd.image.plan import Plan, Why
 from kexecd.image.snapshot import open_snapshot
-from kexecd.service.statefile import read_state
-from kexecd.system.kernel import read_kexec_state
+from kexecd.model import human
+from kexecd.service.statefile import DaemonState, read_state
+from kexecd.system.kernel import KexecState, read_kexec_state
 from kexecd.system.root import Root
-from kexecd.system.state import read_system
 
 __all__ = ["EXIT_CURRENT", "EXIT_ERROR", "EXIT_NOT_LOADED", "EXIT_STALE", "Status", "gather"]
 
@@ -40,7 +39,7 @@ class Status:
     differences: list[str] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
     kernel_support: str = ""
-    daemon: dict[str, Any] | None = None
+    daemon: DaemonState | None = None
     hazards: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -77,18 +76,22 @@ def describe_image(argv: tuple[str, ...]) -> dict[str, Any]:
     return image
 
 
+def _support(kstate: KexecState) -> str:
+    if kstate.cpu_crash_hotplug is None and kstate.memory_crash_hotplug is None:
+        return "none: this kernel has no crash_hotplug (before Linux 6.6)"
+    if not kstate.kernel_updates:
+        return "available, not active for this image (crash_hotplug reads 0)"
+    return "the kernel updates the header itself (crash_hotplug reads 1)"
+
+
 def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     """Look at the system, the snapshot and the daemon's state; never raises."""
     try:
         kstate = read_kexec_state(root)
+        daemon = read_state(runtime_dir)
     except KexecdError as e:
         return Status(EXIT_ERROR, f"error: {e}", False, error=str(e))
-    daemon = read_state(runtime_dir)
-    support = "the kernel updates the header itself (crash_hotplug reads 1)"
-    if kstate.cpu_crash_hotplug is None and kstate.memory_crash_hotplug is None:
-        support = "none: this kernel has no crash_hotplug (before Linux 6.6)"
-    elif not (kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug):
-        support = "available, not active for this image (crash_hotplug reads 0)"
+    support = _support(kstate)
     if not kstate.crash_loaded:
         return Status(
             EXIT_NOT_LOADED, "no crash kernel loaded", False, kernel_support=support, daemon=daemon
@@ -106,42 +109,7 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
                 "the crash kernel's command line lacks acpi_no_memhotplug: it may online "
                 "hot-added DIMMs and write over memory it should dump"
             )
-        if kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug:
-            st.current = True
-            st.verdict = "loaded; the kernel keeps the header current"
-            return st
-        if snap.file_load or snap.header is None:
-            st.verdict = "loaded; header not visible (kexec_file_load): reloaded whole on change"
-            return st
-        loaded = snap.loaded_header()
-        template = elfcore.parse(loaded)
-        state = read_system(root)
-        wanted = elfcore.build(elfcore.spec_from_template(template, state))
-        want = elfcore.parse(wanted)
-        cap = snap.header_capacity or 0
-        st.header = {
-            "cpus": len(state.cpus.notes),
-            "ram_ranges": len(want.ram),
-            "ram": sum(p.memsz for p in want.ram),
-            "phnum": len(want.phdrs),
-            "capacity": cap,
-            "bytes": len(wanted),
-            "segment_bytes": snap.segments[snap.header].memsz,
-        }
-        if len(wanted) > snap.segments[snap.header].memsz:
-            st.hazards.append(
-                f"the header needs {len(wanted)} bytes, its segment holds "
-                f"{snap.segments[snap.header].memsz}: the next refresh re-runs kexec"
-            )
-        elif cap - len(want.phdrs) < 16:
-            st.hazards.append(f"only {cap - len(want.phdrs)} program headers of room left")
-        st.current = wanted == loaded
-        if not st.current:
-            st.differences = diff_headers(template, want, state.cpus).lines()
-            st.exit_code = EXIT_STALE
-            st.verdict = "STALE: the loaded header does not match the system"
-        else:
-            st.verdict = "loaded and current"
+        _render_plan(st, plan.make(snap, root, kstate))
     except KexecdError as e:
         st.exit_code = EXIT_ERROR
         st.error = str(e)
@@ -149,11 +117,43 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     return st
 
 
-def daemon_running(state: dict[str, Any]) -> bool:
+def _render_plan(st: Status, p: Plan) -> None:
+    why = p.decision.why
+    if why is Why.KERNEL_UPDATES:
+        st.current = True
+        st.verdict = "loaded; the kernel keeps the header current"
+        return
+    if why in (Why.FILE_LOAD, Why.NO_HEADER):
+        st.verdict = "loaded; header not visible (kexec_file_load): reloaded whole on change"
+        return
+    assert p.target is not None and p.wanted is not None
+    st.header = {
+        "cpus": p.cpus,
+        "ram_ranges": p.ranges,
+        "ram": sum(ph.memsz for ph in p.target.ram),
+        "phnum": len(p.target.phdrs),
+        "capacity": p.snapshot.header_capacity or 0,
+        "bytes": len(p.wanted),
+        "segment_bytes": p.segment_bytes,
+    }
+    if why is Why.TOO_BIG:
+        st.hazards.append(f"{p.decision.reason}: the next refresh re-runs kexec")
+    elif p.room is not None and p.room < 16:
+        st.hazards.append(f"only {p.room} program headers of room left")
+    st.current = p.in_sync
+    if not st.current:
+        st.differences = p.diff.lines() if p.diff else []
+        st.exit_code = EXIT_STALE
+        st.verdict = "STALE: the loaded header does not match the system"
+    else:
+        st.verdict = "loaded and current"
+
+
+def daemon_running(state: DaemonState) -> bool:
     """Whether the daemon that wrote ``state`` still runs (not stopped, its pid alive)."""
-    if state.get("stopped"):
+    if state.stopped:
         return False
-    return Path(f"/proc/{state.get('pid')}").exists()
+    return Path(f"/proc/{state.pid}").exists()
 
 
 def render(st: Status) -> str:
@@ -180,26 +180,23 @@ def render(st: Status) -> str:
         rows.append(("differs", diff + why))
     if st.daemon:
         d = st.daemon
-        running = daemon_running(d)
         rows.append(
             (
-                "daemon" if running else "daemon (gone)",
-                f"pid {d['pid']} since {d['started']}: {d['events']} events, "
-                f"{d['reloads']} reloads, {d['full_reloads']} full, {d['skipped']} skipped, "
-                f"{d['failed']} failed",
+                "daemon" if daemon_running(d) else "daemon (gone)",
+                f"pid {d.pid} since {d.started}: {d.events} events, "
+                f"{d.reloads} reloads, {d.full_reloads} full, {d.skipped} skipped, "
+                f"{d.failed} failed",
             )
         )
-        if d.get("last_event"):
-            e = d["last_event"]
-            rows.append(("last event", f"{e['time']} {e['action']} {e['devpath']}"))
-        if d.get("last_update"):
-            u = d["last_update"]
-            lat = f", {u['latency_ms']:.0f} ms after the first event" if "latency_ms" in u else ""
-            rows.append(
-                ("last update", f"{u['time']} {u['action']} in {u['work_ms']:.0f} ms{lat}")
-            )
-        if d.get("last_error"):
-            rows.append(("last error", f"{d['last_error']['time']} {d['last_error']['message']}"))
+        if d.last_event:
+            e = d.last_event
+            rows.append(("last event", f"{e.time} {e.action} {e.devpath}"))
+        if d.last_update:
+            u = d.last_update
+            lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
+            rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
+        if d.last_error:
+            rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))
@@ -209,4 +206,7 @@ def render(st: Status) -> str:
 
 
 def to_json(st: Status) -> str:
-    return json.dumps(asdict(st), indent=2)
+    """The ``--json`` form."""
+    d = asdict(st)
+    d["daemon"] = st.daemon.to_json() if st.daemon else None
+    return json.dumps(d, indent=2)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kexecd import core
-from kexecd.cli.inspect import human
 from kexecd.image.elfcore import CoreHeader
-from kexecd.model import MemRange
+from kexecd.model import MemRange, human
 from kexecd.system.cpus import Cpus
 
 __all__ = ["HeaderDiff", "diff_headers"]

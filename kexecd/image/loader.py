@@ -14,23 +14,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from kexecd import core
-from kexecd.core import Buffer, KexecCall, LoadCapture
+from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.errors import LoadError, TraceError
-from kexecd.image import elfcore
-from kexecd.image.changes import HeaderDiff, diff_headers
-from kexecd.image.plan import Action, Decision, decide
-from kexecd.image.purgatory import Seg, digest_after_header, patched
+from kexecd.image import plan
+from kexecd.image.changes import HeaderDiff
+from kexecd.image.plan import Action, Decision, Plan
+from kexecd.image.purgatory import digest_after_header, patched
 from kexecd.image.snapshot import Snapshot, create, open_snapshot
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
-from kexecd.system.state import read_system
 
-__all__ = ["Backend", "KernelBackend", "RefreshResult", "is_crash_load", "load", "refresh"]
+__all__ = [
+    "Backend",
+    "KernelBackend",
+    "RefreshResult",
+    "execute",
+    "is_crash_load",
+    "load",
+    "refresh",
+]
 
 Tracer = Callable[[Sequence[str]], LoadCapture]
 
@@ -38,14 +45,14 @@ Tracer = Callable[[Sequence[str]], LoadCapture]
 class Backend(Protocol):
     """What issues the load: the kernel, or a fake in tests."""
 
-    def load(self, entry: int, flags: int, segments: Sequence[tuple[Buffer, int, int]]) -> None:
+    def load(self, entry: int, flags: int, segments: Sequence[Segment]) -> None:
         """Load the image; raise :class:`OSError` when the kernel refuses."""
 
 
 class KernelBackend:
     """``kexec_load(2)`` through the C core."""
 
-    def load(self, entry: int, flags: int, segments: Sequence[tuple[Buffer, int, int]]) -> None:
+    def load(self, entry: int, flags: int, segments: Sequence[Segment]) -> None:
         core.kexec_load(entry, flags, segments)
 
 
@@ -97,39 +104,49 @@ def load(
 
 @dataclass
 class RefreshResult:
-    """What a refresh did, and why."""
+    """What a refresh did, and the plan it carried out.
 
-    decision: Decision
-    diff: HeaderDiff | None = None
+    :ivar load_seconds: time inside the ``kexec_load`` call, if one was made.
+    """
+
+    plan: Plan
     loaded: bool = False
     dry_run: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-    cpus: int | None = None  # CPU notes and RAM ranges of the header wanted now
-    ranges: int | None = None
-    load_seconds: float | None = None  # time inside the kexec_load call
+    load_seconds: float | None = None
+
+    @property
+    def decision(self) -> Decision:
+        return self.plan.decision
+
+    @property
+    def diff(self) -> HeaderDiff | None:
+        return self.plan.diff
 
 
-def _segments(
-    snap: Snapshot, segs: list[Seg], header: bytes, purgatory: Buffer | None
-) -> list[Seg]:
+def _with(
+    snap: Snapshot, segs: list[Segment], header: bytes, purgatory: Buffer | None
+) -> list[Segment]:
     segs = list(segs)
     assert snap.header is not None
-    segs[snap.header] = (header, segs[snap.header][1], segs[snap.header][2])
+    segs[snap.header] = replace(segs[snap.header], buf=header)
     if purgatory is not None and snap.purgatory is not None:
-        segs[snap.purgatory] = (purgatory, segs[snap.purgatory][1], segs[snap.purgatory][2])
+        segs[snap.purgatory] = replace(segs[snap.purgatory], buf=purgatory)
     return segs
 
 
-def _with_digest(snap: Snapshot, segs: list[Seg], header: bytes) -> tuple[list[Seg], bytes | None]:
+def _with_digest(
+    snap: Snapshot, segs: list[Segment], header: bytes
+) -> tuple[list[Segment], bytes | None]:
     """The segments with ``header``, and purgatory's digest patched to match."""
     loc = snap.digest
     if loc is None or not loc.header_hashed:
-        return _segments(snap, segs, header, None), None
+        return _with(snap, segs, header, None), None
     assert snap.header is not None and snap.purgatory is not None
     digest = digest_after_header(loc, segs, snap.purgatory, snap.header, header)
-    purg = patched(segs[snap.purgatory][0], loc, digest)
-    return _segments(snap, segs, header, purg), digest
+    purg = patched(segs[snap.purgatory].buf, loc, digest)
+    return _with(snap, segs, header, purg), digest
 
 
 def refresh(
@@ -144,10 +161,9 @@ def refresh(
 ) -> RefreshResult:
     """Bring the loaded crash image's header up to date with the system.
 
-    :param patch_digest: only for the test bed's control experiment: leave
-        purgatory's digest stale (the crash kernel then hangs at panic).
-    :param verify: check every segment's SHA-256 first; the daemon does it
-        once, and again only when the snapshot's files change.
+    Makes the plan (:func:`kexecd.image.plan.make`) and carries it out with
+    :func:`execute`; the parameters are :func:`execute`'s.
+
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
     :raises LoadError: the load failed; the message says whether the
@@ -155,52 +171,64 @@ def refresh(
     """
     start = time.monotonic()
     root = root or Root()
-    backend = backend or KernelBackend()
-    snap = open_snapshot(state_dir)
-    kstate = read_kexec_state(root)
-    kernel_updates = bool(kstate.cpu_crash_hotplug or kstate.memory_crash_hotplug)
-    result_notes: list[str] = []
-    counts: tuple[int | None, int | None] = (None, None)
-    loaded = wanted = None
-    diff = None
-    if not snap.file_load and snap.header is not None and not kernel_updates:
-        loaded = snap.loaded_header()
-        template = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
-        # If a uevent arrives while the system is read, read it again.
-        for _ in range(5):
-            seqnum = kstate.uevent_seqnum
-            state = read_system(root)
-            wanted = elfcore.build(elfcore.spec_from_template(template, state))
-            kstate = read_kexec_state(root)
-            if kstate.uevent_seqnum == seqnum:
-                break
-            result_notes.append("the system changed while the header was built; built again")
-        assert wanted is not None
-        want = elfcore.parse(wanted)
-        diff = diff_headers(template, want, state.cpus)
-        counts = (len(state.cpus.notes), len(want.ram))
-    decision = decide(snap, loaded, wanted, kernel_updates)
-    result = RefreshResult(
-        decision, diff, dry_run=dry_run, notes=result_notes, cpus=counts[0], ranges=counts[1]
+    p = plan.make(open_snapshot(state_dir), root)
+    return execute(
+        p,
+        state_dir,
+        root=root,
+        backend=backend,
+        dry_run=dry_run,
+        tracer=tracer,
+        patch_digest=patch_digest,
+        verify=verify,
+        start=start,
     )
-    if decision.action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
+
+
+def execute(
+    p: Plan,
+    state_dir: Path,
+    *,
+    root: Root,
+    backend: Backend | None = None,
+    dry_run: bool = False,
+    tracer: Tracer = core.trace_kexec,
+    patch_digest: bool = True,
+    verify: bool = True,
+    start: float | None = None,
+) -> RefreshResult:
+    """Carry out a plan: nothing, a header-only reload, or the recorded command again.
+
+    :param dry_run: decide, load nothing.
+    :param patch_digest: only for the test bed's control experiment: leave
+        purgatory's digest stale (the crash kernel then hangs at panic).
+    :param verify: check every segment's SHA-256 first; the daemon does it
+        once, and again only when the snapshot's files change.
+    :param start: when the work began (``time.monotonic()``), for the timing.
+    """
+    start = time.monotonic() if start is None else start
+    backend = backend or KernelBackend()
+    result = RefreshResult(p, dry_run=dry_run, notes=list(p.notes))
+    action = p.decision.action
+    if action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
         result.seconds = time.monotonic() - start
         return result
-    if decision.action is Action.FULL_RELOAD:
-        load(snap.argv, state_dir, root=root, tracer=tracer)
+    if action is Action.FULL_RELOAD:
+        load(p.snapshot.argv, state_dir, root=root, tracer=tracer)
         result.loaded = True
         result.seconds = time.monotonic() - start
         return result
 
+    snap, wanted, loaded = p.snapshot, p.wanted, p.loaded
     assert wanted is not None and loaded is not None
     if verify:
         snap.verify()
-    if not kstate.crash_loaded:
+    if not p.kexec.crash_loaded:
         result.notes.append("no crash kernel was loaded; loading the snapshot's image")
-    original = snap.segs()
+    original = list(snap.segments)
     segs, digest = _with_digest(snap, original, wanted)
     if not patch_digest:
-        segs, digest = _segments(snap, original, wanted, None), None
+        segs, digest = _with(snap, original, wanted, None), None
     load_start = time.monotonic()
     try:
         backend.load(snap.entry, snap.flags, segs)
@@ -214,7 +242,7 @@ def refresh(
 
 
 def _rollback(
-    snap: Snapshot, original: list[Seg], backend: Backend, loaded: bytes, error: OSError
+    snap: Snapshot, original: list[Segment], backend: Backend, loaded: bytes, error: OSError
 ) -> None:
     segs, _ = _with_digest(snap, original, loaded)
     try:

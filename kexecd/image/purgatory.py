@@ -19,11 +19,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kexecd.core import Buffer, Sha256
+from kexecd.core import Buffer, Segment, Sha256
 
 __all__ = [
     "DigestLocation",
-    "Seg",
     "digest_after_header",
     "find_digest",
     "locate",
@@ -34,8 +33,6 @@ __all__ = [
 # kexec-tools kexec/kexec-sha256.h: SHA256_REGIONS.
 SHA256_REGIONS = 16
 DIGEST_SIZE = 32
-
-Seg = tuple[Buffer, int, int]  # (buffer, mem, memsz), in kexec_load order
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,21 @@ class DigestLocation:
     prefix_state: bytes | None
 
 
-def _hash(segments: Sequence[Seg], skip: set[int], stop: int | None = None) -> Sha256:
+def _hash(segments: Sequence[Segment], skip: set[int], stop: int | None = None) -> Sha256:
     h = Sha256()
-    for i, (buf, _mem, memsz) in enumerate(segments):
+    for i, seg in enumerate(segments):
         if stop is not None and i >= stop:
             break
         if i in skip:
             continue
-        h.update(buf)
-        h.zeros(memsz - len(buf))
+        h.update(seg.buf)
+        h.zeros(seg.memsz - len(seg.buf))
     return h
 
 
-def regions(segments: Sequence[Seg], skip: set[int]) -> bytes:
+def regions(segments: Sequence[Segment], skip: set[int]) -> bytes:
     """``sha256_regions`` as kexec-tools fills it: {mem, memsz} of each hashed segment."""
-    regions = [(mem, memsz) for i, (_b, mem, memsz) in enumerate(segments) if i not in skip]
+    regions = [(s.mem, s.memsz) for i, s in enumerate(segments) if i not in skip]
     if len(regions) > SHA256_REGIONS:
         return b""
     out = b"".join(struct.pack("<QQ", mem, memsz) for mem, memsz in regions)
@@ -91,7 +88,7 @@ def find_digest(
     return offset, _find_once(purgatory_buf, regions)
 
 
-def locate(segments: Sequence[Seg], purgatory: int, header: int) -> DigestLocation | None:
+def locate(segments: Sequence[Segment], purgatory: int, header: int) -> DigestLocation | None:
     """Find purgatory's digest by recomputing it; ``None`` when it is not there.
 
     Tried with the header hashed (kexec-tools before 2.0.28, or without
@@ -99,7 +96,7 @@ def locate(segments: Sequence[Seg], purgatory: int, header: int) -> DigestLocati
     exactly once in purgatory (``--no-checks``, or a layout kexecd does not
     know): only a full reload is safe then.
     """
-    purg = bytes(segments[purgatory][0])
+    purg = bytes(segments[purgatory].buf)
     for skip, hashed in (({purgatory}, True), ({purgatory, header}, False)):
         found = find_digest(purg, _hash(segments, skip).digest(), regions(segments, skip))
         if found is None:
@@ -110,7 +107,11 @@ def locate(segments: Sequence[Seg], purgatory: int, header: int) -> DigestLocati
 
 
 def digest_after_header(
-    loc: DigestLocation, segments: Sequence[Seg], purgatory: int, header: int, new_header: Buffer
+    loc: DigestLocation,
+    segments: Sequence[Segment],
+    purgatory: int,
+    header: int,
+    new_header: Buffer,
 ) -> bytes:
     """The digest with ``new_header`` in place of the header segment's buffer.
 
@@ -119,15 +120,13 @@ def digest_after_header(
     if not loc.header_hashed or loc.prefix_state is None:
         raise ValueError("the header is not hashed: its digest does not change")
     h = Sha256(loc.prefix_state)
-    memsz = segments[header][2]
     h.update(new_header)
-    h.zeros(memsz - len(new_header))
+    h.zeros(segments[header].memsz - len(new_header))
     for i in range(header + 1, len(segments)):
         if i == purgatory:
             continue
-        buf, _mem, size = segments[i]
-        h.update(buf)
-        h.zeros(size - len(buf))
+        h.update(segments[i].buf)
+        h.zeros(segments[i].memsz - len(segments[i].buf))
     return h.digest()
 
 

@@ -16,49 +16,44 @@ import json
 import mmap
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexecd.core import Buffer, KexecCall, LoadCapture
+from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.errors import SnapshotError
-from kexecd.image.purgatory import DigestLocation, Seg, locate
+from kexecd.files import timestamp, write_atomic
+from kexecd.image.purgatory import DigestLocation, locate
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
-    "SegmentRecord",
     "Snapshot",
     "create",
+    "files_signature",
     "open_snapshot",
     "state_dir_ready",
 ]
 
-DEFAULT_STATE_DIR = Path("/var/lib/kexecd")
 SNAPSHOT = "snapshot"
 MANIFEST = "manifest.json"
 LOADED_HEADER = "loaded-header.bin"
 LOADED = "loaded.json"
 FORMAT = 1
 
+FilesSignature = tuple[tuple[str, int, int, int], ...]
 
-@dataclass(frozen=True)
-class SegmentRecord:
-    """One segment as the manifest records it."""
 
-    index: int
-    mem: int
-    memsz: int
-    bufsz: int
-    sha256: str
-    file: str
+def _segment_file(index: int) -> str:
+    return f"seg-{index:02d}.bin"
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A loaded crash image as kexecd knows it.
 
+    :ivar segments: the segments in kexec_load order, their buffers mapped
+        read-only from the snapshot's files (nothing is read until used).
+    :ivar sha256: each segment buffer's SHA-256 as the manifest records it.
     :ivar header: the index of the ELF core header segment, if any.
     :ivar purgatory: the index of the segment holding the entry point.
     :ivar digest: where purgatory's SHA-256 is, if it was found.
@@ -72,7 +67,8 @@ class Snapshot:
     file_load: bool
     entry: int
     flags: int
-    segments: tuple[SegmentRecord, ...]
+    segments: tuple[Segment, ...]
+    sha256: tuple[str, ...]
     header: int | None
     purgatory: int | None
     digest: DigestLocation | None
@@ -84,36 +80,17 @@ class Snapshot:
             return None
         return (self.segments[self.header].memsz - 64) // 56
 
-    def buffer(self, index: int) -> Buffer:
-        """A segment's bytes, memory-mapped read-only from its file."""
-        rec = self.segments[index]
-        if rec.bufsz == 0:
-            return b""
-        path = self.path / rec.file
-        try:
-            with path.open("rb") as f:
-                return memoryview(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))
-        except OSError as e:
-            raise SnapshotError(
-                f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
-            ) from None
-
-    def segs(self) -> list[Seg]:
-        """(buffer, mem, memsz) of every segment, in kexec_load order."""
-        return [(self.buffer(r.index), r.mem, r.memsz) for r in self.segments]
-
     def verify(self) -> None:
         """Check every segment file against its SHA-256 in the manifest.
 
         :raises SnapshotError: a file is missing, of the wrong size or altered.
         """
-        for rec in self.segments:
-            path = self.path / rec.file
-            buf = self.buffer(rec.index)
-            if len(buf) != rec.bufsz or hashlib.sha256(buf).hexdigest() != rec.sha256:
+        for i, seg in enumerate(self.segments):
+            if hashlib.sha256(seg.buf).hexdigest() != self.sha256[i]:
                 raise SnapshotError(
-                    f"{path}: does not match the SHA-256 in {self.path / MANIFEST} "
-                    "(corrupt or tampered); nothing was loaded; run 'kexecd load' again"
+                    f"{self.path / _segment_file(i)}: does not match the SHA-256 in "
+                    f"{self.path / MANIFEST} (corrupt or tampered); nothing was loaded; "
+                    "run 'kexecd load' again"
                 )
 
     def loaded_header(self) -> bytes:
@@ -133,30 +110,52 @@ class Snapshot:
 
     def record_loaded(self, header: bytes, digest: bytes | None, how: str) -> None:
         """Remember what is loaded now (atomically, header first)."""
-        _write(self.path / LOADED_HEADER, header)
+        write_atomic(self.path / LOADED_HEADER, header)
         info = {
-            "time": _now(),
+            "time": timestamp(),
             "how": how,
             "header_sha256": hashlib.sha256(header).hexdigest(),
             "digest": digest.hex() if digest else None,
         }
-        _write(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
+        write_atomic(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def files_signature(state_dir: Path) -> FilesSignature:
+    """Name, inode, size and mtime of the snapshot's manifest and segment files.
+
+    Cheap to read; it changes when ``kexecd load`` replaces the snapshot or a
+    file is rewritten.
+    """
+    try:
+        entries = sorted(os.scandir(state_dir / SNAPSHOT), key=lambda e: e.name)
+    except OSError:
+        return ()
+    out = []
+    for e in entries:
+        if e.name.startswith("seg-") or e.name == MANIFEST:
+            st = e.stat()
+            out.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _map(path: Path, size: int) -> Buffer:
+    # A segment's bytes, memory-mapped read-only from its file.
+    if size == 0:
+        return b""
+    try:
+        with path.open("rb") as f:
+            return memoryview(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))
+    except OSError as e:
+        raise SnapshotError(
+            f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
+        ) from None
+    except ValueError:  # mmap of an empty file
+        raise SnapshotError(
+            f"{path}: empty, but the manifest says {size} bytes; run 'kexecd load' again"
+        ) from None
 
 
-def _find_header(segments: Sequence[bytes]) -> int | None:
+def _find_header(segments: Sequence[Buffer]) -> int | None:
     # The kernel finds a kexec_load image's header the same way: ELFMAG at the
     # start of a segment (kernel/crash_core.c, Linux 6.6).
     found = [i for i, b in enumerate(segments) if b[:4] == b"\x7fELF" and b[16:18] == b"\4\0"]
@@ -183,10 +182,10 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
     )
     digest = None
     if header is not None and purgatory is not None:
-        digest = locate([(s.buf, s.mem, s.memsz) for s in cap.segments], purgatory, header)
+        digest = locate(cap.segments, purgatory, header)
     records = []
     for i, s in enumerate(cap.segments):
-        name = f"seg-{i:02d}.bin"
+        name = _segment_file(i)
         (new / name).write_bytes(s.buf)
         records.append(
             {
@@ -201,7 +200,7 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
     manifest = {
         "format": FORMAT,
         "argv": list(argv),
-        "created": _now(),
+        "created": timestamp(),
         "syscall": cap.call.name.lower(),
         "entry": cap.entry,
         "flags": cap.flags,
@@ -218,12 +217,13 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
             "prefix_state": digest.prefix_state.hex() if digest.prefix_state else None,
         },
     }
-    _write(new / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(new / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     snap = _parse(new, manifest)
     if header is not None:
-        snap.record_loaded(bufs[header], None, "kexec-tools")
+        snap.record_loaded(bytes(bufs[header]), None, "kexec-tools")
     else:
-        _write(new / LOADED, (json.dumps({"time": _now(), "how": "kexec-tools"}) + "\n").encode())
+        info = {"time": timestamp(), "how": "kexec-tools"}
+        write_atomic(new / LOADED, (json.dumps(info) + "\n").encode())
     final = state_dir / SNAPSHOT
     old = state_dir / f".{SNAPSHOT}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -236,6 +236,7 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
 
 def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
     d = m.get("digest")
+    records = m["segments"]
     return Snapshot(
         path=path,
         argv=tuple(m["argv"]),
@@ -243,7 +244,11 @@ def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
         file_load=m["syscall"] == "kexec_file_load",
         entry=m["entry"],
         flags=m["flags"],
-        segments=tuple(SegmentRecord(**s) for s in m["segments"]),
+        segments=tuple(
+            Segment(_map(path / _segment_file(i), r["bufsz"]), r["mem"], r["memsz"])
+            for i, r in enumerate(records)
+        ),
+        sha256=tuple(r["sha256"] for r in records),
         header=m["header"],
         purgatory=m["purgatory"],
         digest=None

@@ -20,18 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.errors import ConfigError
+from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 
-__all__ = ["DEFAULT_CONFIG", "Config", "load_config"]
-
-DEFAULT_CONFIG = Path("/etc/kexecd.conf")
+__all__ = ["Config", "load_config"]
 
 
 @dataclass(frozen=True)
 class Config:
     """The daemon's settings, with their defaults."""
 
-    state_dir: Path = Path("/var/lib/kexecd")
-    runtime_dir: Path = Path("/run/kexecd")
+    state_dir: Path = DEFAULT_STATE_DIR
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
     root: Path = Path("/")
     source: str = "udev"
     settle_ms: int = 100

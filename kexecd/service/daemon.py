@@ -20,23 +20,31 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from kexecd.errors import KexecdError
+from kexecd.files import timestamp
 from kexecd.image import loader
-from kexecd.image.plan import Action
-from kexecd.image.snapshot import SNAPSHOT
+from kexecd.image.plan import Action, Why
+from kexecd.image.snapshot import FilesSignature, files_signature
 from kexecd.service.config import Config
 from kexecd.service.monitor import Event, Monitor
 from kexecd.service.notify import notify, watchdog_interval
-from kexecd.service.statefile import SOCKET, write_state
+from kexecd.service.statefile import (
+    SOCKET,
+    DaemonState,
+    ErrorRecord,
+    EventRecord,
+    LoadTiming,
+    UpdateRecord,
+    write_state,
+)
 from kexecd.system.root import Root
 
 __all__ = ["Coalescer", "Daemon"]
 
 log = logging.getLogger("kexecd")
-HISTORY = 100  # loads remembered in state.json
 
 
 class Coalescer:
@@ -68,26 +76,8 @@ class Coalescer:
         return first
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _files_signature(state_dir: Path) -> tuple[tuple[str, int, int, int], ...]:
-    snap = state_dir / SNAPSHOT
-    try:
-        entries = sorted(os.scandir(snap), key=lambda e: e.name)
-    except OSError:
-        return ()
-    out = []
-    for e in entries:
-        if e.name.startswith("seg-") or e.name == "manifest.json":
-            st = e.stat()
-            out.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
 class Daemon:
-    """The event loop and what it remembers (the counters in ``state.json``)."""
+    """The event loop and what it remembers (:class:`DaemonState`, in ``state.json``)."""
 
     def __init__(
         self,
@@ -105,39 +95,23 @@ class Daemon:
         self.clock = clock
         self.root = Root(cfg.root)
         self.coalescer = Coalescer(cfg.settle_ms / 1000, cfg.max_delay_ms / 1000)
-        self.verified: tuple[tuple[str, int, int, int], ...] | None = None
+        self.verified: FilesSignature | None = None
         self.stopping = False
-        self.state: dict[str, Any] = {
-            "pid": os.getpid(),
-            "started": _now(),
-            "source": cfg.source,
-            "events": 0,
-            "reconciles": 0,
-            "reloads": 0,
-            "full_reloads": 0,
-            "skipped": 0,
-            "failed": 0,
-            "last_event": None,
-            "last_update": None,
-            "last_error": None,
-            "decision": None,
-            "in_sync": None,
-            "stopped": None,
-            "last_event_mono": None,
-            "history": [],
-        }
+        self.state = DaemonState(source=cfg.source)
+        self.standing_aside = False
 
     # -- refreshing ------------------------------------------------------------
 
-    def reconcile(self, why: str, first_event: float | None = None) -> dict[str, Any]:
+    def reconcile(self, why: str, first_event: float | None = None) -> UpdateRecord:
         """Refresh now; record what happened; return the record."""
         start = self.clock()
-        self.state["reconciles"] += 1
-        sig = _files_signature(self.cfg.state_dir)
+        st = self.state
+        st.reconciles += 1
+        sig = files_signature(self.cfg.state_dir)
         kwargs: dict[str, Any] = {}
         if self.tracer is not None:
             kwargs["tracer"] = self.tracer
-        record: dict[str, Any] = {"time": _now(), "why": why}
+        record = UpdateRecord(time=timestamp(), why=why)
         try:
             r = loader.refresh(
                 self.cfg.state_dir,
@@ -147,57 +121,48 @@ class Daemon:
                 **kwargs,
             )
         except KexecdError as e:
-            self.state["failed"] += 1
-            self.state["last_error"] = {"time": _now(), "message": str(e)}
-            self.state["in_sync"] = False
-            record.update(action="failed", error=str(e))
+            st.failed += 1
+            st.last_error = ErrorRecord(timestamp(), str(e))
+            st.in_sync = False
+            record.action, record.error = "failed", str(e)
             log.error("refresh failed: %s", e, extra={"KEXECD_ACTION": "failed"})
             self._publish()
             return record
-        self.verified = _files_signature(self.cfg.state_dir) if r.loaded else sig
-        action = r.decision.action
+        self.verified = files_signature(self.cfg.state_dir) if r.loaded else sig
+        decision = r.decision
+        action = decision.action
         done = self.clock()
-        record.update(
-            action=action.value,
-            reason=r.decision.reason,
-            work_ms=round((done - start) * 1000, 1),
-            changes=r.diff.lines() if r.diff else [],
-        )
+        record.action = action.value
+        record.reason = decision.reason
+        record.work_ms = round((done - start) * 1000, 1)
+        record.changes = r.diff.lines() if r.diff else []
         if first_event is not None:
-            record["latency_ms"] = round((done - first_event) * 1000, 1)
+            record.latency_ms = round((done - first_event) * 1000, 1)
         if r.loaded:
-            # CLOCK_MONOTONIC times, for benchmarks that line them up with events.
-            self.state["history"] = [
-                *self.state["history"][-(HISTORY - 1) :],
-                {
-                    "action": action.value,
-                    "first_event_mono": first_event,
-                    "start_mono": start,
-                    "done_mono": done,
-                    "load_ms": None if r.load_seconds is None else r.load_seconds * 1000,
-                },
-            ]
-        self.state["decision"] = r.decision.reason
-        self.state["in_sync"] = True
-        self.state["cpus"], self.state["ranges"] = r.cpus, r.ranges
+            load_ms = None if r.load_seconds is None else r.load_seconds * 1000
+            st.remember(LoadTiming(action.value, first_event, start, done, load_ms))
+        st.decision = decision.reason
+        self.standing_aside = decision.why is Why.KERNEL_UPDATES
+        st.in_sync = True
+        st.cpus, st.ranges = r.plan.cpus, r.plan.ranges
         if action in (Action.NOTHING, Action.STAND_ASIDE):
-            self.state["skipped"] += 1
+            st.skipped += 1
         elif action is Action.FULL_RELOAD:
-            self.state["full_reloads"] += 1
-            self.state["last_update"] = record
+            st.full_reloads += 1
+            st.last_update = record
         else:
-            self.state["reloads"] += 1
-            self.state["last_update"] = record
-        if action not in (Action.NOTHING,):
+            st.reloads += 1
+            st.last_update = record
+        if action is not Action.NOTHING:
             log.info(
                 "%s: %s%s",
                 action.value,
-                r.decision.reason,
-                "; " + ", ".join(record["changes"]) if record["changes"] else "",
+                decision.reason,
+                "; " + ", ".join(record.changes) if record.changes else "",
                 extra={
                     "KEXECD_ACTION": action.value,
-                    "KEXECD_WORK_MS": record["work_ms"],
-                    "KEXECD_LATENCY_MS": record.get("latency_ms", ""),
+                    "KEXECD_WORK_MS": record.work_ms,
+                    "KEXECD_LATENCY_MS": "" if record.latency_ms is None else record.latency_ms,
                 },
             )
         self._publish()
@@ -205,18 +170,15 @@ class Daemon:
 
     def summary(self) -> str:
         """The one-line STATUS= for systemd."""
-        last = self.state["last_update"]
-        tail = f"; last update {last['work_ms']:.0f} ms" if last else ""
-        if self.state["last_error"] and self.state["in_sync"] is False:
-            return f"error: {self.state['last_error']['message']}"[:200]
-        if self.state["decision"] == "the kernel updates the header itself":
+        st = self.state
+        last = st.last_update
+        tail = f"; last update {last.work_ms:.0f} ms" if last else ""
+        if st.last_error and st.in_sync is False:
+            return f"error: {st.last_error.message}"[:200]
+        if self.standing_aside:
             return "standing aside: the kernel updates the header itself"
-        shape = ""
-        if self.state.get("cpus") is not None:
-            shape = f"{self.state['cpus']} CPUs, {self.state['ranges']} ranges, "
-        return (
-            f"in sync: {shape}{self.state['events']} events, {self.state['reloads']} reloads{tail}"
-        )
+        shape = f"{st.cpus} CPUs, {st.ranges} ranges, " if st.cpus is not None else ""
+        return f"in sync: {shape}{st.events} events, {st.reloads} reloads{tail}"
 
     def _publish(self) -> None:
         write_state(self.cfg.runtime_dir, self.state)
@@ -227,23 +189,19 @@ class Daemon:
     def on_events(self, events: list[Event]) -> None:
         now = self.clock()
         for ev in events:
-            self.state["events"] += 1
-            self.state["last_event"] = {
-                "time": _now(),
-                "action": ev.action,
-                "subsystem": ev.subsystem,
-                "devpath": ev.devpath,
-                "seqnum": ev.seqnum,
-            }
+            self.state.events += 1
+            self.state.last_event = EventRecord(
+                timestamp(), ev.action, ev.subsystem, ev.devpath, ev.seqnum
+            )
             log.debug("uevent %s %s", ev.action, ev.devpath)
             self.coalescer.event(now)
-            self.state["last_event_mono"] = now
+            self.state.last_event_mono = now
 
     def due(self) -> bool:
         deadline = self.coalescer.deadline()
         return deadline is not None and self.clock() >= deadline
 
-    def run_due(self) -> dict[str, Any] | None:
+    def run_due(self) -> UpdateRecord | None:
         if not self.due():
             return None
         first = self.coalescer.take()
@@ -265,9 +223,9 @@ class Daemon:
                 return
             cmd = req.get("cmd")
             if cmd == "status":
-                reply: dict[str, Any] = {"ok": True, "state": self.state}
+                reply: dict[str, Any] = {"ok": True, "state": self.state.to_json()}
             elif cmd == "refresh":
-                reply = {"ok": True, "record": self.reconcile("request")}
+                reply = {"ok": True, "record": asdict(self.reconcile("request"))}
             else:
                 reply = {"error": f"unknown command {cmd!r}; use status or refresh"}
             with contextlib.suppress(OSError):
@@ -333,7 +291,7 @@ class Daemon:
                     break
         finally:
             notify("STOPPING=1")
-            self.state["stopped"] = _now()
+            self.state.stopped = timestamp()
             with contextlib.suppress(OSError):
                 write_state(self.cfg.runtime_dir, self.state)
             signal.set_wakeup_fd(old_wakeup)

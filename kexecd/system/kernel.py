@@ -47,6 +47,16 @@ class KexecState:
     elfcorehdr_size: int | None  # Linux 6.6+
     uevent_seqnum: int
 
+    @property
+    def kernel_updates(self) -> bool:
+        """The kernel rewrites the loaded image's header itself on hotplug.
+
+        Linux 6.6+ kernel/crash_core.c: ``crash_hotplug`` reads 1 for an image
+        the kernel will update (kexec_file_load, or kexec_load with
+        ``KEXEC_UPDATE_ELFCOREHDR``).
+        """
+        return bool(self.cpu_crash_hotplug or self.memory_crash_hotplug)
+
 
 def read_vmcoreinfo(root: Root) -> Note | None:
     """``/sys/kernel/vmcoreinfo``: "hexaddr hexsize", or ``None`` if absent."""

@@ -2,11 +2,50 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kexecd import core
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+class RealKexecRefused(AssertionError):
+    """A unit test tried to reach the real kexec_load (or let a traced one run)."""
+
+
+class _GuardedLib:
+    """kexecd's C library, less the two calls that reach the kernel's kexec_load."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lib, name)
+
+    def kexecd_kexec_load(self, *args: Any) -> int:
+        raise RealKexecRefused("the unit tier must not call kexec_load: use FakeBackend")
+
+    def kexecd_trace_run(self, argv: Any, mode: int, *args: Any) -> int:
+        if mode != self._lib.KEXECD_TRACE_SKIP:
+            raise RealKexecRefused("the unit tier traces in skip mode only: use tracer_for")
+        result: int = self._lib.kexecd_trace_run(argv, mode, *args)
+        return result
+
+
+@pytest.fixture(autouse=True)
+def no_real_kexec(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every unit test runs with the kernel's kexec_load out of reach.
+
+    ``core`` is the only caller of the C library, so guarding its ``lib``
+    covers every path: the backend, the tracer's pass mode, default arguments
+    bound at import time.
+    """
+    monkeypatch.setattr(core, "lib", _GuardedLib(core.lib))
+    yield
 
 
 @pytest.fixture(scope="session")

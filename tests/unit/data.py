@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.capture import Capture
+from testbed.capture import Capture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAPTURES = ["boot", "hotadd", "hotremove"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kexecd.core import KexecCall, LoadCapture, Segment
-from tests.capture import Capture
+from testbed.capture import Capture
 from tests.unit.data import DATA
 
 

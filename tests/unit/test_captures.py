@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.capture import Capture
+from testbed import assets
+from testbed.capture import Capture
+from testbed.guest_capture import portable, strip_host_paths
 from tests.unit.data import CAPTURES, DATA, manifest
 
 
@@ -121,3 +123,18 @@ def test_hotplug_shows_in_the_headers() -> None:
     assert loads(add) - loads(boot) == set(dimms)
     assert loads(add) - loads(rem) == {dimms[0]}
     assert n_notes(rem) == n_notes(add)
+
+
+def test_captures_carry_no_path_of_the_machine_that_made_them() -> None:
+    # The test bed's share, python and agent parameters, and its cache dir,
+    # are paths of one machine: the capture tool strips them.
+    for path in DATA.rglob("*"):
+        if path.is_file() and path.suffix != ".bin":
+            text = path.read_text(errors="replace")
+            for host_path in ("/root/", "/home/", "/work/", "/tmp/", ".cache/kexecd-vm"):
+                assert host_path not in text, f"{path} names {host_path}"
+    cmdline = "console=ttyS0 kexecd.testbed=1 kexecd.share=/x/share kexecd.python=/v/python"
+    assert strip_host_paths(cmdline) == "console=ttyS0 kexecd.testbed=1\n"
+    assert portable(f"--initrd={assets.cache_dir()}/initramfs.cpio") == (
+        "--initrd=$KEXECD_VM_CACHE/initramfs.cpio"
+    )

@@ -11,8 +11,9 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.errors import ConfigError
+from kexecd.paths import DEFAULT_CONFIG
 from kexecd.service import config, notify
-from kexecd.service.config import DEFAULT_CONFIG, Config, load_config
+from kexecd.service.config import Config, load_config
 
 
 def test_defaults_when_the_default_file_is_missing(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kexecd import core
 from kexecd.core import KexecCall, trace_kexec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,3 +73,18 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
     summaries = re.findall(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
     assert len(summaries) == 3  # test_elfcore, test_sha256, test_trace
     assert all(int(n) > 0 and f == "0" for n, f in summaries)
+
+
+def test_the_unit_tier_cannot_reach_kexec_load(fake_kexec: Path) -> None:
+    # The autouse guard in conftest.py: the real syscall and pass-mode tracing
+    # are refused, whatever path leads to them.
+    from kexecd.image.loader import KernelBackend
+    from tests.unit.conftest import RealKexecRefused
+
+    with pytest.raises(RealKexecRefused):
+        core.kexec_load(0, 0, [])
+    with pytest.raises(RealKexecRefused):
+        KernelBackend().load(0, 0, [])
+    with pytest.raises(RealKexecRefused):
+        trace_kexec([str(fake_kexec), "load"])
+    assert trace_kexec([str(fake_kexec), "load"], skip=True).calls == 1

@@ -4,7 +4,6 @@ a fake kexec backend that records loads and fails on demand."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -18,41 +17,12 @@ import pytest
 from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Coalescer, Daemon
-from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
-from tests.capture import Capture
+from testbed.capture import Capture
 from tests.unit.data import DATA
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, FakeSystemd, online, tracer_for
 from tests.unit.images import image, loaded_root
-from tests.unit.test_loader import ARGV, FakeBackend, tracer_for
-
-
-class FakeMonitor:
-    """Events pushed by the test, signalled through a pipe like a netlink socket."""
-
-    def __init__(self) -> None:
-        self.r, self.w = os.pipe2(os.O_NONBLOCK)
-        self.queue: list[Event] = []
-        self.lock = threading.Lock()
-
-    def fileno(self) -> int:
-        return self.r
-
-    def push(self, *events: Event) -> None:
-        with self.lock:
-            self.queue.extend(events)
-        os.write(self.w, b"x")
-
-    def drain(self) -> list[Event]:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.r, 4096)
-        with self.lock:
-            out, self.queue = self.queue, []
-        return out
-
-
-def online(block: int) -> Event:
-    return Event("online", "memory", f"/devices/system/memory/memory{block}", 1000 + block)
 
 
 @pytest.fixture
@@ -73,33 +43,6 @@ def switch_root(tmp: Path, name: str) -> None:
     link = tmp / "root.new"
     link.symlink_to(tmp / f"root-{name}")
     os.replace(link, tmp / "root")
-
-
-class FakeSystemd:
-    """A NOTIFY_SOCKET that a thread reads as systemd would."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-        self.messages: list[str] = []
-        self.done = False
-        self.thread = threading.Thread(target=self._read)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.done:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def stop(self) -> list[str]:
-        time.sleep(0.1)
-        self.done = True
-        self.thread.join()
-        self.sock.close()
-        return self.messages
 
 
 @pytest.fixture
@@ -148,15 +91,19 @@ def test_burst_gives_one_reload(
     assert backend.loads[0][2][5] == Capture(DATA / "hotadd").header
     st = read_state(cfg.runtime_dir)
     assert st is not None
-    assert (st["events"], st["reloads"], st["full_reloads"], st["failed"]) == (16, 1, 0, 0)
-    assert st["skipped"] == 1  # the reconcile at start found the header current
-    assert st["last_event"]["devpath"] == "/devices/system/memory/memory47"
-    upd = st["last_update"]
-    assert upd["action"] == "reload-header" and "+ CPU 2" in upd["changes"]
-    assert 0 < upd["latency_ms"] < 1000
-    (hist,) = st["history"]
-    assert hist["first_event_mono"] < hist["start_mono"] < hist["done_mono"]
-    assert hist["load_ms"] >= 0 and st["last_event_mono"] >= hist["first_event_mono"]
+    assert (st.events, st.reloads, st.full_reloads, st.failed) == (16, 1, 0, 0)
+    assert st.skipped == 1  # the reconcile at start found the header current
+    assert st.last_event is not None
+    assert st.last_event.devpath == "/devices/system/memory/memory47"
+    upd = st.last_update
+    assert upd is not None
+    assert upd.action == "reload-header" and "+ CPU 2" in upd.changes
+    assert upd.latency_ms is not None and 0 < upd.latency_ms < 1000
+    (hist,) = st.history
+    assert hist.first_event_mono is not None and st.last_event_mono is not None
+    assert hist.first_event_mono < hist.start_mono < hist.done_mono
+    assert hist.load_ms is not None and hist.load_ms >= 0
+    assert st.last_event_mono >= hist.first_event_mono
     msgs = systemd.stop()
     assert "READY=1" in msgs and "WATCHDOG=1" in msgs and msgs[-1] == "STOPPING=1"
     status = [m for m in msgs if m.startswith("STATUS=")]
@@ -174,7 +121,8 @@ def test_reconciles_at_start(env: tuple[Config, Path]) -> None:
     Daemon(cfg, FakeMonitor(), backend=backend).run(max_seconds=0.1)
     assert len(backend.loads) == 1
     st = read_state(cfg.runtime_dir)
-    assert st is not None and st["reloads"] == 1 and st["last_update"]["why"] == "start"
+    assert st is not None and st.reloads == 1
+    assert st.last_update is not None and st.last_update.why == "start"
 
 
 def test_failed_load_is_counted_and_rolled_back(env: tuple[Config, Path]) -> None:
@@ -183,12 +131,12 @@ def test_failed_load_is_counted_and_rolled_back(env: tuple[Config, Path]) -> Non
     backend = FakeBackend(fail=1)
     daemon = Daemon(cfg, FakeMonitor(), backend=backend)
     rec = daemon.reconcile("start")
-    assert rec["action"] == "failed" and "previous image was loaded again" in rec["error"]
+    assert rec.action == "failed" and "previous image was loaded again" in str(rec.error)
     assert len(backend.loads) == 2  # the attempt, then the previous image
-    assert daemon.state["failed"] == 1 and daemon.state["in_sync"] is False
+    assert daemon.state.failed == 1 and daemon.state.in_sync is False
     assert daemon.summary().startswith("error: kexec_load failed")
     rec = daemon.reconcile("retry")
-    assert rec["action"] == "reload-header" and daemon.state["in_sync"] is True
+    assert rec.action == "reload-header" and daemon.state.in_sync is True
 
 
 def test_stands_aside_when_the_kernel_updates(env: tuple[Config, Path]) -> None:
@@ -197,7 +145,7 @@ def test_stands_aside_when_the_kernel_updates(env: tuple[Config, Path]) -> None:
     (tmp / "root-hotadd/sys/devices/system/cpu/crash_hotplug").write_text("1\n")
     backend = FakeBackend()
     daemon = Daemon(cfg, FakeMonitor(), backend=backend)
-    assert daemon.reconcile("start")["action"] == "stand-aside"
+    assert daemon.reconcile("start").action == "stand-aside"
     assert backend.loads == [] and daemon.summary().startswith("standing aside")
 
 
@@ -211,7 +159,7 @@ def test_verifies_the_snapshot_once_and_again_when_it_changes(env: tuple[Config,
     seg.write_bytes(data)
     switch_root(tmp, "hotadd")
     rec = daemon.reconcile("events")
-    assert rec["action"] == "failed" and "seg-02.bin: does not match" in rec["error"]
+    assert rec.action == "failed" and "seg-02.bin: does not match" in str(rec.error)
 
 
 def test_control_socket(env: tuple[Config, Path]) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm import guest_capture
-from tests.vm.guest_safety import NotInGuestError, in_guest, require_guest
+from testbed import guest_capture
+from testbed.guest_safety import NotInGuestError, in_guest, require_guest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_capture_refuses_to_run_kexec_on_the_host(tmp_path: Path) -> None:
 
 def test_agent_refuses_to_start_on_the_host() -> None:
     p = subprocess.run(
-        [sys.executable, str(REPO / "tests/vm/guest_agent.py")],
+        [sys.executable, str(REPO / "testbed/guest_agent.py")],
         capture_output=True,
         text=True,
         timeout=60,

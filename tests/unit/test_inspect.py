@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kexecd.cli import main
-from kexecd.cli.inspect import human
+from kexecd.model import human
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, core, note
 from tests.unit.data import DATA, backup_start, fake_root, header_bytes
 

@@ -7,53 +7,25 @@ demand) stands in for the kernel; the VM tier does the real thing.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import stat
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from kexecd.cli import main
-from kexecd.core import Buffer, KexecCall, LoadCapture
+from kexecd.core import KexecCall, LoadCapture
 from kexecd.errors import LoadError, SnapshotError, TraceError
 from kexecd.image import loader
 from kexecd.image.plan import Action
 from kexecd.image.snapshot import open_snapshot
 from kexecd.system.root import Root
-from tests.capture import Capture
+from testbed.capture import Capture
 from tests.unit.data import DATA
+from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 from tests.unit.images import image, kexec_tools_digest, loaded_root
-
-ARGV = ["kexec", "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x"]
-
-
-class FakeBackend:
-    """Records every load; fails the first ``fail`` of them."""
-
-    def __init__(self, fail: int = 0) -> None:
-        self.loads: list[tuple[int, int, list[bytes]]] = []
-        self.fail = fail
-
-    def load(self, entry: int, flags: int, segments: Sequence[tuple[Buffer, int, int]]) -> None:
-        self.loads.append((entry, flags, [bytes(b) for b, _m, _s in segments]))
-        if len(self.loads) <= self.fail:
-            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
-
-
-def tracer_for(cap: LoadCapture) -> loader.Tracer:
-    calls: list[Sequence[str]] = []
-
-    def trace(argv: Sequence[str]) -> LoadCapture:
-        calls.append(argv)
-        return cap
-
-    trace.calls = calls  # type: ignore[attr-defined]
-    return trace
 
 
 @pytest.fixture
@@ -73,9 +45,10 @@ def test_load_keeps_a_snapshot(state: Path) -> None:
     assert snap.digest is not None and snap.digest.digest_offset == 0x5020
     assert snap.loaded_header() == Capture(DATA / "boot").header
     cap = image("boot")
-    for i, rec in enumerate(snap.segments):
-        assert bytes(snap.buffer(i)) == cap.segments[i].buf
-        assert rec.sha256 == hashlib.sha256(cap.segments[i].buf).hexdigest()
+    for i, seg in enumerate(snap.segments):
+        assert bytes(seg.buf) == cap.segments[i].buf
+        assert (seg.mem, seg.memsz) == (cap.segments[i].mem, cap.segments[i].memsz)
+        assert snap.sha256[i] == hashlib.sha256(cap.segments[i].buf).hexdigest()
     snap.verify()
 
 

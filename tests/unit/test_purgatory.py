@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import replace
 
 import pytest
 
 from kexecd.core import Sha256
 from kexecd.image import purgatory
-from tests.capture import Capture
+from testbed.capture import Capture
 from tests.unit.data import CAPTURES, DATA
 from tests.unit.images import image, kexec_tools_digest
 
@@ -31,7 +32,7 @@ def test_finds_the_real_digest_and_regions(name: str) -> None:
 
 def test_locate_on_a_whole_image() -> None:
     cap = image()
-    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
+    segs = list(cap.segments)
     loc = purgatory.locate(segs, 4, 5)
     assert loc is not None
     assert (loc.digest_offset, loc.regions_offset, loc.header_hashed) == (0x5020, 0x5040, True)
@@ -45,7 +46,7 @@ def test_locate_on_a_whole_image() -> None:
 
 def test_new_digest_hashes_only_what_follows_the_prefix() -> None:
     cap = image()
-    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
+    segs = list(cap.segments)
     loc = purgatory.locate(segs, 4, 5)
     assert loc is not None
     new_header = Capture(DATA / "hotadd").header
@@ -53,16 +54,16 @@ def test_new_digest_hashes_only_what_follows_the_prefix() -> None:
     changed = list(cap.segments)
     changed[5] = type(changed[5])(new_header, changed[5].mem, changed[5].memsz)
     assert got == kexec_tools_digest(changed, 4)
-    patched = purgatory.patched(segs[4][0], loc, got)
+    patched = purgatory.patched(segs[4].buf, loc, got)
     assert patched[0x5020:0x5040] == got
-    assert patched[:0x5020] == bytes(segs[4][0])[:0x5020]
-    assert patched[0x5040:] == bytes(segs[4][0])[0x5040:]
+    assert patched[:0x5020] == bytes(segs[4].buf)[:0x5020]
+    assert patched[0x5040:] == bytes(segs[4].buf)[0x5040:]
 
 
 def test_header_left_out_of_the_hash() -> None:
     # kexec-tools 2.0.28 --hotplug: the digest covers everything but the header.
     cap = image(header_hashed=False)
-    loc = purgatory.locate([(s.buf, s.mem, s.memsz) for s in cap.segments], 4, 5)
+    loc = purgatory.locate(cap.segments, 4, 5)
     assert loc is not None and not loc.header_hashed and loc.prefix_state is None
     assert loc.regions_offset is None  # the recorded regions still list the header
     with pytest.raises(ValueError):
@@ -71,10 +72,10 @@ def test_header_left_out_of_the_hash() -> None:
 
 def test_no_digest_found() -> None:
     cap = image()
-    segs = [(s.buf, s.mem, s.memsz) for s in cap.segments]
-    broken = bytearray(segs[4][0])
+    segs = list(cap.segments)
+    broken = bytearray(segs[4].buf)
     broken[0x5020:0x5040] = bytes(32)  # as with --no-checks: no digest to find
-    segs[4] = (bytes(broken), segs[4][1], segs[4][2])
+    segs[4] = replace(segs[4], buf=bytes(broken))
     assert purgatory.locate(segs, 4, 5) is None
 
 

@@ -14,9 +14,8 @@ from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, tracer_for
 from tests.unit.images import image, loaded_root
-from tests.unit.test_daemon import FakeMonitor
-from tests.unit.test_loader import ARGV, FakeBackend, tracer_for
 
 CRASH_ARGV = [*ARGV[:-1], "--append=console=ttyS0 irqpoll nr_cpus=1 acpi_no_memhotplug"]
 

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from kexecd.system.cpus import parse_cpu_list
+from testbed.vm import KERNEL_TEXT_MAP, parse_elf_core
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, core, note
-from tests.vm.testbed import KERNEL_TEXT_MAP, parse_elf_core
 
 
 def test_parse_cpu_list() -> None:

@@ -9,7 +9,7 @@ writes three captures to DIR (default ``tests/data``):
 * ``hotremove``: after offlining and unplugging the first DIMM.
 
 Each is ``root/`` (a fake root) plus ``load/`` (the kexec_load arguments), as
-:mod:`tests.vm.guest_capture` writes them, and ``scenario.json`` saying what
+:mod:`testbed.guest_capture` writes them, and ``scenario.json`` saying what
 was plugged where.
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.vm.testbed import Guest, boot
+from testbed.vm import Guest, boot
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"

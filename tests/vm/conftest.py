@@ -8,7 +8,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.vm.testbed import Guest, boot
+from testbed.vm import Guest, boot
 
 
 @pytest.hookimpl(hookwrapper=True)

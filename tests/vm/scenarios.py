@@ -16,11 +16,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kexecd.cli.inspect import human
 from kexecd.core import subtract_ranges
-from kexecd.model import MemRange
+from kexecd.model import MemRange, human
 from kexecd.system.iomem import crash_ranges, parse_iomem
-from tests.vm.testbed import Vmcore, boot, parse_elf_core
+from testbed.vm import Vmcore, boot, parse_elf_core
 
 HOTPLUG_MIB = 512
 MODES = {

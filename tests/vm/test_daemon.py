@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.vm.testbed import Guest
+from testbed.vm import Guest
 
 pytestmark = pytest.mark.vm
 

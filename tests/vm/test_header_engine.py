@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.vm.testbed import Guest
+from testbed.vm import Guest
 
 pytestmark = pytest.mark.vm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.vm.testbed import Guest, TestbedError
+from testbed.vm import Guest, TestbedError
 
 pytestmark = pytest.mark.vm
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.vm.testbed import Guest, TestbedError
+from testbed.vm import Guest, TestbedError
 
 pytestmark = pytest.mark.vm
 
@@ -37,7 +37,7 @@ def test_commands_report_output_and_exit_code(shared_guest: Guest) -> None:
 
 def test_guest_runs_this_checkout(shared_guest: Guest) -> None:
     out = shared_guest.python(
-        "-c", "import kexecd, tests.vm.guest_safety as g; print(kexecd.__file__, g.in_guest())"
+        "-c", "import kexecd, testbed.guest_safety as g; print(kexecd.__file__, g.in_guest())"
     ).stdout.split()
     assert out[0].endswith("kexecd/__init__.py")
     assert out[1] == "True"

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.vm.guest_safety import require_guest  # noqa: E402
+from testbed.guest_safety import require_guest  # noqa: E402
 
 PORT_NAME = "org.kexecd.agent"
 

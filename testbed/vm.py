@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -29,12 +30,12 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from kexecd.system.cpus import parse_cpu_list
-from tests.capture import Capture
-from tests.vm import assets
-from tests.vm.guest_safety import MARK
-from tests.vm.qmp import QMP
+from testbed import assets
+from testbed.capture import Capture
+from testbed.guest_safety import MARK
+from testbed.qmp import QMP
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).with_name("guest_agent.py")
 KEXEC = "/usr/sbin/kexec"
 # The crash kernel's command line. acpi_no_memhotplug keeps the crash kernel
@@ -47,6 +48,8 @@ CRASH_APPEND = (
 # arch/x86/include/asm/page_64_types.h: __START_KERNEL_map, where the kernel
 # text is mapped; the direct map of RAM (PAGE_OFFSET) lies far below it.
 KERNEL_TEXT_MAP = 0xFFFFFFFF80000000
+# How long boot() waits for another guest on this machine to finish.
+GUEST_LOCK_WAIT = 3600.0
 
 
 class TestbedError(RuntimeError):
@@ -176,6 +179,7 @@ class Guest:
     _next_id: int = 0
     _dimms: int = 0
     dimms: dict[str, tuple[int, int]] = field(default_factory=dict)
+    lock: int = -1  # the guest lock's fd, released by close()
 
     # -- logs and failures ------------------------------------------------
 
@@ -379,10 +383,10 @@ class Guest:
     def capture_load(self, name: str, append: str = "") -> Capture:
         """``kexec -p`` under kexecd's tracer, with the files it read (a capture).
 
-        Written to the share as ``name``; see :mod:`tests.vm.guest_capture`.
+        Written to the share as ``name``; see :mod:`testbed.guest_capture`.
         """
         out = self.run_dir / "share" / name
-        self.python("-m", "tests.vm.guest_capture", str(out), "--", *self.kexec_argv(append))
+        self.python("-m", "testbed.guest_capture", str(out), "--", *self.kexec_argv(append))
         return Capture(out)
 
     def kexecd_load(self, state_dir: str, append: str = "") -> str:
@@ -461,6 +465,29 @@ class Guest:
                 self.proc.wait()
         self.sock.close()
         self.qmp.close()
+        if self.lock >= 0:
+            os.close(self.lock)  # releases the flock
+            self.lock = -1
+
+
+def _guest_lock(timeout: float) -> int:
+    # One guest at a time on this machine: a 2-core host runs one TCG guest
+    # well, not two. Whoever boots (a test run, a benchmark, a helper) waits
+    # here for the one before to close.
+    fd = os.open(assets.cache_dir() / "guest.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TestbedError(
+                    f"another guest has held {assets.cache_dir() / 'guest.lock'} for "
+                    f"{timeout:.0f} s; is a test run or benchmark still going?"
+                ) from None
+            time.sleep(0.5)
 
 
 def _new_run_dir(name: str) -> Path:
@@ -474,7 +501,7 @@ def _new_run_dir(name: str) -> Path:
 
 
 def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 240.0) -> Guest:
-    """Boot a test-bed guest and wait for its agent."""
+    """Boot a test-bed guest and wait for its agent (after any other guest has closed)."""
     machine = machine or Machine()
     kernel = assets.ensure_kernel()
     initramfs = assets.build_initramfs(kernel)
@@ -538,19 +565,24 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         "virtserialport,chardev=agent,name=org.kexecd.agent",
     ]
     (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
+    lock = _guest_lock(GUEST_LOCK_WAIT)
     start = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=(run_dir / "qemu.out").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=(run_dir / "qemu.out").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    except BaseException:
+        os.close(lock)
+        raise
     qmp: QMP | None = None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
         sock.connect(str(run_dir / "agent.sock"))
-        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock)
+        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock, lock=lock)
         ready = guest._recv(time.monotonic() + timeout)
         if not ready.get("ready"):
             raise guest.fail(f"unexpected first message from the agent: {ready}")
@@ -559,6 +591,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
     except BaseException as e:
         proc.kill()
         proc.wait()
+        os.close(lock)
         sock.close()
         if qmp:
             qmp.close()

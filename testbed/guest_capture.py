@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Ground-truth capture, run inside the test-bed guest.
 
-``python -m tests.vm.guest_capture OUT -- kexec -p ...`` writes:
+``python -m testbed.guest_capture OUT -- kexec -p ...`` writes:
 
 * ``OUT/root/``: the procfs and sysfs files kexec-tools reads to build the
   ELF core header, as a tree usable as a fake root (``/proc/kcore`` is cut
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.core import KexecCall, LoadCapture, trace_kexec
-from tests.vm.guest_safety import require_guest
+from testbed import assets
+from testbed.guest_safety import require_guest
 
 KEEP_BYTES = 256 * 1024
 # kexec-tools reads _stext; the others help place the kernel text by hand.
@@ -78,11 +79,30 @@ def _copy(src: Path, dst: Path) -> None:
         dst.write_bytes(src.read_bytes())
 
 
+# The test bed's own boot parameters that name paths of the machine that ran
+# it (testbed/vm.py boot()); a capture must not carry them.
+HOST_PATH_PARAMS = ("kexecd.share", "kexecd.python", "kexecd.agent")
+
+
+def strip_host_paths(cmdline: str) -> str:
+    """``cmdline`` without the test bed's parameters that hold host paths."""
+    kept = [w for w in cmdline.split() if w.split("=", 1)[0] not in HOST_PATH_PARAMS]
+    return " ".join(kept) + "\n"
+
+
+def portable(arg: str) -> str:
+    """``arg`` with the test bed's cache directory written as ``$KEXECD_VM_CACHE``."""
+    return arg.replace(str(assets.cache_dir()), "$KEXECD_VM_CACHE")
+
+
 def capture_root(out: Path, src: Path = Path("/")) -> None:
     """Copy the files kexec-tools reads into ``out``, keeping their paths."""
     for rel in SYSFS_FILES:
         if (src / rel).exists():
             _copy(src / rel, out / rel)
+    cmdline = out / "proc/cmdline"
+    if cmdline.exists():
+        cmdline.write_text(strip_host_paths(cmdline.read_text()))
     for pattern in SYSFS_GLOBS:
         for path in sorted(src.glob(pattern)):
             _copy(path, out / path.relative_to(src))
@@ -138,7 +158,7 @@ def write_load(out: Path, argv: list[str], cap: LoadCapture) -> dict[str, Any]:
     expected = digest.digest()
     found = cap.segments[purgatory].buf.find(expected) if purgatory is not None else -1
     manifest = {
-        "argv": argv,
+        "argv": [portable(a) for a in argv],
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "kernel_release": os.uname().release,
         "syscall": cap.call.name.lower(),

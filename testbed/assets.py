@@ -2,7 +2,7 @@
 """What the test bed boots: Debian's kernel package and a busybox initramfs.
 
 Downloads are cached outside the repository, in ``$KEXECD_VM_CACHE``
-(default ``~/.cache/kexecd-vm``). ``python -m tests.vm.assets`` fetches them
+(default ``~/.cache/kexecd-vm``). ``python -m testbed.assets`` fetches them
 ahead of time (the setup script does).
 """
 

@@ -1,0 +1,31 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Writing files so that a reader sees the old one or the new one, whole; timestamps."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+__all__ = ["timestamp", "write_atomic"]
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` through a rename.
+
+    :param durable: fsync the file before the rename, so that a crash of the
+        host leaves the old or the new content on disk. Pointless on tmpfs
+        (``/run``), where nothing outlives a reboot.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def timestamp() -> str:
+    """Now, in UTC, as kexecd records it: ``2026-11-27T16:20:01Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

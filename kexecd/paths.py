@@ -1,0 +1,15 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Where kexecd keeps its files unless told otherwise: the one place for default paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_RUNTIME_DIR", "DEFAULT_STATE_DIR"]
+
+#: The daemon's settings (TOML, optional).
+DEFAULT_CONFIG = Path("/etc/kexecd.conf")
+#: The snapshot of the loaded crash image; survives reboots.
+DEFAULT_STATE_DIR = Path("/var/lib/kexecd")
+#: ``state.json`` and the control socket of the running daemon.
+DEFAULT_RUNTIME_DIR = Path("/run/kexecd")

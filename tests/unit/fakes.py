@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The unit tier's stand-ins: the kernel's kexec_load, the tracer, the uevent
+monitor and systemd's notify socket. Every unit test that needs one takes it
+from here."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from kexecd.core import LoadCapture, Segment
+from kexecd.image import loader
+from kexecd.service.monitor import Event
+
+__all__ = ["ARGV", "FakeBackend", "FakeMonitor", "FakeSystemd", "online", "tracer_for"]
+
+ARGV = ["kexec", "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x"]
+
+
+class FakeBackend:
+    """Records every load; fails the first ``fail`` of them."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.loads: list[tuple[int, int, list[bytes]]] = []
+        self.fail = fail
+
+    def load(self, entry: int, flags: int, segments: Sequence[Segment]) -> None:
+        self.loads.append((entry, flags, [bytes(s.buf) for s in segments]))
+        if len(self.loads) <= self.fail:
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+
+def tracer_for(cap: LoadCapture) -> loader.Tracer:
+    """A tracer that records the commands it was given and answers ``cap``."""
+    calls: list[Sequence[str]] = []
+
+    def trace(argv: Sequence[str]) -> LoadCapture:
+        calls.append(argv)
+        return cap
+
+    trace.calls = calls  # type: ignore[attr-defined]
+    return trace
+
+
+class FakeMonitor:
+    """Events pushed by the test, signalled through a pipe like a netlink socket."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK)
+        self.queue: list[Event] = []
+        self.lock = threading.Lock()
+
+    def fileno(self) -> int:
+        return self.r
+
+    def push(self, *events: Event) -> None:
+        with self.lock:
+            self.queue.extend(events)
+        os.write(self.w, b"x")
+
+    def drain(self) -> list[Event]:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.r, 4096)
+        with self.lock:
+            out, self.queue = self.queue, []
+        return out
+
+
+def online(block: int) -> Event:
+    """The uevent of memory block ``block`` going online."""
+    return Event("online", "memory", f"/devices/system/memory/memory{block}", 1000 + block)
+
+
+class FakeSystemd:
+    """A NOTIFY_SOCKET that a thread reads as systemd would."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+        self.done = False
+        self.thread = threading.Thread(target=self._read)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.done:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def stop(self) -> list[str]:
+        time.sleep(0.1)
+        self.done = True
+        self.thread.join()
+        self.sock.close()
+        return self.messages
