@@ -2,8 +2,13 @@
 /**
  * kexecd_core.h - the whole API of kexecd's C core.
  *
+ * This header IS the cffi cdef of kexecd._core (kexecd/_build_core.py reads it
+ * and drops its preprocessor lines but `#define NAME <integer>`), so it must
+ * stay parsable by cffi's cdef: plain C types and integer #defines only, no
+ * macro or type from another header inside a declaration.
+ *
  * Every function returns 0 or a negative errno. Out parameters come last and
- * are named ret. The cffi cdef in kexecd/_build_core.py mirrors this header.
+ * are named ret.
  */
 #ifndef KEXECD_CORE_H
 #define KEXECD_CORE_H
