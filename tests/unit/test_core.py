@@ -23,6 +23,7 @@ def test_captures_kexec_load_arguments(fake_kexec: Path) -> None:
     cap = trace_kexec([str(fake_kexec), "crash"], skip=True)
     assert cap.call is KexecCall.KEXEC_LOAD
     assert (cap.result, cap.calls, cap.exit_code) == (0, 1, 0)
+    assert (cap.crash_loads, cap.unloads, cap.reboot_loads) == (1, 0, 0)
     assert cap.entry == 0x1234
     assert cap.flags == 0x80000101  # fake_kexec's bad bits | KEXEC_ON_CRASH
     assert [(len(s.buf), s.mem, s.memsz) for s in cap.segments] == [
