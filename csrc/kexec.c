@@ -2,31 +2,28 @@
 // The kexec_load(2) syscall.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/kexec.h>
+#include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "kexecd_core.h"
 
-// The user-space layout of struct kexec_segment (include/uapi/linux/kexec.h).
-struct user_kexec_segment {
-	const void *buf;
-	size_t bufsz;
-	unsigned long mem;
-	size_t memsz;
-};
-
 int kexecd_kexec_load(uint64_t entry, uint64_t flags, const struct kexecd_segment *segments,
 		      uint32_t nr_segments)
 {
-	struct user_kexec_segment segs[KEXECD_MAX_SEGMENTS];
+	struct kexec_segment segs[KEXEC_SEGMENT_MAX];
 
-	if (nr_segments > KEXECD_MAX_SEGMENTS)
+	// kernel/kexec.c kexec_load_check() refuses more with EINVAL too.
+	if (nr_segments > KEXEC_SEGMENT_MAX)
 		return -EINVAL;
 	for (uint32_t i = 0; i < nr_segments; i++) {
-		segs[i].buf = segments[i].buf;
-		segs[i].bufsz = segments[i].bufsz;
-		segs[i].mem = segments[i].mem;
-		segs[i].memsz = segments[i].memsz;
+		segs[i] = (struct kexec_segment){
+			.buf = segments[i].buf,
+			.bufsz = segments[i].bufsz,
+			.mem = (const void *)(uintptr_t)segments[i].mem,
+			.memsz = segments[i].memsz,
+		};
 	}
 	if (syscall(SYS_kexec_load, entry, (unsigned long)nr_segments, segs, flags) < 0)
 		return -errno;

@@ -2,8 +2,13 @@
 /**
  * kexecd_core.h - the whole API of kexecd's C core.
  *
+ * This header IS the cffi cdef of kexecd._core (kexecd/_build_core.py reads it
+ * and drops its preprocessor lines but `#define NAME <integer>`), so it must
+ * stay parsable by cffi's cdef: plain C types and integer #defines only, no
+ * macro or type from another header inside a declaration.
+ *
  * Every function returns 0 or a negative errno. Out parameters come last and
- * are named ret. The cffi cdef in kexecd/_build_core.py mirrors this header.
+ * are named ret.
  */
 #ifndef KEXECD_CORE_H
 #define KEXECD_CORE_H
@@ -11,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// include/uapi/linux/kexec.h: at most 16 segments per load.
+// include/uapi/linux/kexec.h KEXEC_SEGMENT_MAX: at most 16 segments per load
+// (trace.c asserts the two agree).
 #define KEXECD_MAX_SEGMENTS 16
 
 /** Which syscall the traced program made. */
@@ -37,31 +43,52 @@ struct kexecd_segment {
 	uint64_t memsz;
 };
 
-/** The arguments of the last kexec syscall a traced program made. */
+/**
+ * struct kexecd_load - what a traced process tree did with kexec.
+ *
+ * The fields up to cmdline_len are the arguments of the last crash load any
+ * process or thread of the tree made, told from the call's flags: kexec_load
+ * with KEXEC_ON_CRASH and at least one segment, or kexec_file_load with
+ * KEXEC_FILE_ON_CRASH and without KEXEC_FILE_UNLOAD. With no crash load,
+ * syscall is KEXECD_SYS_NONE and they are all zero. The counters cover every
+ * kexec call of the tree: calls == crash_loads + unloads + reboot_loads.
+ */
 struct kexecd_load {
 	int syscall;		// enum kexecd_syscall
-	int64_t result;		// the syscall's return value (-errno on failure)
-	uint64_t entry;
+	int64_t result;		// the crash load's return value: 0 or -errno. Skip
+				// mode: 0. Pass mode: -EINPROGRESS if its caller
+				// died before the call returned.
+	uint64_t entry;		// kexec_load only
 	uint64_t flags;
-	uint32_t nr_segments;
+	uint32_t nr_segments;	// kexec_load only
 	struct kexecd_segment segments[KEXECD_MAX_SEGMENTS];
 	// kexec_file_load only
 	char *cmdline;
 	uint64_t cmdline_len;
-	int calls;		// how many kexec syscalls the program made
+	int calls;		// every kexec syscall the tree made
+	int crash_loads;	// loads of a crash kernel (kexec -p); the last is above
+	int unloads;		// kexec_load with no segment, kexec_file_load with
+				// KEXEC_FILE_UNLOAD: of the crash kernel or the other
+	int reboot_loads;	// loads without the crash flag (kexec -l): the
+				// kernel a kexec reboot boots; passed, not recorded
 };
 
 /**
- * kexecd_trace_run() - run a program and capture its kexec syscalls.
+ * kexecd_trace_run() - run a program and capture the kexec syscalls of its
+ *	whole process tree.
  * @argv: NULL-terminated argument vector; argv[0] is looked up in PATH.
- * @mode: enum kexecd_trace_mode.
- * @ret: zeroed, then filled with the arguments of the last kexec syscall.
+ * @mode: enum kexecd_trace_mode, for every kexec call of the tree.
+ * @ret: zeroed, then filled with the last crash load and the counters.
  *	Free its buffers with kexecd_load_deinit(), on error too.
- * @status_ret: the program's wait status.
+ * @status_ret: the wait status of the program (the top process).
  *
  * The program runs under ptrace with a seccomp filter that stops it only at
  * kexec_load and kexec_file_load, so every other syscall runs at full speed.
- * Return: 0, or -errno when the program could not be traced.
+ * Its descendants and threads are traced too, until the program exits: then
+ * those still running are detached, not waited for, and a kexec call they
+ * make afterwards fails with ENOSYS (the filter stays, the tracer is gone).
+ * Return: 0, or -errno when the program could not be traced; then it and
+ * its descendants were killed.
  */
 int kexecd_trace_run(const char *const *argv, int mode, struct kexecd_load *ret,
 		     int *status_ret);

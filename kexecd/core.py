@@ -67,12 +67,27 @@ class Segment:
 
 @dataclass(frozen=True)
 class LoadCapture:
-    """The arguments of the last kexec syscall of a traced program.
+    """What a traced command's process tree did with kexec: its last crash load.
 
-    :ivar call: which syscall it was (``NONE`` when it made none).
-    :ivar result: what the syscall returned: 0, or ``-errno``.
-    :ivar calls: how many kexec syscalls the program made in all.
-    :ivar exit_code: the program's exit code; ``-N`` when signal N killed it.
+    Every process and thread the command starts is traced, so a ``kexec -p``
+    run by a shell script counts. A crash load is told from the call's flags:
+    ``kexec_load`` with ``KEXEC_ON_CRASH`` and at least one segment, or
+    ``kexec_file_load`` with ``KEXEC_FILE_ON_CRASH`` and not
+    ``KEXEC_FILE_UNLOAD``. ``call`` to ``cmdline`` describe the last one.
+
+    :ivar call: which syscall the last crash load was (``NONE`` when the tree
+        made no crash load, whatever other kexec calls it made).
+    :ivar result: what that call returned: 0, or ``-errno`` (always 0 when
+        skipped; ``-EINPROGRESS`` when its caller died inside it).
+    :ivar calls: how many kexec syscalls the tree made in all:
+        ``crash_loads + unloads + reboot_loads``.
+    :ivar exit_code: the command's exit code; ``-N`` when signal N killed it.
+    :ivar crash_loads: how many crash loads the tree made; the last is captured.
+    :ivar unloads: how many unloads: ``kexec_load`` with no segment (kernel/kexec.c)
+        or ``kexec_file_load`` with ``KEXEC_FILE_UNLOAD``, of either image.
+    :ivar reboot_loads: how many loads without the crash flag (``kexec -l``): of
+        the kernel a kexec reboot boots. Passed or skipped like the others, never
+        captured.
     """
 
     call: KexecCall
@@ -83,6 +98,9 @@ class LoadCapture:
     cmdline: bytes | None
     calls: int
     exit_code: int
+    crash_loads: int
+    unloads: int
+    reboot_loads: int
 
 
 def _check(ret: int, what: str) -> None:
@@ -91,15 +109,19 @@ def _check(ret: int, what: str) -> None:
 
 
 def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
-    """Run ``argv`` and capture the arguments of its kexec syscalls.
+    """Run ``argv`` and capture the last crash load of its whole process tree.
 
-    The program runs under ptrace with a seccomp filter that stops it only at
-    ``kexec_load`` and ``kexec_file_load``.
+    The command, its descendants and their threads run under ptrace with a
+    seccomp filter that stops them only at ``kexec_load`` and
+    ``kexec_file_load``. When the command exits, descendants still running are
+    detached, not waited for; a kexec call they make afterwards fails with
+    ``ENOSYS``.
 
     :param argv: the command; ``argv[0]`` is looked up in ``PATH``.
-    :param skip: answer the kexec syscalls with 0 instead of letting the
-        kernel run them, so nothing is loaded.
-    :raises OSError: the program could not be started or traced.
+    :param skip: answer every kexec syscall of the tree with 0 instead of
+        letting the kernel run it, so nothing is loaded or unloaded.
+    :raises OSError: the command could not be started or traced (then the
+        whole tree was killed).
     """
     if not argv:
         raise ValueError("trace_kexec needs a command")
@@ -130,6 +152,9 @@ def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
             cmdline=cmdline,
             calls=load.calls,
             exit_code=os.waitstatus_to_exitcode(status[0]),
+            crash_loads=load.crash_loads,
+            unloads=load.unloads,
+            reboot_loads=load.reboot_loads,
         )
     finally:
         lib.kexecd_load_deinit(load)

@@ -62,6 +62,9 @@ def image(name: str = "boot", *, header_hashed: bool = True) -> LoadCapture:
         cmdline=None,
         calls=1,
         exit_code=0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
     )
 
 

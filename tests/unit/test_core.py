@@ -21,11 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_captures_kexec_load_arguments(fake_kexec: Path) -> None:
-    cap = trace_kexec([str(fake_kexec), "load"], skip=True)
+    cap = trace_kexec([str(fake_kexec), "crash"], skip=True)
     assert cap.call is KexecCall.KEXEC_LOAD
     assert (cap.result, cap.calls, cap.exit_code) == (0, 1, 0)
+    assert (cap.crash_loads, cap.unloads, cap.reboot_loads) == (1, 0, 0)
     assert cap.entry == 0x1234
-    assert cap.flags == 0x80000100
+    assert cap.flags == 0x80000101  # fake_kexec's bad bits | KEXEC_ON_CRASH
     assert [(len(s.buf), s.mem, s.memsz) for s in cap.segments] == [
         (5000, 0x100000, 0x2000),
         (0, 0x200000, 0x1000),
@@ -44,6 +45,7 @@ def test_keeps_the_last_of_several_calls(fake_kexec: Path) -> None:
 def test_captures_kexec_file_load(fake_kexec: Path) -> None:
     cap = trace_kexec([str(fake_kexec), "file"], skip=True)
     assert cap.call is KexecCall.KEXEC_FILE_LOAD
+    assert cap.flags == 0x80000102  # fake_kexec's bad bits | KEXEC_FILE_ON_CRASH
     assert cap.cmdline == b"console=ttyS0 elfcorehdr=123K\0"
     assert cap.segments == ()
 

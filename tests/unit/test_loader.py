@@ -194,7 +194,19 @@ def test_digest_not_found_falls_back_to_full_reload(tmp_path: Path) -> None:
 
 
 def test_file_loaded_image_is_reloaded_whole(tmp_path: Path) -> None:
-    cap = LoadCapture(KexecCall.KEXEC_FILE_LOAD, 0, 0, 0, (), b"elfcorehdr=1K\0", 1, 0)
+    cap = LoadCapture(
+        KexecCall.KEXEC_FILE_LOAD,
+        0,
+        0,
+        0,
+        (),
+        b"elfcorehdr=1K\0",
+        1,
+        0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
+    )
     root = Root(loaded_root("boot", tmp_path))
     state = tmp_path / "state"
     snap = loader.load([*ARGV, "-s"], state, root=root, tracer=tracer_for(cap))
