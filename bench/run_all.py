@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bench import bench_header, bench_hotplug
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(bench_hotplug.summarize(results)))
     bench_header.main(["--rounds", "30"])
     took = time.monotonic() - start
-    print(f"(all benchmarks took {took:.0f} s; chart: {args.out / 'hotplug.png'})")
+    chart = args.out / "hotplug.png"
+    shown = chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart
+    print(f"(all benchmarks took {took:.0f} s; chart: {shown})")
     return 0
 
 

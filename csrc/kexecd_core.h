@@ -245,4 +245,23 @@ void kexecd_sha256_final(const struct kexecd_sha256 *state, uint8_t digest_ret[3
 int kexecd_kexec_load(uint64_t entry, uint64_t flags, const struct kexecd_segment *segments,
 		      uint32_t nr_segments);
 
+// ---------------------------------------------------------------------------
+// Watching files (watch.c): inotify, for a file another program rewrites.
+
+/**
+ * kexecd_watch_open() - a non-blocking, close-on-exec inotify descriptor.
+ * @fd_ret: the descriptor; readable when something changed. Read and discard
+ *	what it has (whole struct inotify_event records), then look again.
+ * Return: 0 or -errno.
+ */
+int kexecd_watch_open(int *fd_ret);
+
+/**
+ * kexecd_watch_dir() - report changes to the entries of directory @path:
+ *	a file written and closed, created, deleted, renamed in or out, or its
+ *	attributes changed.
+ * Return: 0 or -errno (-ENOENT when @path does not exist).
+ */
+int kexecd_watch_dir(int fd, const char *path);
+
 #endif // KEXECD_CORE_H

@@ -11,7 +11,7 @@ from pathlib import Path
 from cffi import FFI
 
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
-_SOURCES = ["trace.c", "ranges.c", "elfcore.c", "sha256.c", "kexec.c"]
+_SOURCES = ["trace.c", "ranges.c", "elfcore.c", "sha256.c", "kexec.c", "watch.c"]
 
 
 def cdef_from_header(text: str) -> str:

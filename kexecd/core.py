@@ -27,6 +27,7 @@ __all__ = [
     "Sha256",
     "build_header",
     "build_header_into",
+    "drain_watch",
     "exclude_range",
     "header_size",
     "kexec_load",
@@ -34,6 +35,7 @@ __all__ = [
     "parse_header",
     "subtract_ranges",
     "trace_kexec",
+    "watch_dir",
 ]
 
 
@@ -361,3 +363,37 @@ def kexec_load(entry: int, flags: int, segments: Sequence[Segment]) -> None:
         keep.append(cbuf)
         c[i].buf, c[i].bufsz, c[i].mem, c[i].memsz = cbuf, len(seg.buf), seg.mem, seg.memsz
     _check(lib.kexecd_kexec_load(entry, flags, c, len(segments)), "kexec_load")
+
+
+# -- watching a directory -------------------------------------------------------
+
+
+def watch_dir(path: str | os.PathLike[str]) -> int:
+    """An inotify descriptor reporting changes to the entries of directory ``path``.
+
+    Non-blocking and close-on-exec: select on it, then :func:`drain_watch`
+    and look at the file again. The caller closes it.
+
+    :raises OSError: ``ENOENT`` when ``path`` does not exist, or the errno
+        of inotify.
+    """
+    fd = ffi.new("int *")
+    _check(lib.kexecd_watch_open(fd), "inotify")
+    try:
+        _check(lib.kexecd_watch_dir(fd[0], os.fsencode(path)), os.fsdecode(path))
+    except OSError:
+        os.close(fd[0])
+        raise
+    return int(fd[0])
+
+
+def drain_watch(fd: int) -> bool:
+    """Read every pending event of a :func:`watch_dir` descriptor; whether there was one."""
+    seen = False
+    while True:
+        try:
+            if not os.read(fd, 65536):
+                return seen
+        except BlockingIOError:
+            return seen
+        seen = True

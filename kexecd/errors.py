@@ -7,6 +7,7 @@ names the file or value at fault and what to do about it.
 """
 
 __all__ = [
+    "AdoptError",
     "ConfigError",
     "HeaderError",
     "KexecdError",
@@ -44,6 +45,10 @@ class StateFileError(KexecdError):
 
 class LoadError(KexecdError):
     """A load of the crash kernel failed (and what was done about it)."""
+
+
+class AdoptError(KexecdError):
+    """A crash kernel loaded by the distro cannot be taken over as asked."""
 
 
 class ConfigError(KexecdError):

@@ -179,7 +179,7 @@ class Guest:
     _next_id: int = 0
     _dimms: int = 0
     dimms: dict[str, tuple[int, int]] = field(default_factory=dict)
-    lock: int = -1  # the guest lock's fd, released by close()
+    locked: bool = False  # holds the guest lock, released by close()
 
     # -- logs and failures ------------------------------------------------
 
@@ -465,29 +465,47 @@ class Guest:
                 self.proc.wait()
         self.sock.close()
         self.qmp.close()
-        if self.lock >= 0:
-            os.close(self.lock)  # releases the flock
-            self.lock = -1
+        if self.locked:
+            self.locked = False
+            _guest_unlock()
 
 
-def _guest_lock(timeout: float) -> int:
-    # One guest at a time on this machine: a 2-core host runs one TCG guest
-    # well, not two. Whoever boots (a test run, a benchmark, a helper) waits
-    # here for the one before to close.
-    fd = os.open(assets.cache_dir() / "guest.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise TestbedError(
-                    f"another guest has held {assets.cache_dir() / 'guest.lock'} for "
-                    f"{timeout:.0f} s; is a test run or benchmark still going?"
-                ) from None
-            time.sleep(0.5)
+_lock_fd = -1
+_lock_users = 0
+
+
+def _guest_lock(timeout: float) -> None:
+    # One test run, benchmark or helper boots guests at a time on this
+    # machine: a 2-core host runs one TCG guest well, not two. The lock is
+    # held per process (a test may hold a shared guest while it boots its
+    # own) and released when the process's last guest closes.
+    global _lock_fd, _lock_users
+    if _lock_users == 0:
+        path = assets.cache_dir() / "guest.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise TestbedError(
+                        f"another process has held {path} for {timeout:.0f} s; "
+                        "is a test run or benchmark still going?"
+                    ) from None
+                time.sleep(0.5)
+        _lock_fd = fd
+    _lock_users += 1
+
+
+def _guest_unlock() -> None:
+    global _lock_fd, _lock_users
+    _lock_users -= 1
+    if _lock_users == 0:
+        os.close(_lock_fd)  # releases the flock
+        _lock_fd = -1
 
 
 def _new_run_dir(name: str) -> Path:
@@ -565,7 +583,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         "virtserialport,chardev=agent,name=org.kexecd.agent",
     ]
     (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
-    lock = _guest_lock(GUEST_LOCK_WAIT)
+    _guest_lock(GUEST_LOCK_WAIT)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -575,14 +593,14 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
             stderr=subprocess.STDOUT,
         )
     except BaseException:
-        os.close(lock)
+        _guest_unlock()
         raise
     qmp: QMP | None = None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
         sock.connect(str(run_dir / "agent.sock"))
-        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock, lock=lock)
+        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock, locked=True)
         ready = guest._recv(time.monotonic() + timeout)
         if not ready.get("ready"):
             raise guest.fail(f"unexpected first message from the agent: {ready}")
@@ -591,7 +609,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
     except BaseException as e:
         proc.kill()
         proc.wait()
-        os.close(lock)
+        _guest_unlock()
         sock.close()
         if qmp:
             qmp.close()

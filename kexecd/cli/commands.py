@@ -10,9 +10,10 @@ from pathlib import Path
 from kexecd.errors import KexecdError, LoadError
 from kexecd.image import loader
 from kexecd.image.plan import Action
+from kexecd.image.snapshot import Snapshot
 from kexecd.system.root import Root
 
-__all__ = ["load", "refresh", "run", "status"]
+__all__ = ["adopt", "load", "mask", "refresh", "run", "status", "unmask"]
 
 
 def _err(cmd: str, e: Exception) -> None:
@@ -29,6 +30,37 @@ def load(argv: Sequence[str], state_dir: Path) -> int:
     except KexecdError as e:
         _err("load", e)
         return 2
+    print(f"kexecd load: crash kernel loaded ({_how(snap)}); snapshot in {snap.path}")
+    return 0
+
+
+def adopt(state_dir: Path, root: Root, kexec_cmd: Path | None, command: Sequence[str]) -> int:
+    """``kexecd adopt``: 0 once kexecd keeps the distro's crash kernel; 1 if a load
+    failed; 2 on bad input (nothing to adopt, an unfit command file)."""
+    from kexecd.service.adopt import adopt as take_over
+
+    try:
+        r = take_over(state_dir, root=root, kexec_cmd=kexec_cmd, command=command or None)
+    except LoadError as e:
+        _err("adopt", e)
+        return 1
+    except KexecdError as e:
+        _err("adopt", e)
+        return 2
+    snap = r.snapshot
+    what = snap.source.command if snap.source else " ".join(command)
+    print(
+        f"kexecd adopt: took over the crash kernel of: {what}\n"
+        f"  replayed in {r.load_seconds * 1000:.0f} ms ({_how(snap)}); snapshot in {snap.path}"
+    )
+    d = r.refresh.decision
+    print(f"  then: {d.action.value}: {d.reason} ({r.refresh.seconds * 1000:.0f} ms)")
+    for note in [*r.notes, *r.refresh.notes]:
+        print(f"  note: {note}")
+    return 0
+
+
+def _how(snap: Snapshot) -> str:
     if snap.file_load:
         how = "kexec_file_load: refreshes will re-run the command whole"
     elif snap.header is None:
@@ -45,8 +77,7 @@ def load(argv: Sequence[str], state_dir: Path) -> int:
             f"kexec_load, {len(snap.segments)} segments; header is segment {snap.header}, "
             f"room for {snap.header_capacity} program headers; {digest}"
         )
-    print(f"kexecd load: crash kernel loaded ({how}); snapshot in {snap.path}")
-    return 0
+    return how
 
 
 def refresh(state_dir: Path, root: Root, *, dry_run: bool = False) -> int:
@@ -116,3 +147,31 @@ def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int
     report = st.gather(state_dir, root, runtime_dir)
     print(st.to_json(report) if as_json else st.render(report))
     return report.exit_code
+
+
+def mask(root: Root, runtime_dir: Path) -> int:
+    """``kexecd mask``: mask the distro's per-event reload rule; 0, or 2 if it could not."""
+    from kexecd.service import udevmask
+
+    try:
+        report = udevmask.mask(root, runtime_dir)
+    except OSError as e:
+        _err("mask", e)
+        return 2
+    for line in report.lines() or ["no distro reload rule is installed: nothing to mask"]:
+        print(f"kexecd mask: {line}")
+    return 0
+
+
+def unmask(root: Root, runtime_dir: Path) -> int:
+    """``kexecd unmask``: remove the masks ``kexecd mask`` made; 0, or 2 if it could not."""
+    from kexecd.service import udevmask
+
+    try:
+        report = udevmask.unmask(root, runtime_dir)
+    except OSError as e:
+        _err("unmask", e)
+        return 2
+    for line in report.lines() or ["nothing masked by kexecd"]:
+        print(f"kexecd unmask: {line}")
+    return 0

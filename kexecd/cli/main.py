@@ -11,6 +11,7 @@ from pathlib import Path
 from kexecd import __version__
 from kexecd.cli import commands
 from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
+from kexecd.service.udevmask import RULES
 from kexecd.system.root import Root
 
 __all__ = ["main"]
@@ -42,6 +43,16 @@ def _root(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _runtime_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=DEFAULT_RUNTIME_DIR,
+        metavar="DIR",
+        help=f"the daemon's state.json and socket (default {DEFAULT_RUNTIME_DIR})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kexecd",
@@ -58,6 +69,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     _state_dir(p)
     p.add_argument("kexec", nargs=argparse.REMAINDER, help="-- kexec -p KERNEL ...")
+
+    p = sub.add_parser(
+        "adopt",
+        help="take over the crash kernel the distro loaded",
+        description="Replay the command the distro loaded the crash kernel with (kdump-tools' "
+        "kexec_cmd, or COMMAND) under the tracer, keep what it loads, and reconcile at once. "
+        "Nothing in the distro's files is changed.",
+    )
+    p.add_argument(
+        "--kexec-cmd",
+        type=Path,
+        metavar="FILE",
+        help="the distro's record of its kexec command (default: kdump-tools' "
+        "$KDUMP_COREDIR/kexec_cmd, /var/crash/kexec_cmd)",
+    )
+    _state_dir(p)
+    _root(p)
+    p.add_argument(
+        "command_",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="replay this command instead of the distro's record",
+    )
+
+    p = sub.add_parser(
+        "mask",
+        help="mask the distro's per-event reload rule (kexecd.service runs it)",
+        description="Mask the distro's udev rule that reloads the whole crash kernel on every "
+        "hotplug event, with a symlink to /dev/null in /run/udev/rules.d; 'kexecd unmask' "
+        "removes it. Rules: " + ", ".join(RULES) + ".",
+    )
+    _runtime_dir(p)
+    _root(p)
+    p = sub.add_parser(
+        "unmask",
+        help="remove the masks 'kexecd mask' made",
+        description="Remove the /run/udev/rules.d masks that 'kexecd mask' recorded, and only "
+        "those, then reload udev's rules.",
+    )
+    _runtime_dir(p)
+    _root(p)
 
     p = sub.add_parser(
         "refresh",
@@ -88,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Exit 0: loaded and current; 1: stale; 2: error; 3: no crash kernel.",
     )
     _state_dir(p)
-    p.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR, metavar="DIR")
+    _runtime_dir(p)
     _root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -125,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "load":
         argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
         return commands.load(argv, args.state_dir)
+    if args.command == "adopt":
+        command = args.command_[1:] if args.command_[:1] == ["--"] else args.command_
+        return commands.adopt(args.state_dir, Root(args.root), args.kexec_cmd, command)
+    if args.command in ("mask", "unmask"):
+        how = commands.mask if args.command == "mask" else commands.unmask
+        return how(Root(args.root), args.runtime_dir)
     if args.command == "refresh":
         return commands.refresh(args.state_dir, Root(args.root), dry_run=args.dry_run)
     if args.command == "run":

@@ -9,6 +9,7 @@ current, 1 stale, 2 error, 3 no crash kernel loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kexecd.image import plan
 from kexecd.image.plan import Plan, Why
 from kexecd.image.snapshot import open_snapshot
 from kexecd.model import human
+from kexecd.service import udevmask
 from kexecd.service.statefile import DaemonState, read_state
 from kexecd.system.kernel import KexecState, read_kexec_state
 from kexecd.system.root import Root
@@ -41,10 +43,11 @@ class Status:
     kernel_support: str = ""
     daemon: DaemonState | None = None
     hazards: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
     error: str | None = None
 
 
-def describe_image(argv: tuple[str, ...]) -> dict[str, Any]:
+def describe_image(argv: Sequence[str]) -> dict[str, Any]:
     """Kernel, initrd and command line from a ``kexec -p`` command."""
     image: dict[str, Any] = {
         "command": list(argv),
@@ -97,9 +100,14 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
             EXIT_NOT_LOADED, "no crash kernel loaded", False, kernel_support=support, daemon=daemon
         )
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon)
+    st.masked = udevmask.masked(root, runtime_dir)
+    st.hazards += udevmask.hazards(root)
     try:
         snap = open_snapshot(state_dir)
-        st.image = describe_image(snap.argv)
+        src = snap.source
+        st.image = describe_image(src.words if src else snap.argv)
+        if src:
+            st.image["adopted_from"] = src.path
         st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
         info = snap.loaded_info()
         st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
@@ -166,6 +174,8 @@ def render(st: Status) -> str:
         )
         rows.append(("command line", str(img.get("cmdline"))))
         rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
+        if img.get("adopted_from"):
+            rows.append(("adopted from", str(img["adopted_from"])))
     if st.header:
         h = st.header
         rows.append(
@@ -200,6 +210,12 @@ def render(st: Status) -> str:
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))
+    rows.append(
+        (
+            "udev mask",
+            ", ".join(st.masked) + " (the distro's per-event reload)" if st.masked else "none",
+        )
+    )
     rows.append(("hazards", "none" if not st.hazards else st.hazards[0]))
     rows += [("", h) for h in st.hazards[1:]]
     return "\n".join(f"{k:<15}{v}" for k, v in rows)

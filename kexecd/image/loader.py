@@ -12,6 +12,8 @@ kernel.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +27,7 @@ from kexecd.image import plan
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.plan import Action, Decision, Plan
 from kexecd.image.purgatory import digest_after_header, patched
-from kexecd.image.snapshot import Snapshot, create, open_snapshot
+from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 
@@ -57,7 +59,15 @@ class KernelBackend:
 
 
 def is_crash_load(argv: Sequence[str]) -> bool:
-    """Whether a kexec-tools command loads a crash kernel (``-p``/``--load-panic``)."""
+    """Whether a command may load a crash kernel, judged before it runs.
+
+    Only a bare kexec-tools command is judged (it must have ``-p`` or
+    ``--load-panic``; anything else would load a kernel for kexec reboot).
+    A wrapper (a shell, ``kdump-config``, ``kdumpctl``) is judged after it
+    ran, from the flags of the loads it made.
+    """
+    if not argv or os.path.basename(argv[0]) != "kexec":
+        return True
     for arg in argv[1:]:
         if arg == "--":
             break
@@ -72,11 +82,17 @@ def load(
     *,
     root: Root | None = None,
     tracer: Tracer = core.trace_kexec,
+    source: Source | None = None,
 ) -> Snapshot:
-    """Run a ``kexec -p`` command, capture its load, keep the snapshot.
+    """Run a command that loads a crash kernel, capture its load, keep the snapshot.
 
+    The command's whole process tree is traced; the last crash load it makes
+    (``KEXEC_ON_CRASH`` / ``KEXEC_FILE_ON_CRASH`` in the call's flags) is
+    what is kept.
+
+    :param source: the distro's record of the command, when adopting.
     :raises TraceError: the command is not a crash-kernel load, failed, or
-        made no kexec syscall.
+        loaded no crash kernel.
     :raises LoadError: it succeeded but no crash kernel is loaded.
     """
     if not argv:
@@ -86,17 +102,24 @@ def load(
             f"{' '.join(argv)}: not a crash-kernel load; kexecd keeps kdump current, so the "
             "command must load with -p/--load-panic"
         )
+    who = source.command[:200] if source else argv[0]
     cap = tracer(argv)
     if cap.exit_code != 0:
-        raise TraceError(f"{argv[0]} exited {cap.exit_code}; nothing was recorded")
-    if cap.call is KexecCall.NONE:
-        raise TraceError(f"{argv[0]} made no kexec_load or kexec_file_load call")
+        raise TraceError(f"{who} exited {cap.exit_code}; nothing was recorded")
+    if cap.crash_loads == 0 or cap.call is KexecCall.NONE:
+        raise TraceError(
+            f"{who} made no kexec_load or kexec_file_load call that loads a crash kernel "
+            f"({cap.unloads} unloads, {cap.reboot_loads} loads for kexec reboot); give a "
+            "command that loads one (kexec -p, kdump-config load)"
+        )
+    if cap.result == -errno.EINPROGRESS:
+        raise TraceError(f"{who} died inside its crash load; nothing was recorded")
     if cap.result != 0:
-        raise TraceError(f"{argv[0]}: the kernel refused the load (result {cap.result})")
-    snap = create(state_dir, argv, cap)
+        raise TraceError(f"{who}: the kernel refused the load (result {cap.result})")
+    snap = create(state_dir, argv, cap, source)
     if not read_kexec_state(root or Root()).crash_loaded:
         raise LoadError(
-            f"{argv[0]} succeeded but /sys/kernel/kexec_crash_loaded is not 1; "
+            f"{who} succeeded but /sys/kernel/kexec_crash_loaded is not 1; "
             f"the snapshot is kept in {snap.path}"
         )
     return snap

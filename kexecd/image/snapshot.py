@@ -15,9 +15,10 @@ import hashlib
 import json
 import mmap
 import os
+import shlex
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from kexecd.image.purgatory import DigestLocation, locate
 
 __all__ = [
     "Snapshot",
+    "Source",
     "create",
     "files_signature",
     "open_snapshot",
@@ -41,6 +43,30 @@ LOADED = "loaded.json"
 FORMAT = 1
 
 FilesSignature = tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """The distro's record of the command, for an adopted crash kernel.
+
+    :ivar path: the file the command was read from (kdump-tools' ``kexec_cmd``).
+    :ivar command: the command line in it.
+    :ivar signature: the file's inode, size and mtime when it was read: the
+        distro rewrites it on each load, so a new signature means a new load.
+    """
+
+    path: str
+    command: str
+    sha256: str
+    signature: tuple[int, int, int]
+
+    @property
+    def words(self) -> list[str]:
+        """The command's words as its shell splits them (for people)."""
+        try:
+            return shlex.split(self.command)
+        except ValueError:
+            return self.command.split()
 
 
 def _segment_file(index: int) -> str:
@@ -72,6 +98,7 @@ class Snapshot:
     header: int | None
     purgatory: int | None
     digest: DigestLocation | None
+    source: Source | None = None
 
     @property
     def header_capacity(self) -> int | None:
@@ -168,7 +195,9 @@ def state_dir_ready(state_dir: Path) -> None:
     os.chmod(state_dir, 0o700)
 
 
-def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
+def create(
+    state_dir: Path, argv: Sequence[str], cap: LoadCapture, source: Source | None = None
+) -> Snapshot:
     """Write the snapshot of a traced kexec-tools load, replacing any older one."""
     state_dir_ready(state_dir)
     new = state_dir / f".{SNAPSHOT}.new"
@@ -208,6 +237,7 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
         "segments": records,
         "header": header,
         "purgatory": purgatory,
+        "source": None if source is None else asdict(source),
         "digest": None
         if digest is None
         else {
@@ -236,6 +266,7 @@ def create(state_dir: Path, argv: Sequence[str], cap: LoadCapture) -> Snapshot:
 
 def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
     d = m.get("digest")
+    src = m.get("source")
     records = m["segments"]
     return Snapshot(
         path=path,
@@ -259,6 +290,9 @@ def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
             d["header_hashed"],
             bytes.fromhex(d["prefix_state"]) if d["prefix_state"] else None,
         ),
+        source=None
+        if src is None
+        else Source(src["path"], src["command"], src["sha256"], tuple(src["signature"])),
     )
 
 

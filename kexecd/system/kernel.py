@@ -14,6 +14,7 @@ __all__ = [
     "KexecState",
     "read_kernel_map",
     "read_kexec_state",
+    "read_lockdown",
     "read_vmcoreinfo",
 ]
 
@@ -159,3 +160,20 @@ def read_kexec_state(root: Root) -> KexecState:
         elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),
         uevent_seqnum=_int(root, "sys/kernel/uevent_seqnum") or 0,
     )
+
+
+def read_lockdown(root: Root) -> str | None:
+    """The kernel lockdown mode in force (``integrity``, ``confidentiality``), or ``None``.
+
+    security/lockdown/lockdown.c: the file lists the modes and brackets the
+    one in force; a locked-down kernel refuses ``kexec_load`` (only signed
+    images, through ``kexec_file_load``, are loaded).
+    """
+    text = root.read_optional("sys/kernel/security/lockdown")
+    if text is None:
+        return None
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            mode = word[1:-1]
+            return None if mode == "none" else mode
+    return None
