@@ -10,6 +10,8 @@
     source = "udev"                  # uevents from udevd, or "kernel" without it
     settle_ms = 100                  # refresh once events stop for this long ...
     max_delay_ms = 1000              # ... but never later than this after the first
+    adopt = true                     # take over the crash kernel the distro loads
+    kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Config:
     source: str = "udev"
     settle_ms: int = 100
     max_delay_ms: int = 1000
+    adopt: bool = True
+    kexec_cmd: str = ""
 
 
 _TYPES: dict[str, type] = {
@@ -44,6 +48,8 @@ _TYPES: dict[str, type] = {
     "source": str,
     "settle_ms": int,
     "max_delay_ms": int,
+    "adopt": bool,
+    "kexec_cmd": str,
 }
 
 
@@ -68,7 +74,9 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(sorted(known))}")
-        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+        if not isinstance(value, _TYPES[key]) or (
+            isinstance(value, bool) and _TYPES[key] is not bool
+        ):
             raise ConfigError(f"{path}: {key} must be a {_TYPES[key].__name__}, not {value!r}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     paths = {"state_dir", "runtime_dir", "root"}

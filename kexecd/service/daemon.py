@@ -21,13 +21,16 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from kexecd import core
 from kexecd.errors import KexecdError
 from kexecd.files import timestamp
 from kexecd.image import loader
 from kexecd.image.plan import Action, Why
 from kexecd.image.snapshot import FilesSignature, files_signature
+from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.config import Config
 from kexecd.service.monitor import Event, Monitor
 from kexecd.service.notify import notify, watchdog_interval
@@ -99,18 +102,15 @@ class Daemon:
         self.stopping = False
         self.state = DaemonState(source=cfg.source)
         self.standing_aside = False
+        self.kexec_cmd: Path | None = None  # the distro's record, when adopting
 
     # -- refreshing ------------------------------------------------------------
 
     def reconcile(self, why: str, first_event: float | None = None) -> UpdateRecord:
         """Refresh now; record what happened; return the record."""
         start = self.clock()
-        st = self.state
-        st.reconciles += 1
+        self.state.reconciles += 1
         sig = files_signature(self.cfg.state_dir)
-        kwargs: dict[str, Any] = {}
-        if self.tracer is not None:
-            kwargs["tracer"] = self.tracer
         record = UpdateRecord(time=timestamp(), why=why)
         try:
             r = loader.refresh(
@@ -118,21 +118,72 @@ class Daemon:
                 root=self.root,
                 backend=self.backend,
                 verify=sig != self.verified,
-                **kwargs,
+                **self._tracer(),
             )
         except KexecdError as e:
-            st.failed += 1
-            st.last_error = ErrorRecord(timestamp(), str(e))
-            st.in_sync = False
-            record.action, record.error = "failed", str(e)
-            log.error("refresh failed: %s", e, extra={"KEXECD_ACTION": "failed"})
-            self._publish()
-            return record
+            return self._failed(record, "refresh", e)
         self.verified = files_signature(self.cfg.state_dir) if r.loaded else sig
+        return self._record(record, r, start, first_event)
+
+    def adopt_if_needed(self, why: str) -> UpdateRecord | None:
+        """Take over the distro's crash kernel if it loaded one the snapshot is not of.
+
+        :returns: the record of the adoption, or ``None`` if none was needed.
+        """
+        if self.kexec_cmd is None:
+            return None
+        try:
+            reason = needs_adoption(self.cfg.state_dir, self.kexec_cmd)
+        except KexecdError as e:
+            return self._failed(UpdateRecord(time=timestamp(), why=why), "adopt", e)
+        if reason is None:
+            return None
+        start = self.clock()
+        record = UpdateRecord(time=timestamp(), why=f"{why}: {reason}")
+        log.info("adopting the crash kernel of %s: %s", self.kexec_cmd, reason)
+        try:
+            r = adopt(
+                self.cfg.state_dir,
+                root=self.root,
+                kexec_cmd=self.kexec_cmd,
+                backend=self.backend,
+                **self._tracer(),
+            )
+        except KexecdError as e:
+            return self._failed(record, "adopt", e)
+        self.state.adoptions += 1
+        self.state.adopted_from = str(self.kexec_cmd)
+        self.verified = files_signature(self.cfg.state_dir)
+        for note in r.notes:
+            log.warning("%s", note)
+        return self._record(record, r.refresh, start, None, adopted=True)
+
+    def _tracer(self) -> dict[str, Any]:
+        return {} if self.tracer is None else {"tracer": self.tracer}
+
+    def _failed(self, record: UpdateRecord, what: str, e: KexecdError) -> UpdateRecord:
+        st = self.state
+        st.failed += 1
+        st.last_error = ErrorRecord(timestamp(), str(e))
+        st.in_sync = False
+        record.action, record.error = "failed", str(e)
+        log.error("%s failed: %s", what, e, extra={"KEXECD_ACTION": "failed"})
+        self._publish()
+        return record
+
+    def _record(
+        self,
+        record: UpdateRecord,
+        r: loader.RefreshResult,
+        start: float,
+        first_event: float | None,
+        adopted: bool = False,
+    ) -> UpdateRecord:
+        st = self.state
         decision = r.decision
         action = decision.action
         done = self.clock()
-        record.action = action.value
+        record.action = "adopt" if adopted else action.value
         record.reason = decision.reason
         record.work_ms = round((done - start) * 1000, 1)
         record.changes = r.diff.lines() if r.diff else []
@@ -145,7 +196,9 @@ class Daemon:
         self.standing_aside = decision.why is Why.KERNEL_UPDATES
         st.in_sync = True
         st.cpus, st.ranges = r.plan.cpus, r.plan.ranges
-        if action in (Action.NOTHING, Action.STAND_ASIDE):
+        if adopted:
+            st.last_update = record
+        elif action in (Action.NOTHING, Action.STAND_ASIDE):
             st.skipped += 1
         elif action is Action.FULL_RELOAD:
             st.full_reloads += 1
@@ -153,14 +206,14 @@ class Daemon:
         else:
             st.reloads += 1
             st.last_update = record
-        if action is not Action.NOTHING:
+        if adopted or action is not Action.NOTHING:
             log.info(
                 "%s: %s%s",
-                action.value,
+                record.action,
                 decision.reason,
                 "; " + ", ".join(record.changes) if record.changes else "",
                 extra={
-                    "KEXECD_ACTION": action.value,
+                    "KEXECD_ACTION": record.action,
                     "KEXECD_WORK_MS": record.work_ms,
                     "KEXECD_LATENCY_MS": "" if record.latency_ms is None else record.latency_ms,
                 },
@@ -246,6 +299,29 @@ class Daemon:
         server.setblocking(False)
         return server
 
+    def _watch_kexec_cmd(self) -> int | None:
+        # The distro rewrites its record on every load (kdump-config load,
+        # reload, try-reload): watch its directory, do not poll the file.
+        if not self.cfg.adopt:
+            return None
+        try:
+            given = Path(self.cfg.kexec_cmd) if self.cfg.kexec_cmd else None
+            self.kexec_cmd = resolve_kexec_cmd(self.root, given)
+        except KexecdError as e:
+            log.error("not adopting the distro's crash kernel: %s", e)
+            return None
+        if self.kexec_cmd is None:
+            return None
+        try:
+            return core.watch_dir(self.kexec_cmd.parent)
+        except OSError as e:
+            log.warning(
+                "cannot watch %s (%s): the distro's reloads are adopted when kexecd restarts",
+                self.kexec_cmd.parent,
+                e.strerror,
+            )
+            return None
+
     def stop(self) -> None:
         self.stopping = True
 
@@ -264,8 +340,12 @@ class Daemon:
         wd = watchdog_interval()
         next_wd = self.clock() + wd if wd else None
         end = self.clock() + max_seconds if max_seconds is not None else None
+        watch = self._watch_kexec_cmd()
+        if watch is not None:
+            sel.register(watch, selectors.EVENT_READ, "kexec_cmd")
         try:
-            self.reconcile("start")
+            if self.adopt_if_needed("start") is None:
+                self.reconcile("start")
             notify("READY=1")
             notify(f"STATUS={self.summary()}")
             while not self.stopping:
@@ -279,6 +359,10 @@ class Daemon:
                         with contextlib.suppress(BlockingIOError):
                             conn, _ = server.accept()
                             self.handle_client(conn)
+                    elif key.data == "kexec_cmd":
+                        assert watch is not None
+                        core.drain_watch(watch)
+                        self.adopt_if_needed("the distro's kexec_cmd changed")
                     else:
                         with contextlib.suppress(BlockingIOError):
                             os.read(rfd, 512)
@@ -303,4 +387,6 @@ class Daemon:
                 (self.cfg.runtime_dir / SOCKET).unlink()
             os.close(rfd)
             os.close(wfd)
+            if watch is not None:
+                os.close(watch)
         return 0

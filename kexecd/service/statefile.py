@@ -105,6 +105,8 @@ class DaemonState:
     full_reloads: int = 0
     skipped: int = 0
     failed: int = 0
+    adoptions: int = 0
+    adopted_from: str | None = None
     last_event: EventRecord | None = None
     last_update: UpdateRecord | None = None
     last_error: ErrorRecord | None = None

@@ -20,14 +20,14 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kexecd.files import write_atomic
 from kexecd.system.root import Root
 
-__all__ = ["RULES", "MaskReport", "mask", "masked", "unmask"]
+__all__ = ["RULES", "MaskReport", "hazards", "mask", "masked", "reload_udev", "unmask"]
 
 #: The distros' per-event reload rules (FIELD-NOTES section 8):
 #: Debian and Ubuntu kdump-tools, Fedora and RHEL kdump-utils / kexec-tools.
@@ -113,7 +113,7 @@ def _packaged(root: Root, name: str) -> bool:
     return any((root.path(d) / name).exists() for d in PACKAGED)
 
 
-def mask(root: Root, runtime_dir: Path, reload: Reload = reload_udev) -> MaskReport:
+def mask(root: Root, runtime_dir: Path, reload: Reload | None = None) -> MaskReport:
     """Mask each installed distro reload rule with a symlink in ``/run/udev/rules.d``.
 
     Records what it created in ``runtime_dir``; an existing file of that name
@@ -137,13 +137,13 @@ def mask(root: Root, runtime_dir: Path, reload: Reload = reload_udev) -> MaskRep
     runtime_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(runtime_dir / RECORD, json.dumps(report.masked).encode(), durable=False)
     if report.masked:
-        error = reload()
+        error = (reload or reload_udev)()
         if error:
             report.hazards.append(f"the mask waits for udev to reload its rules: {error}")
     return report
 
 
-def unmask(root: Root, runtime_dir: Path, reload: Reload = reload_udev) -> MaskReport:
+def unmask(root: Root, runtime_dir: Path, reload: Reload | None = None) -> MaskReport:
     """Remove the masks :func:`mask` recorded (and only those), then reload udev."""
     report = MaskReport()
     for name in _record(runtime_dir):
@@ -154,7 +154,7 @@ def unmask(root: Root, runtime_dir: Path, reload: Reload = reload_udev) -> MaskR
     with contextlib.suppress(FileNotFoundError):
         (runtime_dir / RECORD).unlink()
     if report.unmasked:
-        error = reload()
+        error = (reload or reload_udev)()
         if error:
             report.hazards.append(error)
     return report
@@ -163,7 +163,3 @@ def unmask(root: Root, runtime_dir: Path, reload: Reload = reload_udev) -> MaskR
 def masked(root: Root, runtime_dir: Path) -> list[str]:
     """The distro rules kexecd masks now (recorded, and the symlink in place)."""
     return [n for n in _record(runtime_dir) if _is_null_link(root.path(RUNTIME) / n)]
-
-
-def _names(items: Sequence[str]) -> str:
-    return ", ".join(items) or "none"

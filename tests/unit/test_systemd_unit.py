@@ -62,3 +62,13 @@ def test_unit_shape(tmp_path: Path, analyze: str) -> None:
     m = re.search(r"Overall exposure level for kexecd.service: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) <= 2.5  # README reports the score; keep it low
+
+
+def test_masks_the_distro_rule_only_while_running() -> None:
+    # Outside the sandbox ('+'), before start and after any stop (a crash or
+    # SIGKILL included: ExecStopPost= runs then too); follows kdump-tools.
+    lines = UNIT.read_text().splitlines()
+    assert "ExecStartPre=+/usr/bin/kexecd mask" in lines
+    assert "ExecStopPost=+/usr/bin/kexecd unmask" in lines
+    assert "PartOf=kdump-tools.service" in lines
+    assert any(x.startswith("After=") and "kdump-tools.service" in x for x in lines)
