@@ -399,13 +399,18 @@ class Guest:
         return out.stdout
 
     def start_daemon(
-        self, state_dir: str, runtime_dir: str = "/run/kexecd", timeout: float = 60.0
+        self,
+        state_dir: str,
+        runtime_dir: str = "/run/kexecd",
+        timeout: float = 60.0,
+        config: str | None = None,
     ) -> int:
         """Start ``kexecd run`` (kernel uevents: the guest has no udevd); wait for its
         first reconcile; return its pid. Its log is ``RUNTIME_DIR.log``."""
         self.sh(f"rm -f {runtime_dir}/state.json")
+        conf = f"--config {config} " if config else ""
         self.sh(
-            f"setsid kexecd run --source kernel --state-dir {state_dir} "
+            f"setsid kexecd run {conf}--source kernel --state-dir {state_dir} "
             f"--runtime-dir {runtime_dir} -v >{runtime_dir}.log 2>&1 </dev/null & echo $! "
             f">{runtime_dir}.pid"
         )
@@ -420,6 +425,23 @@ class Guest:
     def daemon_state(self, runtime_dir: str = "/run/kexecd") -> dict[str, Any]:
         state: dict[str, Any] = json.loads(self.read(f"{runtime_dir}/state.json"))
         return state
+
+    def kdump_tools_load(self, kexec_cmd: str, append: str = "") -> str:
+        """Load the crash kernel as Debian's kdump-config does: ``eval $KEXEC_CMD``,
+        then the command written to ``kexec_cmd``. Returns the command line."""
+        cmdline = f"{CRASH_APPEND} {append}".strip()
+        line = (
+            f'{KEXEC} -p --command-line="{cmdline}" '
+            f"--initrd={self.initramfs} {self.kernel.vmlinuz}"
+        )
+        self.sh(
+            f"mkdir -p {shlex.quote(os.path.dirname(kexec_cmd))} && "
+            f"KEXEC_CMD={shlex.quote(line)} && eval $KEXEC_CMD && "
+            f'echo "$KEXEC_CMD" >{shlex.quote(kexec_cmd)}'
+        )
+        if self.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
+            raise self.fail("the kdump-tools-style load succeeded but no crash kernel is loaded")
+        return line
 
     def load_crash_kernel(self, append: str = "") -> Result:
         """Load the crash kernel with kexec-tools in the guest."""

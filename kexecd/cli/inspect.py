@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import json
-import struct
 import sys
 from pathlib import Path
 from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_CORE_NOTE_N_TYPE
+from elftools.elf.segments import NoteSegment
 
 from kexecd.errors import KexecdError
 from kexecd.files import write_atomic
@@ -22,24 +28,34 @@ __all__ = ["describe", "render", "run"]
 _MACHINES = {62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390"}
 # include/uapi/linux/elf.h
 _NOTE_TYPES = {1: "NT_PRSTATUS", 2: "NT_PRFPREG", 3: "NT_PRPSINFO", 0: "VMCOREINFO"}
+# pyelftools names a core file's note types; the number is what is shown.
+_CORE_NOTE_TYPES = {k: v for k, v in ENUM_CORE_NOTE_N_TYPE.items() if isinstance(v, int)}
 
 
 def _file_notes(data: bytes, header: CoreHeader) -> list[dict[str, Any]]:
     # The notes themselves, where the file holds them (a vmcore's head does; an
-    # elfcorehdr segment points into memory instead).
-    out = []
-    for p in header.notes:
-        if p.offset + p.filesz > len(data) or p.offset < header.used:
-            continue
-        pos, end = p.offset, p.offset + p.filesz
-        while pos + 12 <= end:
-            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
-            if namesz == 0:
-                break
-            name = data[pos + 12 : pos + 12 + namesz].rstrip(b"\0").decode(errors="replace")
-            label = "VMCOREINFO" if name == "VMCOREINFO" else _NOTE_TYPES.get(ntype, str(ntype))
-            out.append({"name": name, "type": ntype, "label": label, "size": descsz})
-            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    # elfcorehdr segment points into memory instead). pyelftools walks them.
+    out: list[dict[str, Any]] = []
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        for seg in elf.iter_segments():
+            h = seg.header
+            if not isinstance(seg, NoteSegment):
+                continue
+            if h.p_offset + h.p_filesz > len(data) or h.p_offset < header.used:
+                continue
+            for note in seg.iter_notes():
+                if max(note["n_namesz"], note["n_descsz"]) > h.p_filesz:
+                    break  # a size past its segment: the rest cannot be trusted
+                raw = note["n_type"]
+                ntype: int | str = _CORE_NOTE_TYPES.get(raw, raw) if isinstance(raw, str) else raw
+                name = str(note["n_name"])
+                label = _NOTE_TYPES.get(ntype, str(ntype)) if isinstance(ntype, int) else ntype
+                if name == "VMCOREINFO":
+                    label = "VMCOREINFO"
+                out.append({"name": name, "type": ntype, "label": label, "size": note["n_descsz"]})
+    except (ELFError, ConstructError, ValueError, UnicodeDecodeError):
+        pass  # notes pyelftools cannot walk are not shown; the program headers still are
     return out
 
 

@@ -149,3 +149,24 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
             main(["inspect", *args])
         assert e.value.code == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("patch", "filesz"),
+    [(b"\xff\xff\xff\x7f", None), (b"\x05\x00\x00\x00\xff\xff\xff\xff", None), (b"", 5)],
+)
+def test_malformed_vmcore_notes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], patch: bytes, filesz: int | None
+) -> None:
+    # A note whose name or descriptor runs past its segment, or a segment too
+    # short for a note: no traceback, the program headers are still shown.
+    bad = note(b"CORE", 1, bytes(336))
+    bad = patch + bad[len(patch) :]
+    size = len(bad) if filesz is None else filesz
+    data = core([Ph(PT_NOTE, offset=64 + 56, filesz=size, memsz=size)], bad)
+    f = tmp_path / "vmcore"
+    f.write_bytes(data)
+    rc, out, err = run(capsys, str(f), "--json")
+    assert rc == 0 and err == ""
+    d = json.loads(out)
+    assert d["phnum"] == 1 and all(n["size"] <= size for n in d["notes_in_file"])
