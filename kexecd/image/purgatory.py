@@ -97,12 +97,19 @@ def locate(segments: Sequence[Segment], purgatory: int, header: int) -> DigestLo
     know): only a full reload is safe then.
     """
     purg = bytes(segments[purgatory].buf)
+    # One pass over what precedes the header (the kernel's tens of MB of
+    # zero padding among it), shared by both guesses.
+    before = _hash(segments, {purgatory}, stop=header)
     for skip, hashed in (({purgatory}, True), ({purgatory, header}, False)):
-        found = find_digest(purg, _hash(segments, skip).digest(), regions(segments, skip))
+        h = before.copy()
+        for i in range(header, len(segments)):
+            if i not in skip:
+                h.update(segments[i].buf)
+                h.zeros(segments[i].memsz - len(segments[i].buf))
+        found = find_digest(purg, h.digest(), regions(segments, skip))
         if found is None:
             continue
-        prefix = _hash(segments, skip, stop=header).state() if hashed else None
-        return DigestLocation(found[0], found[1], hashed, prefix)
+        return DigestLocation(found[0], found[1], hashed, before.state() if hashed else None)
     return None
 
 

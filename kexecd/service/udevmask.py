@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ Reload = Callable[[], str | None]
 
 def reload_udev() -> str | None:
     """``udevadm control --reload``; the error, for people, or ``None``."""
+    import subprocess  # only here: keep the command line's start-up light
+
     try:
         p = subprocess.run(
             ["udevadm", "control", "--reload"],
