@@ -230,6 +230,17 @@ struct kexecd_sha256 {
 };
 
 void kexecd_sha256_init(struct kexecd_sha256 *s);
+/**
+ * kexecd_sha256_restore() - a state saved as bytes (the struct's), checked.
+ * @state: @len bytes, as saved from a struct kexecd_sha256.
+ *
+ * A saved state comes from a file: every field is checked before use, since
+ * kexecd_sha256_update() indexes buf with buflen.
+ * Return: 0, or -EINVAL when @len is not the struct's size, buflen is not
+ *	below 64 or not len % 64, or len is past what SHA-256 can count (2^61
+ *	bytes); then @ret is initialised as by kexecd_sha256_init().
+ */
+int kexecd_sha256_restore(struct kexecd_sha256 *ret, const uint8_t *state, uint64_t len);
 void kexecd_sha256_update(struct kexecd_sha256 *s, const uint8_t *data, uint64_t len);
 /** kexecd_sha256_zeros() - hash @len zero bytes (a segment's padding to memsz). */
 void kexecd_sha256_zeros(struct kexecd_sha256 *s, uint64_t len);

@@ -2,6 +2,7 @@
 // SHA-256 (FIPS 180-4) whose state is plain data: kexecd keeps the state
 // after the segments that precede the ELF core header, so a refresh hashes
 // only the header and what follows it.
+#include <errno.h>
 #include <string.h>
 
 #include "kexecd_core.h"
@@ -58,6 +59,20 @@ void kexecd_sha256_init(struct kexecd_sha256 *s)
 
 	memset(s, 0, sizeof(*s));
 	memcpy(s->h, iv, sizeof(iv));
+}
+
+int kexecd_sha256_restore(struct kexecd_sha256 *ret, const uint8_t *state, uint64_t len)
+{
+	struct kexecd_sha256 s;
+
+	kexecd_sha256_init(ret);
+	if (len != sizeof(s))
+		return -EINVAL;
+	memcpy(&s, state, sizeof(s));
+	if (s.buflen >= 64 || s.buflen != s.len % 64 || s.len >= (UINT64_C(1) << 61))
+		return -EINVAL;
+	*ret = s;
+	return 0;
 }
 
 void kexecd_sha256_update(struct kexecd_sha256 *s, const uint8_t *data, uint64_t len)

@@ -330,7 +330,8 @@ class Sha256:
         else:
             if len(state) != self.STATE_SIZE:
                 raise ValueError(f"a SHA-256 state is {self.STATE_SIZE} bytes, not {len(state)}")
-            ffi.memmove(self._s, state, self.STATE_SIZE)
+            if lib.kexecd_sha256_restore(self._s, state, len(state)) < 0:
+                raise ValueError("not a SHA-256 state: a field is out of range")
 
     def update(self, data: Buffer) -> None:
         lib.kexecd_sha256_update(self._s, ffi.from_buffer("uint8_t[]", data), len(data))

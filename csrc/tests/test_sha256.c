@@ -58,6 +58,27 @@ int main(void)
 	kexecd_sha256_final(&s, d2);
 	CHECK(!memcmp(d, d2, 32));
 
+	// A restored state is checked field by field (it comes from a file).
+	struct kexecd_sha256 r, bad;
+	kexecd_sha256_init(&s);
+	kexecd_sha256_update(&s, (const uint8_t *)two, 5);
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&s, sizeof(s)) == 0);
+	CHECK(r.len == 5 && r.buflen == 5 && !memcmp(r.h, s.h, sizeof(s.h)));
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&s, sizeof(s) - 1) == -EINVAL);
+	bad = s;
+	bad.buflen = 0x7fffffff; // would index buf far out of bounds
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&bad, sizeof(bad)) == -EINVAL);
+	CHECK(r.len == 0 && r.buflen == 0); // left initialised
+	bad = s;
+	bad.buflen = 64;
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&bad, sizeof(bad)) == -EINVAL);
+	bad = s;
+	bad.len = 6; // buflen must be len % 64
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&bad, sizeof(bad)) == -EINVAL);
+	bad = s;
+	bad.len = (UINT64_C(1) << 61) + 5;
+	CHECK(kexecd_sha256_restore(&r, (const uint8_t *)&bad, sizeof(bad)) == -EINVAL);
+
 	CHECK(kexecd_kexec_load(0, 0, segs, KEXECD_MAX_SEGMENTS + 1) == -EINVAL);
 	return check_done();
 }

@@ -88,3 +88,17 @@ def test_sha256_state_round_trip() -> None:
     assert again.digest() == hashlib.sha256(b"abc" * 1000 + bytes(12345) + b"tail").digest()
     with pytest.raises(ValueError):
         Sha256(b"short")
+
+
+def test_sha256_state_fields_are_checked() -> None:
+    # A saved state comes from manifest.json: out-of-range fields are refused
+    # before the C code indexes with them (was an out-of-bounds write).
+    good = bytearray(Sha256().state())
+    Sha256(bytes(good))
+    buflen = 32 + 8 + 64  # struct kexecd_sha256: h[8], len, buf[64], buflen
+    for field, value in ((buflen, 0x7FFFFFFF), (buflen, 64), (32, 6), (32, 1 << 62)):
+        bad = bytearray(good)
+        size = 4 if field == buflen else 8
+        bad[field : field + size] = value.to_bytes(size, "little")
+        with pytest.raises(ValueError, match="a field is out of range"):
+            Sha256(bytes(bad))
