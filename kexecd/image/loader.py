@@ -23,11 +23,11 @@ from typing import Protocol
 from kexecd import core
 from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.errors import LoadError, TraceError
-from kexecd.image import plan
+from kexecd.image import plan, statedir
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.plan import Action, Decision, Plan
 from kexecd.image.purgatory import digest_after_header, patched
-from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot
+from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot, recover
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 
@@ -103,6 +103,19 @@ def load(
             "command must load with -p/--load-panic"
         )
     who = source.command[:200] if source else argv[0]
+    statedir.ready(state_dir)
+    with statedir.locked(state_dir):
+        return _load_locked(argv, who, state_dir, root, tracer, source)
+
+
+def _load_locked(
+    argv: Sequence[str],
+    who: str,
+    state_dir: Path,
+    root: Root | None,
+    tracer: Tracer,
+    source: Source | None,
+) -> Snapshot:
     cap = tracer(argv)
     if cap.exit_code != 0:
         raise TraceError(f"{who} exited {cap.exit_code}; nothing was recorded")
@@ -138,6 +151,7 @@ class RefreshResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     load_seconds: float | None = None
+    verified: bool = False  # the snapshot's segments were hashed and matched
 
     @property
     def decision(self) -> Decision:
@@ -181,31 +195,39 @@ def refresh(
     tracer: Tracer = core.trace_kexec,
     patch_digest: bool = True,
     verify: bool = True,
+    reload_unloaded: bool = False,
 ) -> RefreshResult:
     """Bring the loaded crash image's header up to date with the system.
 
-    Makes the plan (:func:`kexecd.image.plan.make`) and carries it out with
-    :func:`execute`; the parameters are :func:`execute`'s.
+    Holds the state directory's lock, makes the plan
+    (:func:`kexecd.image.plan.make`) and carries it out with :func:`execute`;
+    the other parameters are theirs.
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
-    :raises LoadError: the load failed; the message says whether the
-        previous image was loaded again.
+    :raises LoadError: the load failed; the message says what the kernel
+        holds now.
     """
     start = time.monotonic()
     root = root or Root()
-    p = plan.make(open_snapshot(state_dir), root)
-    return execute(
-        p,
-        state_dir,
-        root=root,
-        backend=backend,
-        dry_run=dry_run,
-        tracer=tracer,
-        patch_digest=patch_digest,
-        verify=verify,
-        start=start,
-    )
+    statedir.check_dir(state_dir)
+    with statedir.locked(state_dir):
+        notes = [n for n in [recover(state_dir)] if n]
+        snap = open_snapshot(state_dir)
+        p = plan.make(snap, root, reload_unloaded=reload_unloaded)
+        r = execute(
+            p,
+            state_dir,
+            root=root,
+            backend=backend,
+            dry_run=dry_run,
+            tracer=tracer,
+            patch_digest=patch_digest,
+            verify=verify,
+            start=start,
+        )
+    r.notes[:0] = notes
+    return r
 
 
 def execute(
@@ -222,41 +244,48 @@ def execute(
 ) -> RefreshResult:
     """Carry out a plan: nothing, a header-only reload, or the recorded command again.
 
-    :param dry_run: decide, load nothing.
+    The caller holds the state directory's lock.
+
+    :param dry_run: decide and verify, load nothing: what a real run would
+        refuse, a dry run refuses too.
     :param patch_digest: only for the test bed's control experiment: leave
         purgatory's digest stale (the crash kernel then hangs at panic).
-    :param verify: check every segment's SHA-256 first; the daemon does it
-        once, and again only when the snapshot's files change.
+    :param verify: check every segment's SHA-256 first; the daemon skips it
+        when nothing in the snapshot changed since it last verified.
     :param start: when the work began (``time.monotonic()``), for the timing.
     """
     start = time.monotonic() if start is None else start
     backend = backend or KernelBackend()
     result = RefreshResult(p, dry_run=dry_run, notes=list(p.notes))
     action = p.decision.action
+    if action is Action.RELOAD_HEADER and (verify or dry_run):
+        p.snapshot.verify()
+        result.verified = True
     if action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
         result.seconds = time.monotonic() - start
         return result
     if action is Action.FULL_RELOAD:
-        load(p.snapshot.argv, state_dir, root=root, tracer=tracer)
+        load(p.snapshot.argv, state_dir, root=root, tracer=tracer, source=p.snapshot.source)
         result.loaded = True
         result.seconds = time.monotonic() - start
         return result
 
     snap, wanted, loaded = p.snapshot, p.wanted, p.loaded
     assert wanted is not None and loaded is not None
-    if verify:
-        snap.verify()
     if not p.kexec.crash_loaded:
         result.notes.append("no crash kernel was loaded; loading the snapshot's image")
     original = list(snap.segments)
     segs, digest = _with_digest(snap, original, wanted)
     if not patch_digest:
         segs, digest = _with(snap, original, wanted, None), None
+    # Say what is about to be loaded first: killed between the load and the
+    # record, the next run knows the loaded header is uncertain.
+    snap.record_intent(wanted)
     load_start = time.monotonic()
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e:
-        _rollback(snap, original, backend, loaded, e)
+        _failed(snap, original, backend, loaded, root, e)
     result.load_seconds = time.monotonic() - load_start
     snap.record_loaded(wanted, digest, "kexecd refresh")
     result.loaded = True
@@ -264,17 +293,32 @@ def execute(
     return result
 
 
-def _rollback(
-    snap: Snapshot, original: list[Segment], backend: Backend, loaded: bytes, error: OSError
+def _failed(
+    snap: Snapshot,
+    original: list[Segment],
+    backend: Backend,
+    loaded: bytes,
+    root: Root,
+    error: OSError,
 ) -> None:
+    # kernel/kexec.c (6.1): kexec_load fails before touching the crash image
+    # when it is busy (EBUSY from kexec_trylock), unpermitted or malformed;
+    # once do_kexec_load() has run, the old image is freed first and a
+    # failure leaves none. /sys/kernel/kexec_crash_loaded tells which.
+    why = f"kexec_load failed: {error.strerror}"
+    if read_kexec_state(root).crash_loaded:
+        snap.record_loaded(loaded, None, "kexecd refresh (kept after a failed load)")
+        busy = " (it was busy)" if error.errno == errno.EBUSY else ""
+        raise LoadError(
+            f"{why}; the kernel kept the previous image{busy}; it will be tried again"
+        ) from error
     segs, _ = _with_digest(snap, original, loaded)
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e2:
         raise LoadError(
-            f"kexec_load failed: {error.strerror}; loading the previous image again failed "
-            f"too: {e2.strerror}; NO CRASH KERNEL IS LOADED: run 'kexecd load' again"
+            f"{why}; loading the previous image again failed too: {e2.strerror}; "
+            "NO CRASH KERNEL IS LOADED: run 'kexecd load' again"
         ) from error
-    raise LoadError(
-        f"kexec_load failed: {error.strerror}; the previous image was loaded again"
-    ) from error
+    snap.record_loaded(loaded, None, "kexecd refresh (the previous image, loaded again)")
+    raise LoadError(f"{why}; the previous image was loaded again") from error

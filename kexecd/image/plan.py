@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from kexecd.errors import SnapshotError
 from kexecd.image import elfcore
 from kexecd.image.changes import HeaderDiff, diff_headers
 from kexecd.image.elfcore import CoreHeader
@@ -41,6 +42,8 @@ class Why(enum.Enum):
     """Why that action: the rule that decided."""
 
     CURRENT = enum.auto()
+    NOT_LOADED = enum.auto()
+    UNCERTAIN = enum.auto()
     KERNEL_UPDATES = enum.auto()
     FILE_LOAD = enum.auto()
     NO_HEADER = enum.auto()
@@ -124,6 +127,9 @@ def decide(
     loaded: bytes | None,
     wanted: bytes | None,
     kernel_updates: bool,
+    *,
+    crash_loaded: bool = True,
+    uncertain: bool = False,
 ) -> Decision:
     """Choose what to do; every decision rule of kexecd is here.
 
@@ -131,7 +137,18 @@ def decide(
     :param wanted: the header a fresh ``kexec -p`` would build now.
     :param kernel_updates: the kernel's own crash hotplug is active
         (``crash_hotplug`` reads 1, Linux 6.6+).
+    :param crash_loaded: a crash kernel is loaded; when none is (the admin
+        unloaded it), kexecd respects that and loads nothing.
+    :param uncertain: a load was begun and not recorded: the kernel holds
+        the recorded header or the new one, so it is loaded again.
     """
+    if not crash_loaded:
+        return Decision(
+            Action.NOTHING,
+            Why.NOT_LOADED,
+            "no crash kernel is loaded: kexecd leaves it so (load one with 'kexecd load' "
+            "or 'kexecd adopt', or the distro's kdump service)",
+        )
     if kernel_updates:
         return Decision(
             Action.STAND_ASIDE, Why.KERNEL_UPDATES, "the kernel updates the header itself"
@@ -146,7 +163,7 @@ def decide(
         return Decision(
             Action.FULL_RELOAD, Why.NO_HEADER, "no ELF core header among the loaded segments"
         )
-    if wanted == loaded:
+    if wanted == loaded and not uncertain:
         return Decision(Action.NOTHING, Why.CURRENT, "the loaded header is current")
     memsz = snap.segments[snap.header].memsz
     if len(wanted) > memsz:
@@ -162,20 +179,40 @@ def decide(
             "purgatory's SHA-256 digest was not found, so a new header cannot be vouched for",
         )
     how = "and purgatory's digest" if snap.digest.header_hashed else "(not hashed by purgatory)"
+    if wanted == loaded:
+        return Decision(
+            Action.RELOAD_HEADER,
+            Why.UNCERTAIN,
+            f"a load was interrupted before it was recorded: reload the header {how}",
+        )
     return Decision(Action.RELOAD_HEADER, Why.STALE, f"reload the header {how}")
 
 
-def make(snap: Snapshot, root: Root, kexec: KexecState | None = None) -> Plan:
+def make(
+    snap: Snapshot,
+    root: Root,
+    kexec: KexecState | None = None,
+    *,
+    reload_unloaded: bool = False,
+) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
     :param kexec: the kexec state, if the caller has just read it.
+    :param reload_unloaded: load the image even though none is loaded (the
+        daemon, after its own failed load left none).
     :raises SystemStateError: a file of the system is missing or malformed.
-    :raises SnapshotError: the snapshot's loaded header is unreadable.
+    :raises SnapshotError: the snapshot's loaded header is unreadable, or its
+        segments lie outside this boot's crash kernel reservation.
     :raises HeaderError: the loaded header does not parse.
     """
     kexec = kexec or read_kexec_state(root)
-    if kexec.kernel_updates or snap.file_load or snap.header is None:
-        return Plan(snap, kexec, decide(snap, None, None, kexec.kernel_updates))
+    crash_loaded = kexec.crash_loaded or reload_unloaded
+    if not crash_loaded or kexec.kernel_updates or snap.file_load or snap.header is None:
+        return Plan(
+            snap,
+            kexec,
+            decide(snap, None, None, kexec.kernel_updates, crash_loaded=crash_loaded),
+        )
     loaded = snap.loaded_header()
     current = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
     notes: list[str] = []
@@ -188,10 +225,18 @@ def make(snap: Snapshot, root: Root, kexec: KexecState | None = None) -> Plan:
             break
         notes.append("the system changed while the header was built; built again")
     target = elfcore.parse(wanted)
+    _check_placement(snap, system)
     return Plan(
         snap,
         kexec,
-        decide(snap, loaded, wanted, kexec.kernel_updates),
+        decide(
+            snap,
+            loaded,
+            wanted,
+            kexec.kernel_updates,
+            crash_loaded=crash_loaded,
+            uncertain=snap.intent is not None,
+        ),
         system=system,
         loaded=loaded,
         wanted=wanted,
@@ -200,3 +245,19 @@ def make(snap: Snapshot, root: Root, kexec: KexecState | None = None) -> Plan:
         diff=diff_headers(current, target, system.cpus),
         notes=tuple(notes),
     )
+
+
+def _check_placement(snap: Snapshot, system: SystemState) -> None:
+    # Every segment must lie in this boot's "Crash kernel" reservation: a
+    # snapshot from another boot (KASLR moves the reservation) would be
+    # refused by the kernel at best (kernel/kexec_core.c
+    # sanity_check_segment_list()).
+    reserved = system.memory.crash_reserved
+    for i, seg in enumerate(snap.segments):
+        end = seg.mem + seg.memsz - 1
+        if seg.memsz and not any(r.start <= seg.mem and end <= r.end for r in reserved):
+            raise SnapshotError(
+                f"{snap.path}: segment {i} at {seg.mem:#x}-{end:#x} lies outside the crash "
+                "kernel reservation in /proc/iomem (a snapshot from another boot?); "
+                "load again with 'kexecd load' or 'kexecd adopt'"
+            )

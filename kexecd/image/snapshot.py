@@ -11,20 +11,23 @@ what is loaded now: ``loaded-header.bin`` and ``loaded.json``. A new
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
 import os
-import shlex
 import shutil
+import stat
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.errors import SnapshotError
 from kexecd.files import timestamp, write_atomic
+from kexecd.image import statedir
+from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode
 from kexecd.image.purgatory import DigestLocation, locate
 
 __all__ = [
@@ -33,40 +36,18 @@ __all__ = [
     "create",
     "files_signature",
     "open_snapshot",
-    "state_dir_ready",
+    "recover",
 ]
 
 SNAPSHOT = "snapshot"
 MANIFEST = "manifest.json"
 LOADED_HEADER = "loaded-header.bin"
 LOADED = "loaded.json"
-FORMAT = 1
+INTENT = "loading.json"
+MAX_MANIFEST = 1 << 20
+MAX_HEADER = 64 << 20  # kexec-tools' largest header is 1.8 MB
 
 FilesSignature = tuple[tuple[str, int, int, int], ...]
-
-
-@dataclass(frozen=True)
-class Source:
-    """The distro's record of the command, for an adopted crash kernel.
-
-    :ivar path: the file the command was read from (kdump-tools' ``kexec_cmd``).
-    :ivar command: the command line in it.
-    :ivar signature: the file's inode, size and mtime when it was read: the
-        distro rewrites it on each load, so a new signature means a new load.
-    """
-
-    path: str
-    command: str
-    sha256: str
-    signature: tuple[int, int, int]
-
-    @property
-    def words(self) -> list[str]:
-        """The command's words as its shell splits them (for people)."""
-        try:
-            return shlex.split(self.command)
-        except ValueError:
-            return self.command.split()
 
 
 def _segment_file(index: int) -> str:
@@ -121,22 +102,34 @@ class Snapshot:
                 )
 
     def loaded_header(self) -> bytes:
-        """The ELF core header loaded now."""
-        path = self.path / LOADED_HEADER
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise SnapshotError(
-                f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
-            ) from None
+        """The ELF core header loaded now (as kexecd last recorded it)."""
+        return statedir.read_file(self.path, LOADED_HEADER, MAX_HEADER)
 
     def loaded_info(self) -> dict[str, Any]:
-        """What ``loaded.json`` says of the last load: time, digest, how."""
-        info: dict[str, Any] = json.loads((self.path / LOADED).read_text())
-        return info
+        """What ``loaded.json`` says of the last load: time, digest, how.
+
+        :raises SnapshotError: missing, or not a JSON object.
+        """
+        return _json_object(self.path, LOADED)
+
+    @property
+    def intent(self) -> dict[str, Any] | None:
+        """A load begun and not recorded (kexecd was killed in between), or ``None``.
+
+        Then the kernel holds either the recorded header or the new one:
+        which, nobody knows, so the next refresh loads the wanted one.
+        """
+        if not os.path.lexists(self.path / INTENT):
+            return None
+        return _json_object(self.path, INTENT)
+
+    def record_intent(self, header: bytes) -> None:
+        """Say, before ``kexec_load``, which header is about to be loaded."""
+        info = {"time": timestamp(), "header_sha256": hashlib.sha256(header).hexdigest()}
+        write_atomic(self.path / INTENT, (json.dumps(info) + "\n").encode())
 
     def record_loaded(self, header: bytes, digest: bytes | None, how: str) -> None:
-        """Remember what is loaded now (atomically, header first)."""
+        """Remember what is loaded now (atomically, header first), then drop the intent."""
         write_atomic(self.path / LOADED_HEADER, header)
         info = {
             "time": timestamp(),
@@ -145,6 +138,19 @@ class Snapshot:
             "digest": digest.hex() if digest else None,
         }
         write_atomic(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / INTENT).unlink()
+
+
+def _json_object(directory: Path, name: str) -> dict[str, Any]:
+    data = statedir.read_file(directory, name, 65536)
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise SnapshotError(f"{directory / name}: not a JSON object; run 'kexecd load' again")
+    return info
 
 
 def files_signature(state_dir: Path) -> FilesSignature:
@@ -165,21 +171,36 @@ def files_signature(state_dir: Path) -> FilesSignature:
     return tuple(out)
 
 
-def _map(path: Path, size: int) -> Buffer:
-    # A segment's bytes, memory-mapped read-only from its file.
+def _map(directory: Path, index: int, size: int) -> Buffer:
+    # A segment's bytes, memory-mapped read-only from its file: a regular
+    # file (no symlink) in the snapshot directory, of the manifest's size.
     if size == 0:
         return b""
+    path = directory / _segment_file(index)
+    fix = "run 'kexecd load' again"
     try:
-        with path.open("rb") as f:
-            return memoryview(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ))
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(
+                path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
+            )
+        finally:
+            os.close(dfd)
     except OSError as e:
-        raise SnapshotError(
-            f"{path}: cannot read: {e.strerror}; run 'kexecd load' again"
-        ) from None
-    except ValueError:  # mmap of an empty file
-        raise SnapshotError(
-            f"{path}: empty, but the manifest says {size} bytes; run 'kexecd load' again"
-        ) from None
+        raise SnapshotError(f"{path}: cannot open ({e.strerror}); {fix}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SnapshotError(f"{path}: not a regular file; {fix}")
+        if st.st_size != size:
+            raise SnapshotError(
+                f"{path}: {st.st_size} bytes, but the manifest says {size} (truncated?); {fix}"
+            )
+        return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ))
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot map: {e.strerror}; {fix}") from None
+    finally:
+        os.close(fd)
 
 
 def _find_header(segments: Sequence[Buffer]) -> int | None:
@@ -189,17 +210,24 @@ def _find_header(segments: Sequence[Buffer]) -> int | None:
     return found[-1] if found else None
 
 
-def state_dir_ready(state_dir: Path) -> None:
-    """Create the state directory, mode 0700."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create(
     state_dir: Path, argv: Sequence[str], cap: LoadCapture, source: Source | None = None
 ) -> Snapshot:
-    """Write the snapshot of a traced kexec-tools load, replacing any older one."""
-    state_dir_ready(state_dir)
+    """Write the snapshot of a traced kexec-tools load, replacing any older one.
+
+    The new directory is written and synced beside the old one, then swapped
+    in with two renames; :func:`recover` finishes a swap that was cut short.
+    """
+    statedir.ready(state_dir)
+    recover(state_dir)
     new = state_dir / f".{SNAPSHOT}.new"
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(mode=0o700)
@@ -212,109 +240,116 @@ def create(
     digest = None
     if header is not None and purgatory is not None:
         digest = locate(cap.segments, purgatory, header)
-    records = []
     for i, s in enumerate(cap.segments):
-        name = _segment_file(i)
-        (new / name).write_bytes(s.buf)
-        records.append(
-            {
-                "index": i,
-                "mem": s.mem,
-                "memsz": s.memsz,
-                "bufsz": len(s.buf),
-                "sha256": hashlib.sha256(s.buf).hexdigest(),
-                "file": name,
-            }
-        )
-    manifest = {
-        "format": FORMAT,
-        "argv": list(argv),
-        "created": timestamp(),
-        "syscall": cap.call.name.lower(),
-        "entry": cap.entry,
-        "flags": cap.flags,
-        "cmdline": cap.cmdline.decode(errors="replace") if cap.cmdline else None,
-        "segments": records,
-        "header": header,
-        "purgatory": purgatory,
-        "source": None if source is None else asdict(source),
-        "digest": None
-        if digest is None
-        else {
-            "offset": digest.digest_offset,
-            "regions_offset": digest.regions_offset,
-            "header_hashed": digest.header_hashed,
-            "prefix_state": digest.prefix_state.hex() if digest.prefix_state else None,
-        },
-    }
-    write_atomic(new / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    snap = _parse(new, manifest)
+        write_atomic(new / _segment_file(i), bytes(s.buf))
+    manifest = Manifest(
+        argv=tuple(argv),
+        created=timestamp(),
+        file_load=file_load,
+        entry=cap.entry,
+        flags=cap.flags,
+        cmdline=cap.cmdline.decode(errors="replace") if cap.cmdline else None,
+        segments=tuple(
+            SegmentInfo(s.mem, s.memsz, len(s.buf), hashlib.sha256(s.buf).hexdigest())
+            for s in cap.segments
+        ),
+        header=header,
+        purgatory=purgatory,
+        digest=digest,
+        source=source,
+    )
+    data = encode(manifest)
+    write_atomic(new / MANIFEST, data)
+    snap = _parse(new, decode(data, str(new / MANIFEST)))
     if header is not None:
         snap.record_loaded(bytes(bufs[header]), None, "kexec-tools")
     else:
         info = {"time": timestamp(), "how": "kexec-tools"}
         write_atomic(new / LOADED, (json.dumps(info) + "\n").encode())
+    _fsync_dir(new)
     final = state_dir / SNAPSHOT
     old = state_dir / f".{SNAPSHOT}.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     new.rename(final)
+    _fsync_dir(state_dir)
     shutil.rmtree(old, ignore_errors=True)
     return open_snapshot(state_dir)
 
 
-def _parse(path: Path, m: dict[str, Any]) -> Snapshot:
-    d = m.get("digest")
-    src = m.get("source")
-    records = m["segments"]
+def recover(state_dir: Path) -> str | None:
+    """Finish a snapshot swap cut short (``kexecd load`` killed between its renames).
+
+    :returns: what was done, for the log, or ``None`` if nothing was needed.
+    """
+    final = state_dir / SNAPSHOT
+    new, old = state_dir / f".{SNAPSHOT}.new", state_dir / f".{SNAPSHOT}.old"
+    if os.path.lexists(final):
+        shutil.rmtree(old, ignore_errors=True)
+        return None
+    for candidate, what in ((new, "the new snapshot"), (old, "the previous snapshot")):
+        if candidate.is_dir() and not candidate.is_symlink():
+            try:
+                _parse(
+                    candidate,
+                    decode(statedir.read_file(candidate, MANIFEST, MAX_MANIFEST), str(candidate)),
+                )
+            except SnapshotError:
+                continue  # incomplete: the other one, if any
+            candidate.rename(final)
+            _fsync_dir(state_dir)
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(new, ignore_errors=True)
+            return f"an interrupted 'kexecd load' was completed: {what} is in place"
+    return None
+
+
+def _parse(path: Path, m: Manifest) -> Snapshot:
+    segments = tuple(
+        Segment(_map(path, i, s.bufsz), s.mem, s.memsz) for i, s in enumerate(m.segments)
+    )
+    if m.header is not None and segments[m.header].buf[:4] != b"\x7fELF":
+        raise SnapshotError(
+            f"{path / _segment_file(m.header)}: the header segment is not an ELF core "
+            "header; run 'kexecd load' again"
+        )
     return Snapshot(
         path=path,
-        argv=tuple(m["argv"]),
-        created=m["created"],
-        file_load=m["syscall"] == "kexec_file_load",
-        entry=m["entry"],
-        flags=m["flags"],
-        segments=tuple(
-            Segment(_map(path / _segment_file(i), r["bufsz"]), r["mem"], r["memsz"])
-            for i, r in enumerate(records)
-        ),
-        sha256=tuple(r["sha256"] for r in records),
-        header=m["header"],
-        purgatory=m["purgatory"],
-        digest=None
-        if d is None
-        else DigestLocation(
-            d["offset"],
-            d["regions_offset"],
-            d["header_hashed"],
-            bytes.fromhex(d["prefix_state"]) if d["prefix_state"] else None,
-        ),
-        source=None
-        if src is None
-        else Source(src["path"], src["command"], src["sha256"], tuple(src["signature"])),
+        argv=m.argv,
+        created=m.created,
+        file_load=m.file_load,
+        entry=m.entry,
+        flags=m.flags,
+        segments=segments,
+        sha256=tuple(s.sha256 for s in m.segments),
+        header=m.header,
+        purgatory=m.purgatory,
+        digest=m.digest,
+        source=m.source,
     )
 
 
 def open_snapshot(state_dir: Path) -> Snapshot:
-    """Read the snapshot in ``state_dir``.
+    """Read the snapshot in ``state_dir``, its manifest checked, its files mapped.
 
-    :raises SnapshotError: there is none, or its manifest is unreadable.
+    :raises SnapshotError: there is none, the state directory is not one
+        only root can write, or the manifest or a file is malformed.
     """
+    statedir.check_dir(state_dir)
     path = state_dir / SNAPSHOT
-    manifest = path / MANIFEST
-    try:
-        m = json.loads(manifest.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
+        left = [n for n in (f".{SNAPSHOT}.new", f".{SNAPSHOT}.old") if (state_dir / n).exists()]
+        hint = (
+            f"; an interrupted 'kexecd load' left {', '.join(left)}: 'kexecd refresh' or the "
+            "daemon completes it"
+            if left
+            else ""
+        )
         raise SnapshotError(
-            f"{manifest}: no snapshot; load the crash kernel with "
-            "'kexecd load -- kexec -p ...' first"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise SnapshotError(f"{manifest}: unreadable ({e}); run 'kexecd load' again") from None
-    try:
-        if m.get("format") != FORMAT:
-            raise KeyError("format")
-        return _parse(path, m)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SnapshotError(f"{manifest}: malformed ({e}); run 'kexecd load' again") from None
+            f"{path / MANIFEST}: no snapshot; load the crash kernel with "
+            f"'kexecd load -- kexec -p ...' or 'kexecd adopt' first{hint}"
+        )
+    statedir.check_dir(path)
+    data = statedir.read_file(path, MANIFEST, MAX_MANIFEST)
+    return _parse(path, decode(data, str(path / MANIFEST)))

@@ -24,16 +24,26 @@ ARGV = ["kexec", "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x
 
 
 class FakeBackend:
-    """Records every load; fails the first ``fail`` of them."""
+    """Records every load; fails the first ``fail`` of them with ``error``.
 
-    def __init__(self, fail: int = 0) -> None:
+    With a fake ``root``, it keeps ``sys/kernel/kexec_crash_loaded`` as the
+    kernel would (kernel/kexec.c, 6.1): EBUSY comes before anything is
+    touched; any later failure has freed the old crash image already.
+    """
+
+    def __init__(self, fail: int = 0, root: Path | None = None, error: int = errno.ENOMEM) -> None:
         self.loads: list[tuple[int, int, list[bytes]]] = []
         self.fail = fail
+        self.root = root
+        self.error = error
 
     def load(self, entry: int, flags: int, segments: Sequence[Segment]) -> None:
         self.loads.append((entry, flags, [bytes(s.buf) for s in segments]))
-        if len(self.loads) <= self.fail:
-            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        failed = len(self.loads) <= self.fail
+        if self.root is not None and not (failed and self.error == errno.EBUSY):
+            (self.root / "sys/kernel/kexec_crash_loaded").write_text("0\n" if failed else "1\n")
+        if failed:
+            raise OSError(self.error, os.strerror(self.error))
 
 
 def tracer_for(cap: LoadCapture) -> loader.Tracer:

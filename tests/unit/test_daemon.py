@@ -128,7 +128,7 @@ def test_reconciles_at_start(env: tuple[Config, Path]) -> None:
 def test_failed_load_is_counted_and_rolled_back(env: tuple[Config, Path]) -> None:
     cfg, tmp = env
     switch_root(tmp, "hotadd")
-    backend = FakeBackend(fail=1)
+    backend = FakeBackend(fail=1, root=tmp / "root-hotadd")
     daemon = Daemon(cfg, FakeMonitor(), backend=backend)
     rec = daemon.reconcile("start")
     assert rec.action == "failed" and "previous image was loaded again" in str(rec.error)

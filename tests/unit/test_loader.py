@@ -7,6 +7,7 @@ demand) stands in for the kernel; the VM tier does the real thing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import stat
@@ -124,9 +125,10 @@ def test_hot_remove_after_hot_add(state: Path, tmp_path: Path) -> None:
 
 
 def test_failed_load_rolls_back(state: Path, tmp_path: Path) -> None:
-    backend = FakeBackend(fail=1)
+    root = loaded_root("hotadd", tmp_path)
+    backend = FakeBackend(fail=1, root=root)
     with pytest.raises(LoadError, match="previous image was loaded again"):
-        loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+        loader.refresh(state, root=Root(root), backend=backend)
     new, old = backend.loads
     assert new[2][5] == Capture(DATA / "hotadd").header
     assert old[2] == [s.buf for s in image("boot").segments]  # exactly the previous image
@@ -134,10 +136,25 @@ def test_failed_load_rolls_back(state: Path, tmp_path: Path) -> None:
 
 
 def test_failed_rollback_says_no_crash_kernel(state: Path, tmp_path: Path) -> None:
-    backend = FakeBackend(fail=2)
+    root = loaded_root("hotadd", tmp_path)
+    backend = FakeBackend(fail=2, root=root)
     with pytest.raises(LoadError, match="NO CRASH KERNEL IS LOADED"):
-        loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+        loader.refresh(state, root=Root(root), backend=backend)
     assert len(backend.loads) == 2
+
+
+def test_busy_kernel_keeps_the_image(state: Path, tmp_path: Path) -> None:
+    # EBUSY twice used to report NO CRASH KERNEL IS LOADED: the kernel had
+    # touched nothing. Now kexec_crash_loaded decides, and nothing is undone.
+    root = loaded_root("hotadd", tmp_path)
+    backend = FakeBackend(fail=2, root=root, error=errno.EBUSY)
+    with pytest.raises(LoadError, match="the kernel kept the previous image \\(it was busy\\)"):
+        loader.refresh(state, root=Root(root), backend=backend)
+    assert len(backend.loads) == 1
+    snap = open_snapshot(state)
+    assert snap.loaded_header() == Capture(DATA / "boot").header and snap.intent is None
+    r = loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
+    assert r.decision.action is Action.RELOAD_HEADER and r.loaded
 
 
 def test_corrupt_snapshot_is_refused_before_any_load(state: Path, tmp_path: Path) -> None:

@@ -1,0 +1,249 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""``manifest.json``: the snapshot's layout, checked as untrusted input.
+
+The manifest says what kexecd hands to ``kexec_load`` as root, and which
+command it runs again on a full reload, so nothing in it is believed until it
+is checked: the types of every field, segments that the kernel could accept
+(at most ``KEXEC_SEGMENT_MAX``, sorted, not overlapping, as kexec-tools
+passes them; the kernel checks alignment itself in kernel/kexec_core.c
+sanity_check_segment_list()), the entry inside purgatory,
+purgatory's digest and regions inside purgatory's buffer, a SHA-256 state
+that the C core accepts. A manifest that fails any check is refused whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+
+from kexecd.core import Sha256
+from kexecd.errors import SnapshotError
+from kexecd.image.purgatory import DIGEST_SIZE, SHA256_REGIONS, DigestLocation
+
+__all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode"]
+
+FORMAT = 1
+# include/uapi/linux/kexec.h KEXEC_SEGMENT_MAX.
+MAX_SEGMENTS = 16
+U64 = 1 << 64
+MAX_ARGV = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The distro's record of the command, for an adopted crash kernel.
+
+    :ivar path: the file the command was read from (kdump-tools' ``kexec_cmd``).
+    :ivar command: the command line in it.
+    :ivar signature: the file's inode, size and mtime when it was read: the
+        distro rewrites it on each load, so a new signature means a new load.
+    """
+
+    path: str
+    command: str
+    sha256: str
+    signature: tuple[int, int, int]
+
+    @property
+    def words(self) -> list[str]:
+        """The command's words as its shell splits them (for people)."""
+        import shlex
+
+        try:
+            return shlex.split(self.command)
+        except ValueError:
+            return self.command.split()
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One segment as the manifest records it (its bytes are in ``seg-NN.bin``)."""
+
+    mem: int
+    memsz: int
+    bufsz: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The checked content of ``manifest.json``."""
+
+    argv: tuple[str, ...]
+    created: str
+    file_load: bool
+    entry: int
+    flags: int
+    cmdline: str | None
+    segments: tuple[SegmentInfo, ...]
+    header: int | None
+    purgatory: int | None
+    digest: DigestLocation | None
+    source: Source | None
+
+
+def encode(m: Manifest) -> bytes:
+    """The JSON form (format 1: what kexecd 0.1 wrote, plus ``source``)."""
+    d = m.digest
+    data = {
+        "format": FORMAT,
+        "argv": list(m.argv),
+        "created": m.created,
+        "syscall": "kexec_file_load" if m.file_load else "kexec_load",
+        "entry": m.entry,
+        "flags": m.flags,
+        "cmdline": m.cmdline,
+        "segments": [
+            {**asdict(s), "index": i, "file": f"seg-{i:02d}.bin"} for i, s in enumerate(m.segments)
+        ],
+        "header": m.header,
+        "purgatory": m.purgatory,
+        "source": None if m.source is None else asdict(m.source),
+        "digest": None
+        if d is None
+        else {
+            "offset": d.digest_offset,
+            "regions_offset": d.regions_offset,
+            "header_hashed": d.header_hashed,
+            "prefix_state": d.prefix_state.hex() if d.prefix_state else None,
+        },
+    }
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+class _Bad(Exception):
+    pass
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = U64 - 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _Bad(f"{what} must be an integer in [{lo}, {hi:#x}], not {v!r:.40}")
+    return v
+
+
+def _str(v: object, what: str, limit: int = 65536) -> str:
+    if not isinstance(v, str) or len(v) > limit:
+        raise _Bad(f"{what} must be a string (at most {limit} characters)")
+    return v
+
+
+def _index(v: object, what: str, n: int) -> int | None:
+    return None if v is None else _int(v, what, 0, n - 1)
+
+
+def _segments(v: object) -> tuple[SegmentInfo, ...]:
+    if not isinstance(v, list) or len(v) > MAX_SEGMENTS:
+        raise _Bad(f"segments must be a list of at most {MAX_SEGMENTS}")
+    out: list[SegmentInfo] = []
+    for i, s in enumerate(v):
+        if not isinstance(s, dict):
+            raise _Bad(f"segment {i} is not an object")
+        mem = _int(s.get("mem"), f"segment {i} mem")
+        memsz = _int(s.get("memsz"), f"segment {i} memsz", 0, U64 - 1 - mem)
+        bufsz = _int(s.get("bufsz"), f"segment {i} bufsz", 0, memsz)
+        sha = _str(s.get("sha256"), f"segment {i} sha256")
+        if not _HEX64.match(sha):
+            raise _Bad(f"segment {i} sha256 is not a SHA-256 in hex")
+        if out and mem < out[-1].mem + out[-1].memsz:
+            raise _Bad(f"segment {i} at {mem:#x} overlaps or precedes segment {i - 1}")
+        out.append(SegmentInfo(mem, memsz, bufsz, sha))
+    return tuple(out)
+
+
+def _digest(v: object, purgatory: SegmentInfo | None) -> DigestLocation | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or purgatory is None:
+        raise _Bad("digest must be an object, and needs a purgatory segment")
+    size = purgatory.bufsz
+    offset = _int(v.get("offset"), "digest offset", 0, max(0, size - DIGEST_SIZE))
+    regions = v.get("regions_offset")
+    if regions is not None:
+        regions = _int(regions, "digest regions_offset", 0, max(0, size - 16 * SHA256_REGIONS))
+    hashed = v.get("header_hashed")
+    if not isinstance(hashed, bool):
+        raise _Bad("digest header_hashed must be true or false")
+    prefix = v.get("prefix_state")
+    state = None
+    if prefix is not None:
+        try:
+            state = bytes.fromhex(_str(prefix, "digest prefix_state", 1024))
+            Sha256(state)
+        except ValueError as e:
+            raise _Bad(f"digest prefix_state is not a SHA-256 state ({e})") from None
+    if hashed and state is None:
+        raise _Bad("digest prefix_state is missing for a hashed header")
+    return DigestLocation(offset, regions, hashed, state)
+
+
+def _source(v: object) -> Source | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise _Bad("source must be an object")
+    sig = v.get("signature")
+    if not isinstance(sig, list) or len(sig) != 3:
+        raise _Bad("source signature must be [inode, size, mtime]")
+    a, b, c = (_int(x, "source signature") for x in sig)
+    return Source(
+        _str(v.get("path"), "source path", 4096),
+        _str(v.get("command"), "source command"),
+        _str(v.get("sha256"), "source sha256", 64),
+        (a, b, c),
+    )
+
+
+def decode(data: bytes, name: str) -> Manifest:
+    """Parse and check ``manifest.json``.
+
+    :raises SnapshotError: not JSON, another format, or any field out of
+        place; the message names the file and the field.
+    """
+    fix = "run 'kexecd load' (or 'kexecd adopt') again"
+    try:
+        m = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise SnapshotError(f"{name}: unreadable (not JSON: {str(e)[:80]}); {fix}") from None
+    try:
+        if not isinstance(m, dict):
+            raise _Bad("not a JSON object")
+        if m.get("format") != FORMAT:
+            raise _Bad(f"format {m.get('format')!r:.20}, not {FORMAT}")
+        argv = m.get("argv")
+        if (
+            not isinstance(argv, list)
+            or not 0 < len(argv) <= MAX_ARGV
+            or not all(isinstance(a, str) and "\0" not in a for a in argv)
+        ):
+            raise _Bad("argv must be a non-empty list of strings")
+        syscall = m.get("syscall")
+        if syscall not in ("kexec_load", "kexec_file_load"):
+            raise _Bad(f"syscall {syscall!r:.40} is neither kexec_load nor kexec_file_load")
+        segments = _segments(m.get("segments"))
+        header = _index(m.get("header"), "header", len(segments))
+        purgatory = _index(m.get("purgatory"), "purgatory", len(segments))
+        entry = _int(m.get("entry"), "entry")
+        if purgatory is not None:
+            p = segments[purgatory]
+            if not p.mem <= entry < p.mem + p.memsz:
+                raise _Bad(f"entry {entry:#x} is not inside purgatory (segment {purgatory})")
+            if purgatory == header:
+                raise _Bad("the header and purgatory are the same segment")
+        cmdline = m.get("cmdline")
+        return Manifest(
+            argv=tuple(argv),
+            created=_str(m.get("created"), "created", 64),
+            file_load=syscall == "kexec_file_load",
+            entry=entry,
+            flags=_int(m.get("flags"), "flags"),
+            cmdline=None if cmdline is None else _str(cmdline, "cmdline"),
+            segments=segments,
+            header=header,
+            purgatory=purgatory,
+            digest=_digest(m.get("digest"), None if purgatory is None else segments[purgatory]),
+            source=_source(m.get("source")),
+        )
+    except _Bad as e:
+        raise SnapshotError(f"{name}: malformed: {e}; {fix}") from None

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The state directory as a trusted place: who owns it, one lock, no symlinks.
+
+Everything kexecd loads into the kernel comes from here, so the directory is
+checked before anything in it is read: owned by root (by the user running
+kexecd, in tests), not writable by group or others, not a symlink. Files in
+it are opened relative to the directory's descriptor with ``O_NOFOLLOW``, and
+must be regular files.
+
+Every writer (``kexecd load``, ``refresh``, ``adopt``, the daemon) holds
+:func:`locked` across read, verify, load and record, so two of them cannot
+interleave into a mixed image; readers (``status``) take it shared. The lock
+is re-entrant within a process (an adoption loads, then refreshes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from kexecd.errors import SnapshotError
+
+__all__ = ["LOCK", "check_dir", "locked", "read_file", "ready"]
+
+LOCK = ".lock"
+# Readers wait this long for a writer (a full reload under TCG takes seconds).
+WAIT_SECONDS = 60.0
+
+_held: dict[str, list[int]] = {}  # path -> [fd, depth], this process's locks
+
+
+def ready(state_dir: Path) -> None:
+    """Create the state directory (mode 0700) if needed, then :func:`check_dir` it."""
+    with contextlib.suppress(FileExistsError):
+        state_dir.mkdir(mode=0o700, parents=True)
+    check_dir(state_dir)
+
+
+def check_dir(path: Path) -> None:
+    """Refuse a directory that someone but its owner could have written into.
+
+    :raises SnapshotError: not a directory (a symlink counts as not), not
+        owned by this user (root), or group/world-writable.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"{path}: no state directory, so no snapshot; load the crash kernel with "
+            "'kexecd load -- kexec -p ...' or 'kexecd adopt' first"
+        ) from None
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot read: {e.strerror}; run kexecd as root") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SnapshotError(f"{path}: not a directory (a symlink?); remove it and load again")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SnapshotError(
+            f"{path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}; "
+            f"what is loaded as root must come from a directory only root can write: "
+            f"chown root and chmod 0700 it"
+        )
+
+
+def read_file(directory: Path, name: str, limit: int) -> bytes:
+    """Read the regular file ``name`` in ``directory``, at most ``limit`` bytes.
+
+    :raises SnapshotError: missing, a symlink, not a regular file, larger
+        than ``limit``, or unreadable.
+    """
+    path = directory / name
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise SnapshotError(f"{directory}: cannot open: {e.strerror}") from None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: missing; run 'kexecd load' again") from None
+    except OSError as e:
+        raise SnapshotError(
+            f"{path}: cannot open ({e.strerror}; a symlink?); run 'kexecd load' again"
+        ) from None
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SnapshotError(f"{path}: not a regular file; run 'kexecd load' again")
+        if st.st_size > limit:
+            raise SnapshotError(f"{path}: {st.st_size} bytes, more than {limit}; load again")
+        return f.read(limit + 1)[:limit]
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path, *, shared: bool = False, wait: float = WAIT_SECONDS) -> Iterator[None]:
+    """Hold the state directory's lock (``STATE_DIR/.lock``, flock).
+
+    :param shared: for readers; writers hold it exclusively.
+    :raises SnapshotError: another kexecd held it for ``wait`` seconds.
+    """
+    key = str(state_dir.resolve())
+    held = _held.get(key)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    path = state_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot open the lock: {e.strerror}") from None
+    try:
+        deadline = time.monotonic() + wait
+        how = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        while True:
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SnapshotError(
+                        f"{path}: another kexecd (load, refresh, adopt or the daemon) has "
+                        f"held it for {wait:.0f} s; try again when it is done"
+                    ) from None
+                time.sleep(0.05)
+        _held[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)
