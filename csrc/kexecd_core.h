@@ -269,8 +269,9 @@ int kexecd_watch_open(int *fd_ret);
 
 /**
  * kexecd_watch_dir() - report changes to the entries of directory @path:
- *	a file written and closed, created, deleted, renamed in or out, or its
- *	attributes changed.
+ *	a file modified, written and closed, created, deleted, renamed in or
+ *	out, or its attributes changed; and the directory itself deleted or
+ *	moved. Several directories may share one @fd.
  * Return: 0 or -errno (-ENOENT when @path does not exist).
  */
 int kexecd_watch_dir(int fd, const char *path);

@@ -23,8 +23,8 @@ int kexecd_watch_open(int *fd_ret)
 
 int kexecd_watch_dir(int fd, const char *path)
 {
-	uint32_t mask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
-			IN_ATTRIB | IN_ONLYDIR;
+	uint32_t mask = IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+			IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
 	if (inotify_add_watch(fd, path, mask) < 0)
 		return -errno;

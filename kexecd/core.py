@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -369,32 +370,48 @@ def kexec_load(entry: int, flags: int, segments: Sequence[Segment]) -> None:
 # -- watching a directory -------------------------------------------------------
 
 
-def watch_dir(path: str | os.PathLike[str]) -> int:
-    """An inotify descriptor reporting changes to the entries of directory ``path``.
+def watch_dir(path: str | os.PathLike[str], fd: int | None = None) -> int:
+    """Report changes to the entries of directory ``path`` on an inotify descriptor.
 
-    Non-blocking and close-on-exec: select on it, then :func:`drain_watch`
-    and look at the file again. The caller closes it.
+    A new descriptor (non-blocking, close-on-exec; the caller closes it)
+    unless ``fd`` is given; several directories may share one. Select on it,
+    then :func:`drain_watch`.
 
     :raises OSError: ``ENOENT`` when ``path`` does not exist, or the errno
         of inotify.
     """
-    fd = ffi.new("int *")
-    _check(lib.kexecd_watch_open(fd), "inotify")
-    try:
-        _check(lib.kexecd_watch_dir(fd[0], os.fsencode(path)), os.fsdecode(path))
-    except OSError:
-        os.close(fd[0])
-        raise
-    return int(fd[0])
+    if fd is None:
+        new = ffi.new("int *")
+        _check(lib.kexecd_watch_open(new), "inotify")
+        fd = int(new[0])
+        try:
+            _check(lib.kexecd_watch_dir(fd, os.fsencode(path)), os.fsdecode(path))
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+    _check(lib.kexecd_watch_dir(fd, os.fsencode(path)), os.fsdecode(path))
+    return fd
 
 
-def drain_watch(fd: int) -> bool:
-    """Read every pending event of a :func:`watch_dir` descriptor; whether there was one."""
-    seen = False
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
+
+
+def drain_watch(fd: int) -> list[str]:
+    """Read every pending event of a :func:`watch_dir` descriptor.
+
+    :returns: the names of the entries that changed, in order; ``""`` for an
+        event on a watched directory itself.
+    """
+    names: list[str] = []
     while True:
         try:
-            if not os.read(fd, 65536):
-                return seen
+            data = os.read(fd, 65536)
         except BlockingIOError:
-            return seen
-        seen = True
+            return names
+        pos = 0
+        while pos + _EVENT.size <= len(data):
+            _wd, _mask, _cookie, length = _EVENT.unpack_from(data, pos)
+            raw = data[pos + _EVENT.size : pos + _EVENT.size + length]
+            names.append(os.fsdecode(raw.rstrip(b"\0")))
+            pos += _EVENT.size + length

@@ -12,6 +12,7 @@ __all__ = [
     "HeaderError",
     "KexecdError",
     "LoadError",
+    "ServiceError",
     "SnapshotError",
     "StateFileError",
     "SystemStateError",
@@ -44,7 +45,19 @@ class StateFileError(KexecdError):
 
 
 class LoadError(KexecdError):
-    """A load of the crash kernel failed (and what was done about it)."""
+    """A load of the crash kernel failed (and what was done about it).
+
+    :ivar image_lost: the failure left no crash kernel loaded (the kernel
+        frees the old image before loading a new one).
+    """
+
+    def __init__(self, message: str, *, image_lost: bool = False) -> None:
+        super().__init__(message)
+        self.image_lost = image_lost
+
+
+class ServiceError(KexecdError):
+    """The daemon cannot run as asked (another instance holds its runtime directory)."""
 
 
 class AdoptError(KexecdError):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,7 +138,11 @@ def run(
     log = setup_logging(verbose)
     monitor = UdevMonitor(cfg.source)
     log.info("watching cpu and memory uevents (%s); snapshot in %s", cfg.source, cfg.state_dir)
-    return Daemon(cfg, monitor).run()
+    try:
+        return Daemon(cfg, monitor).run()
+    except KexecdError as e:
+        _err("run", e)
+        return 2
 
 
 def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int:
@@ -145,7 +150,10 @@ def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int
     from kexecd.cli import status as st
 
     report = st.gather(state_dir, root, runtime_dir)
-    print(st.to_json(report) if as_json else st.render(report))
+    try:
+        print(st.to_json(report) if as_json else st.render(report), flush=True)
+    except BrokenPipeError:  # kexecd status | head -1: the exit code still counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return report.exit_code
 
 

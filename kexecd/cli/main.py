@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,10 +171,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What needs root: the state directory is root's (0700), kexec_load needs
+# CAP_SYS_BOOT, the udev rules directory in /run is root's.
+ROOT_ONLY = ("load", "adopt", "mask", "unmask", "refresh", "run", "status")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kexecd`` command line; return its exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (kexecd status | head -1): no traceback. As
+        # the Python documentation advises, point stdout at /dev/null so the
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ROOT_ONLY and os.geteuid() != 0:
+        print(
+            f"kexecd {args.command}: run as root (the state directory is root's, and "
+            "kexec_load needs CAP_SYS_BOOT)",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "load":
         argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
         return commands.load(argv, args.state_dir)

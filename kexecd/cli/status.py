@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.errors import KexecdError
-from kexecd.image import plan
+from kexecd.image import plan, statedir
 from kexecd.image.plan import Plan, Why
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.snapshot import Snapshot, open_snapshot
 from kexecd.model import human
 from kexecd.service import udevmask
 from kexecd.service.statefile import DaemonState, read_state
@@ -27,6 +27,8 @@ from kexecd.system.root import Root
 __all__ = ["EXIT_CURRENT", "EXIT_ERROR", "EXIT_NOT_LOADED", "EXIT_STALE", "Status", "gather"]
 
 EXIT_CURRENT, EXIT_STALE, EXIT_ERROR, EXIT_NOT_LOADED = 0, 1, 2, 3
+# How long status waits for a writer (load, refresh, adopt) to finish.
+LOCK_WAIT = 10.0
 
 
 @dataclass
@@ -103,26 +105,30 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
     try:
-        snap = open_snapshot(state_dir)
-        src = snap.source
-        st.image = describe_image(src.words if src else snap.argv)
-        if src:
-            st.image["adopted_from"] = src.path
-        st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
-        info = snap.loaded_info()
-        st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
-        cmdline = st.image.get("cmdline") or ""
-        if "acpi_no_memhotplug" not in cmdline.split():
-            st.hazards.append(
-                "the crash kernel's command line lacks acpi_no_memhotplug: it may online "
-                "hot-added DIMMs and write over memory it should dump"
-            )
-        _render_plan(st, plan.make(snap, root, kstate))
+        with statedir.locked(state_dir, shared=True, wait=LOCK_WAIT):
+            _render_snapshot(st, open_snapshot(state_dir), root, kstate)
     except KexecdError as e:
         st.exit_code = EXIT_ERROR
         st.error = str(e)
         st.verdict = f"error: {e}"
     return st
+
+
+def _render_snapshot(st: Status, snap: Snapshot, root: Root, kstate: KexecState) -> None:
+    src = snap.source
+    st.image = describe_image(src.words if src else snap.argv)
+    if src:
+        st.image["adopted_from"] = src.path
+    st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
+    info = snap.loaded_info()
+    st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
+    cmdline = st.image.get("cmdline") or ""
+    if "acpi_no_memhotplug" not in str(cmdline).split():
+        st.hazards.append(
+            "the crash kernel's command line lacks acpi_no_memhotplug: it may online "
+            "hot-added DIMMs and write over memory it should dump"
+        )
+    _render_plan(st, plan.make(snap, root, kstate))
 
 
 def _render_plan(st: Status, p: Plan) -> None:
@@ -149,7 +155,14 @@ def _render_plan(st: Status, p: Plan) -> None:
     elif p.room is not None and p.room < 16:
         st.hazards.append(f"only {p.room} program headers of room left")
     st.current = p.in_sync
-    if not st.current:
+    if why is Why.UNCERTAIN:
+        st.current = None
+        st.exit_code = EXIT_STALE
+        st.verdict = (
+            "UNCERTAIN: a load was interrupted before it was recorded; the next refresh "
+            "(or the daemon at start) loads the header again"
+        )
+    elif not st.current:
         st.differences = p.diff.lines() if p.diff else []
         st.exit_code = EXIT_STALE
         st.verdict = "STALE: the loaded header does not match the system"
@@ -207,6 +220,8 @@ def render(st: Status) -> str:
             rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
         if d.last_error:
             rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
+        if d.retry_in_s and not d.stopped:
+            rows.append(("retry", f"in {d.retry_in_s:.0f} s after the failure (backing off)"))
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))

@@ -318,7 +318,8 @@ def _failed(
     except OSError as e2:
         raise LoadError(
             f"{why}; loading the previous image again failed too: {e2.strerror}; "
-            "NO CRASH KERNEL IS LOADED: run 'kexecd load' again"
+            "NO CRASH KERNEL IS LOADED: run 'kexecd load' again",
+            image_lost=True,
         ) from error
     snap.record_loaded(loaded, None, "kexecd refresh (the previous image, loaded again)")
     raise LoadError(f"{why}; the previous image was loaded again") from error

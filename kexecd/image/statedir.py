@@ -101,7 +101,8 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float = WAIT_SECONDS)
     """Hold the state directory's lock (``STATE_DIR/.lock``, flock).
 
     :param shared: for readers; writers hold it exclusively.
-    :raises SnapshotError: another kexecd held it for ``wait`` seconds.
+    :raises SnapshotError: the directory is not one only root can write
+        (:func:`check_dir`), or another kexecd held the lock for ``wait`` seconds.
     """
     key = str(state_dir.resolve())
     held = _held.get(key)
@@ -112,6 +113,7 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float = WAIT_SECONDS)
         finally:
             held[1] -= 1
         return
+    check_dir(state_dir)
     path = state_dir / LOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

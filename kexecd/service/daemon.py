@@ -1,23 +1,28 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """``kexecd run``: hotplug uevents in, an up-to-date crash kernel out.
 
-One ``selectors`` loop waits on the uevent monitor, the control socket, a
-signal pipe and two timers (the coalescing deadline, the watchdog). A burst
-of events becomes one refresh, once events have stopped for ``settle_ms``
-and never later than ``max_delay_ms`` after the first. On start the daemon
-reconciles at once, so a hotplug that happened while it was down is caught.
+One ``selectors`` loop waits on the uevent monitor, the control socket and
+its clients, a signal pipe, two inotify watches (the snapshot's files; the
+distro's ``kexec_cmd``) and three timers (the coalescing deadline, the retry
+after a failure, the watchdog). A burst of events becomes one refresh, once
+events have stopped for ``settle_ms`` and never later than ``max_delay_ms``
+after the first. On start the daemon adopts the distro's crash kernel if it
+loaded a new one, else reconciles at once, so a hotplug that happened while
+it was down is caught.
+
+Trust: the snapshot's segments are hashed before a load unless they were
+hashed since the last change the snapshot watch saw (a stat signature is no
+proof: a file can be rewritten with its mtime restored). Only one daemon runs
+per runtime directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import selectors
 import signal
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,15 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from kexecd import core
-from kexecd.errors import KexecdError
+from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
 from kexecd.image import loader
 from kexecd.image.plan import Action, Why
-from kexecd.image.snapshot import FilesSignature, files_signature
+from kexecd.service import control
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
+from kexecd.service.coalesce import Backoff, Coalescer
 from kexecd.service.config import Config
 from kexecd.service.monitor import Event, Monitor
 from kexecd.service.notify import notify, watchdog_interval
+from kexecd.service.runtime import SnapshotWatch, claim, watch_kexec_cmd
 from kexecd.service.statefile import (
     SOCKET,
     DaemonState,
@@ -48,35 +55,6 @@ from kexecd.system.root import Root
 __all__ = ["Coalescer", "Daemon"]
 
 log = logging.getLogger("kexecd")
-
-
-class Coalescer:
-    """Turns a burst of events into one deadline.
-
-    Due ``settle`` seconds after the last event, but never later than
-    ``max_delay`` seconds after the first one of the burst.
-    """
-
-    def __init__(self, settle: float, max_delay: float) -> None:
-        self.settle = settle
-        self.max_delay = max_delay
-        self.first: float | None = None
-        self.last: float | None = None
-
-    def event(self, now: float) -> None:
-        if self.first is None:
-            self.first = now
-        self.last = now
-
-    def deadline(self) -> float | None:
-        if self.first is None or self.last is None:
-            return None
-        return min(self.last + self.settle, self.first + self.max_delay)
-
-    def take(self) -> float | None:
-        """End the burst; return when it began."""
-        first, self.first, self.last = self.first, None, None
-        return first
 
 
 class Daemon:
@@ -98,7 +76,10 @@ class Daemon:
         self.clock = clock
         self.root = Root(cfg.root)
         self.coalescer = Coalescer(cfg.settle_ms / 1000, cfg.max_delay_ms / 1000)
-        self.verified: FilesSignature | None = None
+        self.backoff = Backoff()
+        self.verified = False  # hashed since the snapshot watch last saw a change
+        self.snapshot_watch: SnapshotWatch | None = None
+        self.lost_image = False  # our own failed load left no crash kernel
         self.stopping = False
         self.state = DaemonState(source=cfg.source)
         self.standing_aside = False
@@ -110,19 +91,22 @@ class Daemon:
         """Refresh now; record what happened; return the record."""
         start = self.clock()
         self.state.reconciles += 1
-        sig = files_signature(self.cfg.state_dir)
         record = UpdateRecord(time=timestamp(), why=why)
+        if self.snapshot_watch is not None:
+            self.snapshot_watch.rewatch()
         try:
             r = loader.refresh(
                 self.cfg.state_dir,
                 root=self.root,
                 backend=self.backend,
-                verify=sig != self.verified,
+                verify=not self.verified,
+                reload_unloaded=self.lost_image,
                 **self._tracer(),
             )
         except KexecdError as e:
             return self._failed(record, "refresh", e)
-        self.verified = files_signature(self.cfg.state_dir) if r.loaded else sig
+        if r.verified and self.snapshot_watch is not None:
+            self.verified = True
         return self._record(record, r, start, first_event)
 
     def adopt_if_needed(self, why: str) -> UpdateRecord | None:
@@ -153,7 +137,9 @@ class Daemon:
             return self._failed(record, "adopt", e)
         self.state.adoptions += 1
         self.state.adopted_from = str(self.kexec_cmd)
-        self.verified = files_signature(self.cfg.state_dir)
+        self.verified = False
+        if self.snapshot_watch is not None:
+            self.snapshot_watch.rewatch()
         for note in r.notes:
             log.warning("%s", note)
         return self._record(record, r.refresh, start, None, adopted=True)
@@ -166,8 +152,18 @@ class Daemon:
         st.failed += 1
         st.last_error = ErrorRecord(timestamp(), str(e))
         st.in_sync = False
+        if isinstance(e, LoadError) and e.image_lost:
+            self.lost_image = True
+        delay = self.backoff.failed(self.clock())
+        st.retry_in_s = delay
         record.action, record.error = "failed", str(e)
-        log.error("%s failed: %s", what, e, extra={"KEXECD_ACTION": "failed"})
+        log.error(
+            "%s failed: %s; trying again in %.0f s",
+            what,
+            e,
+            delay,
+            extra={"KEXECD_ACTION": "failed"},
+        )
         self._publish()
         return record
 
@@ -183,6 +179,10 @@ class Daemon:
         decision = r.decision
         action = decision.action
         done = self.clock()
+        self.backoff.succeeded()
+        st.retry_in_s = None
+        if r.loaded:
+            self.lost_image = False
         record.action = "adopt" if adopted else action.value
         record.reason = decision.reason
         record.work_ms = round((done - start) * 1000, 1)
@@ -194,7 +194,7 @@ class Daemon:
             st.remember(LoadTiming(action.value, first_event, start, done, load_ms))
         st.decision = decision.reason
         self.standing_aside = decision.why is Why.KERNEL_UPDATES
-        st.in_sync = True
+        st.in_sync = None if decision.why is Why.NOT_LOADED else True
         st.cpus, st.ranges = r.plan.cpus, r.plan.ranges
         if adopted:
             st.last_update = record
@@ -206,6 +206,8 @@ class Daemon:
         else:
             st.reloads += 1
             st.last_update = record
+        for note in r.notes:
+            log.info("%s", note)
         if adopted or action is not Action.NOTHING:
             log.info(
                 "%s: %s%s",
@@ -227,7 +229,10 @@ class Daemon:
         last = st.last_update
         tail = f"; last update {last.work_ms:.0f} ms" if last else ""
         if st.last_error and st.in_sync is False:
-            return f"error: {st.last_error.message}"[:200]
+            retry = f" (retrying in {st.retry_in_s:.0f} s)" if st.retry_in_s else ""
+            return f"error: {st.last_error.message}"[:170] + retry
+        if st.in_sync is None and st.decision is not None:
+            return "no crash kernel loaded: nothing to keep current"
         if self.standing_aside:
             return "standing aside: the kernel updates the header itself"
         shape = f"{st.cpus} CPUs, {st.ranges} ranges, " if st.cpus is not None else ""
@@ -237,7 +242,7 @@ class Daemon:
         write_state(self.cfg.runtime_dir, self.state)
         notify(f"STATUS={self.summary()}")
 
-    # -- events and the control socket ----------------------------------------
+    # -- events -----------------------------------------------------------------
 
     def on_events(self, events: list[Event]) -> None:
         now = self.clock()
@@ -255,53 +260,22 @@ class Daemon:
         return deadline is not None and self.clock() >= deadline
 
     def run_due(self) -> UpdateRecord | None:
-        if not self.due():
-            return None
-        first = self.coalescer.take()
-        return self.reconcile("events", first)
+        if self.due():
+            first = self.coalescer.take()
+            return self.reconcile("events", first)
+        if self.backoff.due is not None and self.clock() >= self.backoff.due:
+            self.backoff.due = None
+            return self.reconcile("retry after a failure")
+        return None
 
-    def handle_client(self, conn: socket.socket) -> None:
-        """Answer one request on the control socket; root only (SO_PEERCRED)."""
-        with conn:
-            conn.settimeout(2)
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            if uid != 0:
-                conn.sendall(b'{"error": "permission denied: root only"}\n')
-                return
-            try:
-                line = conn.makefile("rb").readline(65536)
-                req = json.loads(line or b"{}")
-            except (OSError, ValueError):
-                return
-            cmd = req.get("cmd")
-            if cmd == "status":
-                reply: dict[str, Any] = {"ok": True, "state": self.state.to_json()}
-            elif cmd == "refresh":
-                reply = {"ok": True, "record": asdict(self.reconcile("request"))}
-            else:
-                reply = {"error": f"unknown command {cmd!r}; use status or refresh"}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+    # -- watches ----------------------------------------------------------------
 
-    def _listen(self) -> socket.socket:
-        self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
-        path = self.cfg.runtime_dir / SOCKET
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
-        try:
-            server.bind(str(path))
-        finally:
-            os.umask(old)
-        server.listen(8)
-        server.setblocking(False)
-        return server
+    def on_snapshot_change(self) -> None:
+        assert self.snapshot_watch is not None
+        if self.snapshot_watch.changed():
+            self.verified = False
 
     def _watch_kexec_cmd(self) -> int | None:
-        # The distro rewrites its record on every load (kdump-config load,
-        # reload, try-reload): watch its directory, do not poll the file.
         if not self.cfg.adopt:
             return None
         try:
@@ -310,32 +284,34 @@ class Daemon:
         except KexecdError as e:
             log.error("not adopting the distro's crash kernel: %s", e)
             return None
-        if self.kexec_cmd is None:
-            return None
-        try:
-            return core.watch_dir(self.kexec_cmd.parent)
-        except OSError as e:
-            log.warning(
-                "cannot watch %s (%s): the distro's reloads are adopted when kexecd restarts",
-                self.kexec_cmd.parent,
-                e.strerror,
-            )
-            return None
+        return None if self.kexec_cmd is None else watch_kexec_cmd(self.kexec_cmd)
+
+    def answer(self, cmd: str) -> dict[str, object]:
+        """The reply to a control-socket command (already parsed and allowed)."""
+        if cmd == "status":
+            return {"ok": True, "state": self.state.to_json()}
+        return {"ok": True, "record": asdict(self.reconcile("request"))}
+
+    # -- the loop ---------------------------------------------------------------
 
     def stop(self) -> None:
         self.stopping = True
 
     def run(self, max_seconds: float | None = None) -> int:
-        """The loop; returns 0 when stopped by SIGTERM or SIGINT (or ``max_seconds``)."""
+        """The loop; returns 0 when stopped by SIGTERM or SIGINT (or ``max_seconds``).
+
+        :raises ServiceError: another daemon runs with the same runtime directory.
+        """
+        instance = claim(self.cfg.runtime_dir)
         sel = selectors.DefaultSelector()
-        server = self._listen()
+        server = control.Server(self.cfg.runtime_dir / SOCKET, self.clock, self.answer)
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wfd)
         handlers = {
             s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)
         }
         sel.register(self.monitor.fileno(), selectors.EVENT_READ, "monitor")
-        sel.register(server, selectors.EVENT_READ, "control")
+        sel.register(server.sock, selectors.EVENT_READ, "control")
         sel.register(rfd, selectors.EVENT_READ, "signal")
         wd = watchdog_interval()
         next_wd = self.clock() + wd if wd else None
@@ -343,6 +319,9 @@ class Daemon:
         watch = self._watch_kexec_cmd()
         if watch is not None:
             sel.register(watch, selectors.EVENT_READ, "kexec_cmd")
+        self.snapshot_watch = SnapshotWatch.start(self.cfg.state_dir)
+        if self.snapshot_watch is not None:
+            sel.register(self.snapshot_watch.fd, selectors.EVENT_READ, "snapshot")
         try:
             if self.adopt_if_needed("start") is None:
                 self.reconcile("start")
@@ -350,22 +329,13 @@ class Daemon:
             notify(f"STATUS={self.summary()}")
             while not self.stopping:
                 now = self.clock()
-                times = [t for t in (self.coalescer.deadline(), next_wd, end) if t is not None]
+                timers = [self.coalescer.deadline(), self.backoff.due, next_wd, end]
+                timers += server.deadlines()
+                times = [t for t in timers if t is not None]
                 timeout = max(0.0, min(times) - now) if times else None
                 for key, _ in sel.select(timeout):
-                    if key.data == "monitor":
-                        self.on_events(self.monitor.drain())
-                    elif key.data == "control":
-                        with contextlib.suppress(BlockingIOError):
-                            conn, _ = server.accept()
-                            self.handle_client(conn)
-                    elif key.data == "kexec_cmd":
-                        assert watch is not None
-                        core.drain_watch(watch)
-                        self.adopt_if_needed("the distro's kexec_cmd changed")
-                    else:
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(rfd, 512)
+                    self._dispatch(key.data, server, sel, watch, rfd)
+                server.expire(sel)
                 self.run_due()
                 now = self.clock()
                 if next_wd is not None and wd is not None and now >= next_wd:
@@ -381,12 +351,36 @@ class Daemon:
             signal.set_wakeup_fd(old_wakeup)
             for s, h in handlers.items():
                 signal.signal(s, h)
+            server.close(sel)
             sel.close()
-            server.close()
-            with contextlib.suppress(FileNotFoundError):
-                (self.cfg.runtime_dir / SOCKET).unlink()
-            os.close(rfd)
-            os.close(wfd)
-            if watch is not None:
-                os.close(watch)
+            for fd in (rfd, wfd, watch, instance):
+                if fd is not None:
+                    os.close(fd)
+            if self.snapshot_watch is not None:
+                self.snapshot_watch.close()
+                self.snapshot_watch = None
         return 0
+
+    def _dispatch(
+        self,
+        data: object,
+        server: control.Server,
+        sel: selectors.BaseSelector,
+        watch: int | None,
+        rfd: int,
+    ) -> None:
+        if data == "monitor":
+            self.on_events(self.monitor.drain())
+        elif data == "control":
+            server.on_connect(sel)
+        elif isinstance(data, control.Client):
+            server.on_client(data, sel)
+        elif data == "snapshot":
+            self.on_snapshot_change()
+        elif data == "kexec_cmd":
+            assert watch is not None
+            core.drain_watch(watch)
+            self.adopt_if_needed("the distro's kexec_cmd changed")
+        else:
+            with contextlib.suppress(BlockingIOError):
+                os.read(rfd, 512)

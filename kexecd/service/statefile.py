@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ SOCKET = "kexecd.sock"
 # 1: the unversioned dict of kexecd 0.1; 2: this layout, with "format".
 FORMAT = 2
 HISTORY = 100  # loads remembered
+MAX_SIZE = 4 << 20
 
 
 @dataclass
@@ -92,7 +94,9 @@ class DaemonState:
     """What the daemon remembers, and ``state.json`` holds.
 
     :ivar decision: the last decision's reason, for people.
-    :ivar in_sync: whether the last reconcile left the crash kernel current.
+    :ivar in_sync: whether the last reconcile left the crash kernel current
+        (``None``: no crash kernel is loaded, so there is nothing to be in sync).
+    :ivar retry_in_s: after a failure, how long until the next try.
     :ivar stopped: when the daemon stopped; ``None`` while it runs.
     """
 
@@ -112,6 +116,7 @@ class DaemonState:
     last_error: ErrorRecord | None = None
     decision: str | None = None
     in_sync: bool | None = None
+    retry_in_s: float | None = None
     stopped: str | None = None
     last_event_mono: float | None = None
     cpus: int | None = None
@@ -215,10 +220,20 @@ def read_state(runtime_dir: Path) -> DaemonState | None:
     """
     path = runtime_dir / STATE_FILE
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise StateFileError(f"{path}: unreadable ({e.strerror}); {_FIX}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise StateFileError(f"{path}: not a regular file; {_FIX}")
+        data = f.read(MAX_SIZE + 1)
+    if len(data) > MAX_SIZE:
+        raise StateFileError(f"{path}: larger than {MAX_SIZE} bytes; {_FIX}")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
         raise StateFileError(f"{path}: unreadable ({e}); {_FIX}") from None
     try:
         data = json.loads(text)

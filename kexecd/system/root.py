@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 
 from kexecd.errors import SystemStateError
@@ -36,9 +38,13 @@ class Root:
         return self.read_bytes(rel, hint=hint).decode("utf-8", errors="replace")
 
     def read_bytes(self, rel: str, limit: int = -1, *, hint: str = "") -> bytes:
+        """Read a regular file (procfs and sysfs files are); never wait on a FIFO."""
         path = self.path(rel)
         try:
-            with path.open("rb") as f:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise SystemStateError(f"{path}: not a regular file; is this root a real one?")
                 return f.read(limit)
         except FileNotFoundError:
             fix = hint or "is procfs/sysfs mounted, and does the kernel have it?"

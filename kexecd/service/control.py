@@ -1,0 +1,217 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The control socket's clients, served from the daemon's loop without blocking it.
+
+One JSON object per line each way: ``{"cmd": "status"}`` or ``{"cmd":
+"refresh"}``. Each client is non-blocking and lives in the daemon's selector;
+a request is at most :data:`MAX_REQUEST` bytes and must arrive within
+:data:`DEADLINE` seconds, and at most :data:`MAX_CLIENTS` are served at once.
+Nothing a client sends or fails to send can stall or end the daemon: a
+malformed request gets an error reply, a slow or silent one is dropped at its
+deadline, a vanished one is closed. Only root may ask (``SO_PEERCRED``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "COMMANDS",
+    "DEADLINE",
+    "MAX_CLIENTS",
+    "MAX_REQUEST",
+    "Client",
+    "RequestError",
+    "Server",
+    "parse",
+]
+
+COMMANDS = ("status", "refresh")
+MAX_REQUEST = 4096
+MAX_REPLY = 1 << 20
+DEADLINE = 2.0
+MAX_CLIENTS = 16
+
+
+class RequestError(ValueError):
+    """A request that is not one of :data:`COMMANDS` as a JSON object."""
+
+
+def parse(line: bytes) -> str:
+    """The command of one request line.
+
+    :raises RequestError: not JSON, not an object, or an unknown command.
+    """
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError):
+        raise RequestError('not a JSON object; send {"cmd": "status"}') from None
+    if not isinstance(req, dict):
+        raise RequestError('not a JSON object; send {"cmd": "status"}')
+    cmd = req.get("cmd")
+    if cmd not in COMMANDS:
+        raise RequestError(f"unknown command {cmd!r:.40}; use status or refresh")
+    return str(cmd)
+
+
+def peer_uid(conn: socket.socket) -> int | None:
+    """The connecting process's uid, or ``None`` if it is gone."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", creds)[1])
+
+
+@dataclass
+class Client:
+    """One connection: what it sent so far, what is left to send, its deadline."""
+
+    conn: socket.socket
+    deadline: float
+    inbox: bytes = b""
+    outbox: bytes = b""
+    done: bool = False  # the reply is queued; close once it is sent
+    closed: bool = field(default=False, repr=False)
+
+    def receive(self) -> bytes | None:
+        """Read what is there; the request line once complete, else ``None``.
+
+        Sets ``done`` with an error reply when the request is too long or the
+        client hung up before a whole line.
+        """
+        try:
+            data = self.conn.recv(MAX_REQUEST + 1)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self.close()
+            return None
+        if not data:
+            self.close()
+            return None
+        self.inbox += data
+        line, nl, _ = self.inbox.partition(b"\n")
+        if nl:
+            return line[:MAX_REQUEST]
+        if len(self.inbox) > MAX_REQUEST:
+            self.reply({"error": f"request longer than {MAX_REQUEST} bytes"})
+        return None
+
+    def reply(self, message: dict[str, object]) -> None:
+        """Queue the reply; :meth:`send` writes it as the socket allows."""
+        data = json.dumps(message).encode() + b"\n"
+        if len(data) > MAX_REPLY:
+            data = b'{"error": "reply too large"}\n'
+        self.outbox = data
+        self.done = True
+
+    def send(self) -> None:
+        """Write what the socket takes now; close once the reply is out."""
+        try:
+            n = self.conn.send(self.outbox)
+        except BlockingIOError:
+            return
+        except OSError:  # the client left (EPIPE, ECONNRESET)
+            self.close()
+            return
+        self.outbox = self.outbox[n:]
+        if not self.outbox:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.conn.close()
+
+
+class Server:
+    """The listening socket and its clients, for the daemon's selector.
+
+    :param answer: the reply to an allowed, parsed command.
+    """
+
+    def __init__(
+        self, path: Path, clock: Callable[[], float], answer: Callable[[str], dict[str, object]]
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.answer = answer
+        self.clients: list[Client] = []
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(str(path))
+        finally:
+            os.umask(old)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+
+    def deadlines(self) -> list[float]:
+        return [c.deadline for c in self.clients]
+
+    def on_connect(self, sel: selectors.BaseSelector) -> None:
+        """Accept one client; register it (or refuse it) without waiting on it."""
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:  # BlockingIOError, or the client left already
+            return
+        conn.setblocking(False)
+        client = Client(conn, self.clock() + DEADLINE)
+        if len(self.clients) >= MAX_CLIENTS:
+            client.close()
+            return
+        self.clients.append(client)
+        if peer_uid(conn) != 0:
+            client.reply({"error": "permission denied: root only"})
+            sel.register(conn, selectors.EVENT_WRITE, client)
+        else:
+            sel.register(conn, selectors.EVENT_READ, client)
+
+    def on_client(self, client: Client, sel: selectors.BaseSelector) -> None:
+        """Read the request, or write the reply, as far as the socket allows now."""
+        if client.done:
+            client.send()
+        else:
+            line = client.receive()
+            if line is not None:
+                try:
+                    client.reply(self.answer(parse(line)))
+                except RequestError as e:
+                    client.reply({"error": str(e)})
+            if client.done and not client.closed:
+                sel.modify(client.conn, selectors.EVENT_WRITE, client)
+                client.send()
+        if client.closed:
+            self._drop(client, sel)
+
+    def expire(self, sel: selectors.BaseSelector) -> None:
+        """Drop the clients past their deadline (silent, slow, or not reading)."""
+        now = self.clock()
+        for client in [c for c in self.clients if now >= c.deadline]:
+            self._drop(client, sel)
+
+    def _drop(self, client: Client, sel: selectors.BaseSelector) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(client.conn)
+        if client in self.clients:
+            self.clients.remove(client)
+        client.close()
+
+    def close(self, sel: selectors.BaseSelector) -> None:
+        """Drop every client, close the socket, remove its file."""
+        for client in list(self.clients):
+            self._drop(client, sel)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
