@@ -179,7 +179,7 @@ def decide(
             "purgatory's SHA-256 digest was not found, so a new header cannot be vouched for",
         )
     how = "and purgatory's digest" if snap.digest.header_hashed else "(not hashed by purgatory)"
-    if wanted == loaded:
+    if uncertain:
         return Decision(
             Action.RELOAD_HEADER,
             Why.UNCERTAIN,

@@ -97,10 +97,11 @@ def read_file(directory: Path, name: str, limit: int) -> bytes:
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path, *, shared: bool = False, wait: float = WAIT_SECONDS) -> Iterator[None]:
+def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) -> Iterator[None]:
     """Hold the state directory's lock (``STATE_DIR/.lock``, flock).
 
     :param shared: for readers; writers hold it exclusively.
+    :param wait: how long to wait for another holder (default :data:`WAIT_SECONDS`).
     :raises SnapshotError: the directory is not one only root can write
         (:func:`check_dir`), or another kexecd held the lock for ``wait`` seconds.
     """
@@ -120,6 +121,7 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float = WAIT_SECONDS)
     except OSError as e:
         raise SnapshotError(f"{path}: cannot open the lock: {e.strerror}") from None
     try:
+        wait = WAIT_SECONDS if wait is None else wait
         deadline = time.monotonic() + wait
         how = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         while True:

@@ -11,14 +11,25 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
+from kexecd.service.config import Config
+from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event
 
-__all__ = ["ARGV", "FakeBackend", "FakeMonitor", "FakeSystemd", "online", "tracer_for"]
+__all__ = [
+    "ARGV",
+    "FakeBackend",
+    "FakeMonitor",
+    "FakeSystemd",
+    "online",
+    "run_until",
+    "started",
+    "tracer_for",
+]
 
 ARGV = ["kexec", "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x"]
 
@@ -74,12 +85,45 @@ class FakeMonitor:
             self.queue.extend(events)
         os.write(self.w, b"x")
 
+    def wake(self) -> None:
+        """Wake the daemon's loop with no event (to see that it should stop)."""
+        os.write(self.w, b"x")
+
     def drain(self) -> list[Event]:
         with contextlib.suppress(BlockingIOError):
             os.read(self.r, 4096)
         with self.lock:
             out, self.queue = self.queue, []
         return out
+
+
+def run_until(
+    daemon: Daemon, monitor: FakeMonitor, done: Callable[[], bool], timeout: float = 30.0
+) -> int:
+    """Run the daemon until ``done()`` holds (polled from a thread), then stop it.
+
+    Deterministic on a loaded machine, unlike a fixed run time; ``timeout``
+    only bounds a test that would otherwise hang.
+    """
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        daemon.stop()
+        monitor.wake()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        return daemon.run(max_seconds=timeout + 5)
+    finally:
+        t.join()
+
+
+def started(cfg: Config) -> Callable[[], bool]:
+    """Whether the daemon has published its first state (its start reconcile is done)."""
+    return lambda: (cfg.runtime_dir / "state.json").exists()
 
 
 def online(block: int) -> Event:

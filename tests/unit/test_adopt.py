@@ -24,7 +24,7 @@ from kexecd.service.daemon import Daemon
 from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
-from tests.unit.fakes import FakeBackend, FakeMonitor, tracer_for
+from tests.unit.fakes import FakeBackend, FakeMonitor, run_until, started, tracer_for
 from tests.unit.images import image, loaded_root
 
 # What kdump-tools 1.8.1 writes, as seen on a bookworm host (FIELD-NOTES section 12).
@@ -248,15 +248,19 @@ def test_daemon_adopts_at_start_and_when_the_distro_loads_again(
     state = tmp_path / "state"
     cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root)
     tracer = tracer_for(image("boot"))
-    daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend(), tracer=tracer)
+    monitor = FakeMonitor()
+    daemon = Daemon(cfg, monitor, backend=FakeBackend(), tracer=tracer)
+    up = started(cfg)
 
-    def reload() -> None:  # kdump-config reload, 0.3 s in
-        time.sleep(0.3)
+    def reload() -> None:  # kdump-config reload, once the daemon runs
+        while not up():
+            time.sleep(0.01)
+        time.sleep(0.05)
         write_cmd(path, SECURE_BOOT)
 
     t = threading.Thread(target=reload)
     t.start()
-    daemon.run(max_seconds=1.0)
+    run_until(daemon, monitor, lambda: daemon.state.adoptions >= 2)
     t.join()
     st = read_state(cfg.runtime_dir)
     assert st is not None and st.adoptions == 2 and st.adopted_from == str(path)

@@ -21,7 +21,16 @@ from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from tests.unit.data import DATA
-from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, FakeSystemd, online, tracer_for
+from tests.unit.fakes import (
+    ARGV,
+    FakeBackend,
+    FakeMonitor,
+    FakeSystemd,
+    online,
+    run_until,
+    started,
+    tracer_for,
+)
 from tests.unit.images import image, loaded_root
 
 
@@ -76,8 +85,11 @@ def test_burst_gives_one_reload(
     monitor, backend = FakeMonitor(), FakeBackend()
     daemon = Daemon(cfg, monitor, backend=backend)
 
+    up = started(cfg)
+
     def hotplug() -> None:
-        time.sleep(0.2)
+        while not up():  # the reconcile at start is done
+            time.sleep(0.01)
         switch_root(tmp, "hotadd")
         for block in range(32, 48):  # 16 blocks onlined at once, as in a burst
             monitor.push(online(block))
@@ -85,7 +97,11 @@ def test_burst_gives_one_reload(
 
     t = threading.Thread(target=hotplug)
     t.start()
-    assert daemon.run(max_seconds=1.5) == 0
+
+    def settled() -> bool:  # every event in, the reload done, nothing pending
+        return daemon.state.events == 16 and bool(backend.loads) and not daemon.due()
+
+    assert run_until(daemon, monitor, settled) == 0
     t.join()
     assert len(backend.loads) == 1
     assert backend.loads[0][2][5] == Capture(DATA / "hotadd").header
@@ -164,8 +180,8 @@ def test_verifies_the_snapshot_once_and_again_when_it_changes(env: tuple[Config,
 
 def test_control_socket(env: tuple[Config, Path]) -> None:
     cfg, tmp = env
-    backend = FakeBackend()
-    daemon = Daemon(cfg, FakeMonitor(), backend=backend)
+    backend, monitor = FakeBackend(), FakeMonitor()
+    daemon = Daemon(cfg, monitor, backend=backend)
     replies: list[dict[str, object]] = []
 
     def client() -> None:
@@ -184,7 +200,7 @@ def test_control_socket(env: tuple[Config, Path]) -> None:
 
     t = threading.Thread(target=client)
     t.start()
-    daemon.run(max_seconds=1.0)
+    run_until(daemon, monitor, lambda: len(replies) == 3 or not t.is_alive())
     t.join()
     status, refreshed, bogus = replies
     assert status["ok"] and status["state"]["events"] == 0  # type: ignore[index]
