@@ -179,6 +179,7 @@ class Guest:
     _next_id: int = 0
     _dimms: int = 0
     dimms: dict[str, tuple[int, int]] = field(default_factory=dict)
+    cpu_devices: dict[int, str] = field(default_factory=dict)  # hot-added CPU -> QMP id
     locked: bool = False  # holds the guest lock, released by close()
 
     # -- logs and failures ------------------------------------------------
@@ -292,9 +293,20 @@ class Guest:
         while time.monotonic() < deadline:
             new = set(self.present_cpus()) - before
             if new:
+                self.cpu_devices[min(new)] = dev_id
                 return min(new)
             time.sleep(0.2)
         raise self.fail(f"the guest did not see the CPU {dev_id} within {timeout} s")
+
+    def hot_remove_cpu(self, cpu: int, timeout: float = 60.0) -> None:
+        """Offline a hot-added CPU, unplug it, wait until the guest lets go of it."""
+        self.set_cpu_online(cpu, False)
+        self.qmp.execute("device_del", id=self.cpu_devices.pop(cpu))
+        deadline = time.monotonic() + timeout
+        while cpu in self.present_cpus():
+            if time.monotonic() > deadline:
+                raise self.fail(f"the guest kept CPU {cpu} after device_del")
+            time.sleep(0.2)
 
     def set_cpu_online(self, cpu: int, online: bool = True) -> None:
         self.sh(f"echo {int(online)} > /sys/devices/system/cpu/cpu{cpu}/online")
@@ -404,13 +416,17 @@ class Guest:
         runtime_dir: str = "/run/kexecd",
         timeout: float = 60.0,
         config: str | None = None,
+        wrapper: str = "",
     ) -> int:
         """Start ``kexecd run`` (kernel uevents: the guest has no udevd); wait for its
-        first reconcile; return its pid. Its log is ``RUNTIME_DIR.log``."""
+        first reconcile; return its pid. Its log is ``RUNTIME_DIR.log``.
+
+        :param wrapper: a command the daemon runs under (``setpriv ...``).
+        """
         self.sh(f"rm -f {runtime_dir}/state.json")
         conf = f"--config {config} " if config else ""
         self.sh(
-            f"setsid kexecd run {conf}--source kernel --state-dir {state_dir} "
+            f"setsid {wrapper} kexecd run {conf}--source kernel --state-dir {state_dir} "
             f"--runtime-dir {runtime_dir} -v >{runtime_dir}.log 2>&1 </dev/null & echo $! "
             f">{runtime_dir}.pid"
         )

@@ -48,3 +48,15 @@ def test_agent_refuses_to_start_on_the_host() -> None:
     )
     assert p.returncode != 0
     assert "refusing to start the test-bed agent" in p.stderr
+
+
+def test_fault_injection_refuses_to_run_on_the_host() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "testbed.failing_kexec_load", "12", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert p.returncode != 0 and "refusing to inject kexec_load failures" in p.stderr

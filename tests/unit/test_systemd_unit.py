@@ -72,3 +72,14 @@ def test_masks_the_distro_rule_only_while_running() -> None:
     assert "ExecStopPost=+/usr/bin/kexecd unmask" in lines
     assert "PartOf=kdump-tools.service" in lines
     assert any(x.startswith("After=") and "kdump-tools.service" in x for x in lines)
+
+
+def test_keeps_cap_sys_rawio_for_the_full_reload() -> None:
+    # PrivateDevices=yes drops CAP_SYS_RAWIO, which kexec-tools needs to read
+    # /proc/kcore on the full-reload path; DevicePolicy=closed limits /dev instead.
+    lines = UNIT.read_text().splitlines()
+    assert not any(x.startswith("PrivateDevices=") for x in lines)
+    caps = next(x for x in lines if x.startswith("CapabilityBoundingSet="))
+    assert "CAP_SYS_RAWIO" in caps and "CAP_SYS_BOOT" in caps
+    for line in ("DevicePolicy=closed", "PrivateMounts=yes", "ProtectProc=invisible"):
+        assert line in lines
