@@ -34,7 +34,6 @@ __all__ = [
     "Snapshot",
     "Source",
     "create",
-    "files_signature",
     "open_snapshot",
     "recover",
 ]
@@ -46,8 +45,6 @@ LOADED = "loaded.json"
 INTENT = "loading.json"
 MAX_MANIFEST = 1 << 20
 MAX_HEADER = 64 << 20  # kexec-tools' largest header is 1.8 MB
-
-FilesSignature = tuple[tuple[str, int, int, int], ...]
 
 
 def _segment_file(index: int) -> str:
@@ -151,24 +148,6 @@ def _json_object(directory: Path, name: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise SnapshotError(f"{directory / name}: not a JSON object; run 'kexecd load' again")
     return info
-
-
-def files_signature(state_dir: Path) -> FilesSignature:
-    """Name, inode, size and mtime of the snapshot's manifest and segment files.
-
-    Cheap to read; it changes when ``kexecd load`` replaces the snapshot or a
-    file is rewritten.
-    """
-    try:
-        entries = sorted(os.scandir(state_dir / SNAPSHOT), key=lambda e: e.name)
-    except OSError:
-        return ()
-    out = []
-    for e in entries:
-        if e.name.startswith("seg-") or e.name == MANIFEST:
-            st = e.stat()
-            out.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
 
 
 def _map(directory: Path, index: int, size: int) -> Buffer:

@@ -81,5 +81,7 @@ def test_keeps_cap_sys_rawio_for_the_full_reload() -> None:
     assert not any(x.startswith("PrivateDevices=") for x in lines)
     caps = next(x for x in lines if x.startswith("CapabilityBoundingSet="))
     assert "CAP_SYS_RAWIO" in caps and "CAP_SYS_BOOT" in caps
+    assert "CAP_SYS_ADMIN" in caps  # /proc/iomem addresses read 0 without it
+    assert "CAP_SYSLOG" in caps  # and /proc/kallsyms addresses
     for line in ("DevicePolicy=closed", "PrivateMounts=yes", "ProtectProc=invisible"):
         assert line in lines

@@ -78,9 +78,7 @@ def test_full_reload_under_the_units_capabilities(guest: Guest) -> None:
     assert vmcore.covers(start, end)
 
 
-def test_cpu_hot_remove_and_memory_offline(guest: Guest) -> None:
-    cpu = guest.hot_add_cpu()
-    guest.set_cpu_online(cpu)
+def test_memory_offline_without_removal(guest: Guest) -> None:
     start, end = guest.hot_add_memory(512)
     guest.set_memory_online(start, end)
     guest.kexecd_load(STATE)
@@ -88,10 +86,35 @@ def test_cpu_hot_remove_and_memory_offline(guest: Guest) -> None:
     # Offline without removal: /proc/iomem still lists the blocks as System
     # RAM, so the header (kexec-tools' and kexecd's) keeps them.
     guest.set_memory_online(start, end, online=False)
-    guest.hot_remove_cpu(cpu)
     out = wait_current(guest)
     assert out.startswith("crash kernel   loaded and current")
     out = guest.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
     assert "nothing to do: the loaded header is current" in out
     vmcore = guest.crash()
     assert vmcore.prstatus == 2 and vmcore.covers(start, end)
+
+
+def test_cpu_hot_remove(guest: Guest) -> None:
+    # Offline, then device_del: the daemon drops the CPU's note, and what it
+    # loaded is byte for byte what kexec-tools builds now. No crash here: in
+    # this test bed (QEMU 7.2 TCG) a crash kernel booted after a CPU was
+    # unplugged hangs in PCI enumeration whoever loaded it; plain 'kexec -p'
+    # does the same (see the session notes), so the dump cannot judge kexecd.
+    cpu = guest.hot_add_cpu()
+    guest.set_cpu_online(cpu)
+    guest.kexecd_load(STATE)
+    guest.start_daemon(STATE)
+    guest.hot_remove_cpu(cpu)
+    deadline = time.monotonic() + 60
+    while guest.daemon_state()["reloads"] < 1:
+        assert time.monotonic() < deadline, guest.read("/run/kexecd.log")
+        time.sleep(0.5)
+    out = wait_current(guest)
+    assert "header         2 CPUs" in out
+    # Gone from sysfs, the CPU is named by its notes' address.
+    changes = guest.daemon_state()["last_update"]["changes"]
+    assert len(changes) == 1 and changes[0].startswith("- CPU")
+    mine = guest.run_dir / "share" / "mine.bin"
+    guest.sh(f"cp {STATE}/snapshot/loaded-header.bin {mine}")
+    guest.sh("kill $(cat /run/kexecd.pid)")
+    assert guest.capture_load("after-remove").header == mine.read_bytes()
