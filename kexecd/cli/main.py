@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kexecd import __version__
 from kexecd.cli import commands
@@ -54,14 +55,8 @@ def _runtime_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kexecd",
-        description="Keep the kdump crash kernel's ELF core header current across hotplug.",
-    )
-    parser.add_argument("--version", action="version", version=f"kexecd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _image_commands(sub: Any) -> None:
+    """load, adopt, refresh: what puts the crash kernel in place."""
     p = sub.add_parser(
         "load",
         help="run a 'kexec -p' command and keep what it loaded",
@@ -95,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "refresh",
+        help="bring the loaded crash kernel's header up to date",
+        description="Build the ELF core header for the system now; when it differs from "
+        "the loaded one, reload only the header (and purgatory's digest).",
+    )
+    _state_dir(p)
+    _root(p)
+    p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
+
+
+def _distro_commands(sub: Any) -> None:
+    """mask, unmask: the distro's per-event reload rule."""
+    p = sub.add_parser(
         "mask",
         help="mask the distro's per-event reload rule (kexecd.service runs it)",
         description="Mask the distro's udev rule that reloads the whole crash kernel on every "
@@ -112,16 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     _runtime_dir(p)
     _root(p)
 
-    p = sub.add_parser(
-        "refresh",
-        help="bring the loaded crash kernel's header up to date",
-        description="Build the ELF core header for the system now; when it differs from "
-        "the loaded one, reload only the header (and purgatory's digest).",
-    )
-    _state_dir(p)
-    _root(p)
-    p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
+def _service_commands(sub: Any) -> None:
+    """run, status: the daemon and its report."""
     p = sub.add_parser(
         "run",
         help="the daemon: refresh the crash kernel on CPU and memory hotplug",
@@ -145,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     _root(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _inspect_command(sub: Any) -> None:
+    """inspect: a header, a vmcore head, or the system's header."""
     p = sub.add_parser(
         "inspect",
         help="show an ELF core header, or the one kexecd would build for this system",
@@ -168,6 +172,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", metavar="FILE", help="write the raw header here")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kexecd",
+        description="Keep the kdump crash kernel's ELF core header current across hotplug.",
+    )
+    parser.add_argument("--version", action="version", version=f"kexecd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _image_commands(sub)
+    _distro_commands(sub)
+    _service_commands(sub)
+    _inspect_command(sub)
     return parser
 
 
