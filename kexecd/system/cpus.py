@@ -64,7 +64,8 @@ def parse_cpu_list(text: str, path: str = "cpu list", limit: int = MAX_CPUS) -> 
         m = _PART.fullmatch(part.strip())
         if not m:
             raise SystemStateError(
-                f"{path}: cannot parse {text.strip()[:80]!r}: expected a CPU list like '0-3,5'"
+                f"{path}: cannot parse {text.strip()[:80]!r}: expected a CPU list like "
+                "'0-3,5'; pass the kernel's own CPU list"
             )
         ids = []
         for text_id in m.groups():
@@ -80,10 +81,12 @@ def parse_cpu_list(text: str, path: str = "cpu list", limit: int = MAX_CPUS) -> 
             ids.append(int(digits))
         first, last = ids[0], ids[-1]
         if last < first:
-            raise SystemStateError(f"{path}: range {part!r} runs backwards")
+            raise SystemStateError(
+                f"{path}: range {part[:80]!r} runs backwards; pass the kernel's own CPU list"
+            )
         if cpus and first <= cpus[-1]:
             raise SystemStateError(
-                f"{path}: {part!r} comes after CPU {cpus[-1]}: the kernel lists CPUs "
+                f"{path}: {part[:80]!r} comes after CPU {cpus[-1]}: the kernel lists CPUs "
                 "in ascending order, once each; pass the kernel's own CPU list"
             )
         cpus.extend(range(first, last + 1))

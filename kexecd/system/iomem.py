@@ -76,7 +76,7 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> list[Resource]:
         m = _LINE.match(line)
         if not m:
             raise SystemStateError(
-                f"{path}:{lineno}: cannot parse {line!r}: expected 'start-end : name' "
+                f"{path}:{lineno}: cannot parse {line[:120]!r}: expected 'start-end : name' "
                 "with hex addresses; pass the kernel's /proc/iomem"
             )
         start, end = int(m.group(2), 16), int(m.group(3), 16)
@@ -86,7 +86,10 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> list[Resource]:
                 "pass the kernel's /proc/iomem"
             )
         if end < start:
-            raise SystemStateError(f"{path}:{lineno}: range ends before it starts: {line!r}")
+            raise SystemStateError(
+                f"{path}:{lineno}: range ends before it starts: {line[:120]!r}; "
+                "pass the kernel's /proc/iomem"
+            )
         out.append(Resource(start, end, m.group(4), len(m.group(1)) // 2))
     if not out:
         raise SystemStateError(f"{path}: empty; pass the kernel's /proc/iomem")
