@@ -26,8 +26,13 @@ bench:
 captures:
 	$(PY) -m tests.vm.captures tests/data
 
+# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz; see README, Fuzzing).
+FUZZ_SECONDS = 60
+fuzz:
+	bash scripts/fuzz $(FUZZ_SECONDS)
+
 clean:
 	$(MAKE) -C csrc clean
 	rm -rf build *.egg-info kexecd/_core*.so
 
-.PHONY: setup test test-quick lint demo bench captures clean
+.PHONY: setup test test-quick lint demo bench captures fuzz clean

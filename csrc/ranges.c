@@ -6,6 +6,12 @@
 
 #include "kexecd_core.h"
 
+// exclude_region()'s overlap test, strict on both sides.
+static int overlaps(const struct kexecd_range *r, uint64_t start, uint64_t end)
+{
+	return start < r->end && end > r->start;
+}
+
 int kexecd_ranges_exclude(struct kexecd_range *ranges, uint32_t *nr, uint32_t cap,
 			  uint64_t start, uint64_t end)
 {
@@ -16,10 +22,18 @@ int kexecd_ranges_exclude(struct kexecd_range *ranges, uint32_t *nr, uint32_t ca
 
 	if (start > end)
 		return -EINVAL;
+	// A split that does not fit is refused before anything is cut, so that
+	// the list is left as it was (kexec-tools has cut it by then).
+	if (*nr >= cap) {
+		for (uint32_t i = 0; i < *nr; i++)
+			if (overlaps(&ranges[i], start, end) && start != ranges[i].start &&
+			    end != ranges[i].end)
+				return -ENOSPC;
+	}
 	for (uint32_t i = 0; i < *nr; i++) {
 		uint64_t mstart = ranges[i].start, mend = ranges[i].end;
 
-		if (!(start < mend && end > mstart))
+		if (!overlaps(&ranges[i], start, end))
 			continue;
 		if (start != mstart && end != mend) {
 			ranges[i].end = start - 1;
@@ -34,8 +48,6 @@ int kexecd_ranges_exclude(struct kexecd_range *ranges, uint32_t *nr, uint32_t ca
 		}
 	}
 	if (tidx) {
-		if (*nr >= cap)
-			return -ENOSPC;
 		memmove(&ranges[tidx + 1], &ranges[tidx], (*nr - tidx) * sizeof(*ranges));
 		ranges[tidx] = split;
 		(*nr)++;

@@ -186,6 +186,13 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
             "template: no RAM PT_LOAD, so page_offset is unknown; pass the elfcorehdr "
             "that kexec-tools loaded"
         )
+    if page_offset < 0:
+        ram = template.ram[0]
+        raise HeaderError(
+            f"template: the first RAM PT_LOAD maps physical {ram.paddr:#x} at virtual "
+            f"{ram.vaddr:#x}, below it, so page_offset would be negative; pass the "
+            "elfcorehdr that kexec-tools loaded"
+        )
     text = template.kernel_text
     kernel = KernelText(text.paddr, text.vaddr, text.memsz) if text else None
     return HeaderSpec(

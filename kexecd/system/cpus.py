@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kexecd.errors import SystemStateError
 from kexecd.model import Note
+from kexecd.system.kernel import parse_u64
 from kexecd.system.root import Root
 
-__all__ = ["CpuNote", "Cpus", "parse_cpu_list", "read_cpus"]
+__all__ = ["MAX_CPUS", "CpuNote", "Cpus", "cpu_limit", "parse_cpu_list", "read_cpus"]
 
 CPU_DIR = "sys/devices/system/cpu"
 # kexec-tools crashdump.c: MAX_NOTE_BYTES, used when crash_notes_size is absent.
 DEFAULT_NOTE_SIZE = 1024
+# The most CPU ids kexecd takes: x86_64's largest NR_CPUS (CONFIG_MAXSMP), so
+# that a bad cpu/possible cannot make kexecd allocate without bound. Below it,
+# the kernel's own limit, cpu/kernel_max (NR_CPUS - 1), is the bound.
+MAX_CPUS = 8192
+
+_PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 
 
 @dataclass(frozen=True)
@@ -41,30 +49,79 @@ class Cpus:
     notes: tuple[CpuNote, ...]
 
 
-def parse_cpu_list(text: str, path: str = "cpu list") -> list[int]:
-    """Parse a sysfs CPU list such as ``0-2,5``."""
+def parse_cpu_list(text: str, path: str = "cpu list", limit: int = MAX_CPUS) -> list[int]:
+    """Parse a sysfs CPU list such as ``0-2,5``.
+
+    The kernel writes ascending, disjoint ids (``%*pbl``); anything else, and
+    an id of ``limit`` or more, is refused, so the list stays bounded.
+
+    :param limit: the number of CPU ids the kernel can have (``kernel_max + 1``).
+    """
     cpus: list[int] = []
     for part in text.strip().split(","):
         if not part:
             continue
-        lo, _, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi or lo)
-        except ValueError:
+        m = _PART.fullmatch(part.strip())
+        if not m:
             raise SystemStateError(
-                f"{path}: cannot parse {text.strip()!r}: expected a CPU list like '0-3,5'"
-            ) from None
+                f"{path}: cannot parse {text.strip()[:80]!r}: expected a CPU list like "
+                "'0-3,5'; pass the kernel's own CPU list"
+            )
+        ids = []
+        for text_id in m.groups():
+            if text_id is None:
+                continue
+            # Compared as text first: int() of a long string is slow, or refused.
+            digits = text_id.lstrip("0") or "0"
+            if len(digits) > len(str(limit)) or int(digits) >= limit:
+                raise SystemStateError(
+                    f"{path}: CPU {text_id[:40]} is past the highest CPU id, {limit - 1} "
+                    f"({_limit_why(limit)}); pass the kernel's own CPU list"
+                )
+            ids.append(int(digits))
+        first, last = ids[0], ids[-1]
         if last < first:
-            raise SystemStateError(f"{path}: range {part!r} runs backwards")
+            raise SystemStateError(
+                f"{path}: range {part[:80]!r} runs backwards; pass the kernel's own CPU list"
+            )
+        if cpus and first <= cpus[-1]:
+            raise SystemStateError(
+                f"{path}: {part[:80]!r} comes after CPU {cpus[-1]}: the kernel lists CPUs "
+                "in ascending order, once each; pass the kernel's own CPU list"
+            )
         cpus.extend(range(first, last + 1))
     return cpus
 
 
-def _list(root: Root, name: str, required: bool = True) -> tuple[int, ...]:
+def _limit_why(limit: int) -> str:
+    if limit == MAX_CPUS:
+        return f"kexecd takes at most {MAX_CPUS} CPUs, x86_64's largest NR_CPUS"
+    return "cpu/kernel_max says so"
+
+
+def cpu_limit(root: Root) -> int:
+    """How many CPU ids the kernel can have: ``kernel_max + 1``, at most :data:`MAX_CPUS`.
+
+    Without ``cpu/kernel_max`` (older kernels, fake roots), :data:`MAX_CPUS`.
+    """
+    rel = f"{CPU_DIR}/kernel_max"
+    text = root.read_optional(rel)
+    if text is None:
+        return MAX_CPUS
+    kernel_max = parse_u64(
+        text,
+        root.path(rel),
+        what="the highest CPU id (NR_CPUS - 1)",
+        fix="pass the kernel's sysfs",
+    )
+    return min(kernel_max + 1, MAX_CPUS)
+
+
+def _list(root: Root, name: str, limit: int, required: bool = True) -> tuple[int, ...]:
     rel = f"{CPU_DIR}/{name}"
     if not required and not root.exists(rel):
         return ()
-    return tuple(parse_cpu_list(root.read_text(rel), str(root.path(rel))))
+    return tuple(parse_cpu_list(root.read_text(rel), str(root.path(rel)), limit))
 
 
 def _note(root: Root, cpu: int) -> Note | None:
@@ -73,23 +130,20 @@ def _note(root: Root, cpu: int) -> Note | None:
     rel = f"{CPU_DIR}/cpu{cpu}/crash_notes"
     if not root.exists(rel):
         return None
-    text = root.read_text(rel).strip()
-    try:
-        addr = int(text, 16)
-    except ValueError:
-        raise SystemStateError(
-            f"{root.path(rel)}: cannot parse {text!r}: expected a hex physical address"
-        ) from None
+    fix = "pass the kernel's sysfs (crash_notes is root-only)"
+    addr = parse_u64(
+        root.read_text(rel),
+        root.path(rel),
+        base=16,
+        what="a hex physical address",
+        fix=fix,
+    )
     size = DEFAULT_NOTE_SIZE
     size_rel = f"{CPU_DIR}/cpu{cpu}/crash_notes_size"
     if root.exists(size_rel):
-        size_text = root.read_text(size_rel).strip()
-        try:
-            size = int(size_text)
-        except ValueError:
-            raise SystemStateError(
-                f"{root.path(size_rel)}: cannot parse {size_text!r}: expected a decimal size"
-            ) from None
+        size = parse_u64(
+            root.read_text(size_rel), root.path(size_rel), what="a decimal size", fix=fix
+        )
     return Note(addr, size)
 
 
@@ -101,7 +155,8 @@ def read_cpus(root: Root) -> Cpus:
     """
     if not root.exists(CPU_DIR):
         raise SystemStateError(f"{root.path(CPU_DIR)}: missing; is sysfs mounted?")
-    possible = _list(root, "possible")
+    limit = cpu_limit(root)
+    possible = _list(root, "possible", limit)
     notes = []
     for cpu in range(len(possible)):
         note = _note(root, cpu)
@@ -109,8 +164,8 @@ def read_cpus(root: Root) -> Cpus:
             notes.append(CpuNote(cpu, note))
     return Cpus(
         possible=possible,
-        present=_list(root, "present"),
-        online=_list(root, "online"),
+        present=_list(root, "present", limit),
+        online=_list(root, "online", limit),
         nr_cpus_conf=len(possible),
         notes=tuple(notes),
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import MemRange, RangeType
+from kexecd.system.kernel import U64_MAX
 from kexecd.system.root import Root
 
 __all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
@@ -74,12 +76,20 @@ def parse_iomem(text: str, path: str = "/proc/iomem") -> list[Resource]:
         m = _LINE.match(line)
         if not m:
             raise SystemStateError(
-                f"{path}:{lineno}: cannot parse {line!r}: expected 'start-end : name' "
+                f"{path}:{lineno}: cannot parse {line[:120]!r}: expected 'start-end : name' "
                 "with hex addresses; pass the kernel's /proc/iomem"
             )
         start, end = int(m.group(2), 16), int(m.group(3), 16)
+        if end > U64_MAX:
+            raise SystemStateError(
+                f"{path}:{lineno}: address past 64 bits in {line[:120]!r}; "
+                "pass the kernel's /proc/iomem"
+            )
         if end < start:
-            raise SystemStateError(f"{path}:{lineno}: range ends before it starts: {line!r}")
+            raise SystemStateError(
+                f"{path}:{lineno}: range ends before it starts: {line[:120]!r}; "
+                "pass the kernel's /proc/iomem"
+            )
         out.append(Resource(start, end, m.group(4), len(m.group(1)) // 2))
     if not out:
         raise SystemStateError(f"{path}: empty; pass the kernel's /proc/iomem")
@@ -95,13 +105,17 @@ def read_iomem(root: Root) -> list[Resource]:
     return parse_iomem(root.read_text("proc/iomem"), str(root.path("proc/iomem")))
 
 
-def crash_ranges(resources: Sequence[Resource]) -> CrashRanges:
+def crash_ranges(resources: Sequence[Resource], path: str = "/proc/iomem") -> CrashRanges:
     """The ranges kexec-tools collects for a crash kernel's ELF core header.
 
     kexec-tools crashdump-x86.c get_crash_memory_ranges() reads every line,
     nested or not, keeps RAM, ACPI, NVS, reserved and persistent memory in
     file order (no sorting, no merging), stops silently at 32768 ranges, then
     cuts out each "Crash kernel" range and a GART aperture with exclude_region().
+
+    :param path: where ``resources`` were read, for messages.
+    :raises SystemStateError: a cut splits a range when there are 32768
+        already (exclude_region() fails then too, and so does ``kexec -p``).
     """
     ranges: list[MemRange] = []
     reserved: list[MemRange] = []
@@ -121,8 +135,18 @@ def crash_ranges(resources: Sequence[Resource]) -> CrashRanges:
         else:
             continue
         ranges.append(MemRange(res.start, res.end, kind))
-    for cut in [*reserved, *([gart] if gart else [])]:
-        ranges = core.exclude_range(ranges, cut.start, cut.end, MAX_RANGES)
+    cuts = [("'Crash kernel'", r) for r in reserved] + ([("'GART'", gart)] if gart else [])
+    for name, cut in cuts:
+        try:
+            ranges = core.exclude_range(ranges, cut.start, cut.end, MAX_RANGES)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise SystemStateError(
+                f"{path}: cutting {name} {cut.start:#x}-{cut.end:#x} out of the memory ranges "
+                f"makes more than {MAX_RANGES}, kexec-tools' limit, so 'kexec -p' fails too; "
+                "pass the kernel's /proc/iomem"
+            ) from None
     return CrashRanges(tuple(ranges), tuple(reserved))
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kexecd import core
@@ -11,7 +12,9 @@ from kexecd.model import PT_LOAD, KernelText, Note
 from kexecd.system.root import Root
 
 __all__ = [
+    "U64_MAX",
     "KexecState",
+    "parse_u64",
     "read_kernel_map",
     "read_kexec_state",
     "read_lockdown",
@@ -27,6 +30,9 @@ KERNEL_IMAGE_SIZE = 512 << 20
 GIB = 1 << 30
 MIB = 1 << 20
 PAGE_SIZE = 4096
+U64_MAX = (1 << 64) - 1
+
+_DIGITS = {10: re.compile(r"[0-9]+"), 16: re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,32 @@ class KexecState:
         return bool(self.cpu_crash_hotplug or self.memory_crash_hotplug)
 
 
+def parse_u64(
+    text: str,
+    path: object,
+    *,
+    base: int = 10,
+    what: str = "a number",
+    fix: str = "pass the file the kernel wrote",
+) -> int:
+    """A number as the kernel writes it in a file: ASCII digits (hex ones may
+    start with 0x, as sscanf takes them), no sign, below 2**64.
+
+    :param path: the file (and line), for the message.
+    :param what: what the file should hold; ``fix``: what to do. Both for the message.
+    :raises SystemStateError: the text is not such a number.
+    """
+    text = text.strip()
+    m = _DIGITS[base].fullmatch(text)
+    if not m:
+        raise SystemStateError(f"{path}: cannot parse {text[:80]!r}: expected {what}; {fix}")
+    # Past 20 decimal or 16 hex digits it cannot fit: said before int() works on it.
+    digits = (m.group(1) if base == 16 else text).lstrip("0") or "0"
+    if len(digits) > (16 if base == 16 else 20) or int(digits, base) > U64_MAX:
+        raise SystemStateError(f"{path}: {text[:80]!r} is past 64 bits: expected {what}; {fix}")
+    return int(digits, base)
+
+
 def read_vmcoreinfo(root: Root) -> Note | None:
     """``/sys/kernel/vmcoreinfo``: "hexaddr hexsize", or ``None`` if absent."""
     rel = "sys/kernel/vmcoreinfo"
@@ -66,20 +98,28 @@ def read_vmcoreinfo(root: Root) -> Note | None:
     if text is None:
         return None
     parts = text.split()
-    try:
-        return Note(int(parts[0], 16), int(parts[1], 16))
-    except (IndexError, ValueError):
+    what, fix = "'hexaddr hexsize'", "pass the kernel's /sys/kernel/vmcoreinfo"
+    if len(parts) < 2:  # kexec-tools' sscanf("%llx %llx") ignores what follows
         raise SystemStateError(
-            f"{root.path(rel)}: cannot parse {text.strip()!r}: expected 'hexaddr hexsize'"
-        ) from None
+            f"{root.path(rel)}: cannot parse {text.strip()[:80]!r}: expected {what}; {fix}"
+        )
+    addr, size = (parse_u64(p, root.path(rel), base=16, what=what, fix=fix) for p in parts[:2])
+    return Note(addr, size)
 
 
 def _stext(root: Root) -> int | None:
     # kexec-tools symbols.c get_kernel_sym(): a zero address counts as absent.
-    for line in root.read_text("proc/kallsyms").splitlines():
+    path = root.path("proc/kallsyms")
+    for lineno, line in enumerate(root.read_text("proc/kallsyms").splitlines(), 1):
         parts = line.split()
         if len(parts) >= 3 and parts[2] == "_stext":
-            addr = int(parts[0], 16)
+            addr = parse_u64(
+                parts[0],
+                f"{path}:{lineno}",
+                base=16,
+                what="'hexaddr T _stext'",
+                fix="pass the kernel's /proc/kallsyms",
+            )
             return addr or None
     return None
 
@@ -130,6 +170,11 @@ def read_kernel_map(root: Root, kernel_paddr: int) -> KernelMap:
         )
     vaddr = text.vaddr & ~(MIB - 1)
     size = (text.vaddr + text.memsz - vaddr + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    if vaddr + size - 1 > U64_MAX:
+        raise SystemStateError(
+            f"{path}: the kernel text PT_LOAD at {text.vaddr:#x} runs {text.memsz:#x} bytes, "
+            "past the end of the address space; is this the kernel's /proc/kcore?"
+        )
     return KernelMap(lowest, KernelText(kernel_paddr, vaddr, size))
 
 
@@ -137,12 +182,7 @@ def _int(root: Root, rel: str, base: int = 10) -> int | None:
     text = root.read_optional(rel)
     if text is None:
         return None
-    try:
-        return int(text.strip(), base)
-    except ValueError:
-        raise SystemStateError(
-            f"{root.path(rel)}: cannot parse {text.strip()!r}: expected a number"
-        ) from None
+    return parse_u64(text, root.path(rel), base=base, what="a number")
 
 
 def read_kexec_state(root: Root) -> KexecState:

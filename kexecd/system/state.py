@@ -37,6 +37,6 @@ def read_system(root: Root | None = None) -> SystemState:
         root=root,
         cpus=read_cpus(root),
         iomem=tuple(resources),
-        memory=crash_ranges(resources),
+        memory=crash_ranges(resources, str(root.path("proc/iomem"))),
         vmcoreinfo=read_vmcoreinfo(root),
     )
