@@ -54,6 +54,18 @@ def _proc_status(g: Guest, pid: int) -> dict[str, int]:
     return out
 
 
+def _reloads(out: Path) -> list[dict[str, Any]]:
+    """The baseline's records so far (the file is replaced whole; a read that
+    still catches it half-seen over 9p is tried again)."""
+    for _ in range(50):
+        try:
+            records: list[dict[str, Any]] = json.loads(out.read_text())["reloads"]
+            return records
+        except (ValueError, KeyError, FileNotFoundError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{out}: not the baseline's JSON after 5 s")
+
+
 def _start_baseline(g: Guest, name: str) -> tuple[Path, str]:
     out = g.run_dir / "share" / f"{name}.json"
     stop = f"/run/{name}.stop"
@@ -62,7 +74,7 @@ def _start_baseline(g: Guest, name: str) -> tuple[Path, str]:
         f"setsid {sys.executable} -m bench.guest_baseline {out} {stop} -- {argv} "
         f">/run/{name}.log 2>&1 </dev/null &"
     )
-    _wait(lambda: out.exists(), "the baseline listener", g)
+    _wait(lambda: out.exists() and _reloads(out) is not None, "the baseline listener", g)
     return out, stop
 
 
@@ -107,20 +119,24 @@ def p1_p4(n: int = 5, idle_seconds: float = 30.0) -> dict[str, Any]:
         base: dict[str, list[float]] = {"memory": [], "cpu": []}
         for kind in ("memory", "cpu"):
             for _ in range(n):
-                before = len(json.loads(out.read_text())["reloads"])
+                before = len(_reloads(out))
                 if kind == "memory":
                     g.set_memory_online(*g.hot_add_memory(128))
                 else:
                     g.hot_add_cpu()
 
                 def done(before: int = before) -> Any:
-                    r = json.loads(out.read_text())["reloads"]
+                    r = _reloads(out)
                     return r[before] if len(r) > before else None
 
                 rec = _wait(done, "a kdump-tools style reload", g)
                 base[kind].append((rec["loaded"] - rec["arrived"]) * 1000)
         g.sh(f"touch {stop}")
         res["p1_baseline"] = base
+    except BaseException:
+        log = g.run(["cat", "/run/kexecd.log"], check=False).stdout
+        print(f"--- the daemon's log ---\n{log[-4000:]}", file=sys.stderr)
+        raise
     finally:
         g.close()
     return res
@@ -179,7 +195,7 @@ def p2(dimms: int = 4, dimm_mib: int = 2048) -> dict[str, Any]:
         blocks = res["blocks"]
 
         def all_done() -> Any:
-            r = json.loads(out.read_text())["reloads"]
+            r = _reloads(out)
             return r if len(r) >= blocks else None
 
         reloads = _wait(all_done, "the per-event reloads", g, timeout=60 + 10 * blocks)

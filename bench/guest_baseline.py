@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     monitor = UdevMonitor("kernel")
     records: list[dict[str, object]] = []
     pending: list[tuple[float, str, str]] = []
-    out.write_text(json.dumps({"ready": True, "reloads": records}))
+    _publish(out, records)
     while True:
         for ev in monitor.drain():
             if (ev.subsystem, ev.action) in TRIGGERS:
@@ -61,9 +61,14 @@ def main(argv: list[str]) -> int:
                 "loaded": t2,
             }
         )
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"ready": True, "reloads": records}))
-        os.replace(tmp, out)
+        _publish(out, records)
+
+
+def _publish(out: Path, records: list[dict[str, object]]) -> None:
+    # Whole or not at all: the host polls this file over 9p.
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"ready": True, "reloads": records}))
+    os.replace(tmp, out)
 
 
 if __name__ == "__main__":
