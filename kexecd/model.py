@@ -20,6 +20,7 @@ __all__ = [
     "Phdr",
     "RangeType",
     "human",
+    "shell_words",
 ]
 
 PT_LOAD = 1
@@ -127,3 +128,13 @@ def human(size: int) -> str:
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def shell_words(command: str) -> list[str]:
+    """``command``'s words as a shell splits them; on whitespace if its quotes do not close."""
+    import shlex
+
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()

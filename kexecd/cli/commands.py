@@ -159,27 +159,23 @@ def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int
 
 def mask(root: Root, runtime_dir: Path) -> int:
     """``kexecd mask``: mask the distro's per-event reload rule; 0, or 2 if it could not."""
-    from kexecd.service import udevmask
-
-    try:
-        report = udevmask.mask(root, runtime_dir)
-    except OSError as e:
-        _err("mask", e)
-        return 2
-    for line in report.lines() or ["no distro reload rule is installed: nothing to mask"]:
-        print(f"kexecd mask: {line}")
-    return 0
+    return _udev("mask", root, runtime_dir, "no distro reload rule is installed: nothing to mask")
 
 
 def unmask(root: Root, runtime_dir: Path) -> int:
     """``kexecd unmask``: remove the masks ``kexecd mask`` made; 0, or 2 if it could not."""
+    return _udev("unmask", root, runtime_dir, "nothing masked by kexecd")
+
+
+def _udev(cmd: str, root: Root, runtime_dir: Path, nothing: str) -> int:
     from kexecd.service import udevmask
 
+    how = udevmask.mask if cmd == "mask" else udevmask.unmask
     try:
-        report = udevmask.unmask(root, runtime_dir)
+        report = how(root, runtime_dir)
     except OSError as e:
-        _err("unmask", e)
+        _err(cmd, e)
         return 2
-    for line in report.lines() or ["nothing masked by kexecd"]:
-        print(f"kexecd unmask: {line}")
+    for line in report.lines() or [nothing]:
+        print(f"kexecd {cmd}: {line}")
     return 0

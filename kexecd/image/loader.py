@@ -210,7 +210,6 @@ def refresh(
     """
     start = time.monotonic()
     root = root or Root()
-    statedir.check_dir(state_dir)
     with statedir.locked(state_dir):
         notes = [n for n in [recover(state_dir)] if n]
         snap = open_snapshot(state_dir)

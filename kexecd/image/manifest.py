@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from kexecd.core import Sha256
 from kexecd.errors import SnapshotError
 from kexecd.image.purgatory import DIGEST_SIZE, SHA256_REGIONS, DigestLocation
+from kexecd.model import shell_words
 
 __all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode"]
 
@@ -49,12 +50,7 @@ class Source:
     @property
     def words(self) -> list[str]:
         """The command's words as its shell splits them (for people)."""
-        import shlex
-
-        try:
-            return shlex.split(self.command)
-        except ValueError:
-            return self.command.split()
+        return shell_words(self.command)
 
 
 @dataclass(frozen=True)

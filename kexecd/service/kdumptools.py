@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kexecd.errors import AdoptError, ConfigError
+from kexecd.model import shell_words
 from kexecd.system.root import Root
 
 __all__ = [
@@ -98,10 +99,7 @@ class KexecCmd:
     @property
     def words(self) -> list[str]:
         """The command's words as its shell splits them."""
-        try:
-            return shlex.split(self.line)
-        except ValueError:
-            return self.line.split()
+        return shell_words(self.line)
 
     @property
     def file_load(self) -> bool:

@@ -19,15 +19,19 @@ from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event
+from kexecd.system.root import Root
+from tests.unit.images import image, loaded_root
 
 __all__ = [
     "ARGV",
     "FakeBackend",
     "FakeMonitor",
     "FakeSystemd",
+    "daemon_env",
     "online",
     "run_until",
     "started",
+    "switch_root",
     "tracer_for",
 ]
 
@@ -124,6 +128,31 @@ def run_until(
 def started(cfg: Config) -> Callable[[], bool]:
     """Whether the daemon has published its first state (its start reconcile is done)."""
     return lambda: (cfg.runtime_dir / "state.json").exists()
+
+
+def daemon_env(tmp: Path, settle_ms: int, max_delay_ms: int) -> Config:
+    """A loaded boot image, and ``tmp/root``: a symlink :func:`switch_root` moves
+    between the boot and hotadd captures' fake roots."""
+    for name in ("boot", "hotadd"):
+        loaded_root(name, tmp)
+    root = tmp / "root"
+    root.symlink_to(tmp / "root-boot")
+    state = tmp / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    return Config(
+        state_dir=state,
+        runtime_dir=tmp / "run",
+        root=root,
+        settle_ms=settle_ms,
+        max_delay_ms=max_delay_ms,
+    )
+
+
+def switch_root(tmp: Path, name: str) -> None:
+    """Point ``tmp/root`` at the ``name`` capture's fake root, atomically."""
+    link = tmp / "root.new"
+    link.symlink_to(tmp / f"root-{name}")
+    os.replace(link, tmp / "root")
 
 
 def online(block: int) -> Event:

@@ -5,7 +5,6 @@ a fake kexec backend that records loads and fails on demand."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -14,44 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Coalescer, Daemon
 from kexecd.service.statefile import read_state
-from kexecd.system.root import Root
 from testbed.capture import Capture
 from tests.unit.data import DATA
 from tests.unit.fakes import (
-    ARGV,
     FakeBackend,
     FakeMonitor,
     FakeSystemd,
+    daemon_env,
     online,
     run_until,
     started,
-    tracer_for,
+    switch_root,
 )
-from tests.unit.images import image, loaded_root
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[Config, Path]]:
     """Config with a loaded boot image, and a root symlink the test can switch."""
-    roots = {n: loaded_root(n, tmp_path) for n in ("boot", "hotadd")}
-    root = tmp_path / "root"
-    root.symlink_to(roots["boot"])
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
-    cfg = Config(
-        state_dir=state, runtime_dir=tmp_path / "run", root=root, settle_ms=50, max_delay_ms=300
-    )
-    yield cfg, tmp_path
-
-
-def switch_root(tmp: Path, name: str) -> None:
-    link = tmp / "root.new"
-    link.symlink_to(tmp / f"root-{name}")
-    os.replace(link, tmp / "root")
+    yield daemon_env(tmp_path, settle_ms=50, max_delay_ms=300), tmp_path
 
 
 @pytest.fixture

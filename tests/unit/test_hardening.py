@@ -36,15 +36,15 @@ from kexecd.system.root import Root
 from testbed.capture import Capture
 from tests.unit.data import DATA
 from tests.unit.fakes import (
-    ARGV,
     FakeBackend,
     FakeMonitor,
+    daemon_env,
     online,
     run_until,
     started,
-    tracer_for,
+    switch_root,
 )
-from tests.unit.images import image, loaded_root
+from tests.unit.images import loaded_root
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,22 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[Config, Path]:
     """A loaded boot image; ``tmp/root`` a symlink to switch between boot and hotadd."""
-    for name in ("boot", "hotadd"):
-        loaded_root(name, tmp_path)
-    root = tmp_path / "root"
-    root.symlink_to(tmp_path / "root-boot")
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
-    cfg = Config(
-        state_dir=state, runtime_dir=tmp_path / "run", root=root, settle_ms=20, max_delay_ms=100
-    )
-    return cfg, tmp_path
-
-
-def switch_root(tmp: Path, name: str) -> None:
-    link = tmp / "root.new"
-    link.symlink_to(tmp / f"root-{name}")
-    os.replace(link, tmp / "root")
+    return daemon_env(tmp_path, settle_ms=20, max_delay_ms=100), tmp_path
 
 
 def tamper(path: Path) -> None:
