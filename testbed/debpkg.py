@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The Debian package of this tree, built once per content of its files.
+
+The key is a SHA-256 over the paths, kinds and contents of the files
+``scripts/build-deb`` copies (``git ls-files -co --exclude-standard``: tracked
+and untracked but not ignored, so uncommitted edits count). A build is kept
+in ``$KEXECD_VM_CACHE/deb/<key>/`` (see :func:`testbed.assets.cache_dir`);
+older keys are removed. ``python -m testbed.debpkg`` builds and prints the
+.deb's path (``scripts/setup`` does, ahead of time).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from testbed.assets import cache_dir
+
+__all__ = ["DebBuildError", "ensure_deb", "source_files", "tree_key"]
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_DEB = REPO / "scripts" / "build-deb"
+
+
+class DebBuildError(RuntimeError):
+    """The package could not be built; the message names the log to read."""
+
+
+def source_files(repo: Path = REPO) -> list[str]:
+    """The files ``scripts/build-deb`` copies, sorted: tracked and untracked, not
+    ignored, less tracked files deleted from the work tree.
+
+    :raises DebBuildError: ``repo`` is not a git work tree.
+    """
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-co", "--exclude-standard", "-z"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise DebBuildError(f"{repo}: cannot list its files with git: {e}") from None
+    names = {os.fsdecode(n) for n in out.split(b"\0") if n}
+    return sorted(n for n in names if os.path.lexists(repo / n))
+
+
+def tree_key(repo: Path = REPO) -> str:
+    """SHA-256 over each file's path, kind (symlink, executable) and contents."""
+    h = hashlib.sha256()
+    for name in source_files(repo):
+        path = repo / name
+        h.update(os.fsencode(name) + b"\0")
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            h.update(b"l" + os.fsencode(os.readlink(path)))
+        else:
+            data = path.read_bytes()
+            h.update(b"x" if mode & 0o111 else b"f")
+            h.update(len(data).to_bytes(8, "little") + data)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def ensure_deb() -> Path:
+    """The .deb of this tree as it is now: from the cache, or built by ``scripts/build-deb``.
+
+    One build at a time (a lock in the cache); a finished build of another
+    key is removed first.
+
+    :raises DebBuildError: the build or lintian failed (the message names the
+        log), or the tree is not a git work tree.
+    """
+    base = cache_dir() / "deb"
+    base.mkdir(parents=True, exist_ok=True)
+    key = tree_key(REPO)
+    out = base / key
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = sorted(out.glob("kexecd_*.deb"))
+        if built:
+            return built[0]
+        for old in base.iterdir():
+            if old.is_dir() and old.name != key:
+                shutil.rmtree(old)
+        out.mkdir(exist_ok=True)
+        log = out / "build-deb.log"
+        with log.open("w") as f:
+            p = subprocess.run(
+                ["bash", str(BUILD_DEB), str(out)], stdout=subprocess.PIPE, stderr=f, text=True
+            )
+        if p.returncode != 0:
+            raise DebBuildError(
+                f"scripts/build-deb failed (exit {p.returncode}): see {log} "
+                f"(dpkg-buildpackage's output: {out / 'build.log'})"
+            )
+        lines = p.stdout.strip().splitlines()
+        deb = Path(lines[-1]) if lines else out / "missing.deb"
+        if not deb.is_file():
+            raise DebBuildError(f"scripts/build-deb printed no .deb ({deb}): see {log}")
+        return deb
+
+
+def main() -> int:
+    """Build (or find) the .deb and print its path."""
+    try:
+        print(ensure_deb())
+    except DebBuildError as e:
+        print(f"testbed.debpkg: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

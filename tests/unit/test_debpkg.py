@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""testbed.debpkg: the package's cache key follows the files build-deb copies."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from testbed import debpkg
+
+
+def git_tree(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "debian").mkdir(parents=True)
+    (repo / ".gitignore").write_text("/build/\n")
+    (repo / "debian/rules").write_text("#!/usr/bin/make -f\n")
+    (repo / "README.md").write_text("kexecd\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    return repo
+
+
+def test_the_key_follows_what_build_deb_copies(tmp_path: Path) -> None:
+    repo = git_tree(tmp_path)
+    key = debpkg.tree_key(repo)
+    (repo / "build").mkdir()
+    (repo / "build/ignored.o").write_text("ignored")
+    assert debpkg.tree_key(repo) == key
+    assert debpkg.source_files(repo) == [".gitignore", "README.md", "debian/rules"]
+    keys = {key}
+    (repo / "README.md").write_text("kexecd, edited\n")  # uncommitted edits count
+    keys.add(debpkg.tree_key(repo))
+    (repo / "notes.txt").write_text("untracked")  # so do untracked files
+    keys.add(debpkg.tree_key(repo))
+    (repo / "debian/rules").chmod(0o755)  # and the executable bit
+    keys.add(debpkg.tree_key(repo))
+    (repo / "notes.txt").unlink()
+    (repo / "notes.txt").symlink_to("README.md")
+    keys.add(debpkg.tree_key(repo))
+    (repo / "README.md").unlink()  # deleted but still tracked: not copied
+    keys.add(debpkg.tree_key(repo))
+    assert len(keys) == 6
+
+
+def fake_build(tmp_path: Path, script: str) -> Path:
+    path = tmp_path / "build-deb"
+    path.write_text(script)
+    return path
+
+
+def test_a_cached_deb_is_not_built_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = git_tree(tmp_path)
+    monkeypatch.setenv("KEXECD_VM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(debpkg, "REPO", repo)
+    counter = tmp_path / "builds"
+    build = 'echo x >> {c}; touch "$1/kexecd_0.1.0_amd64.deb"; echo "$1/kexecd_0.1.0_amd64.deb"\n'
+    monkeypatch.setattr(debpkg, "BUILD_DEB", fake_build(tmp_path, build.format(c=counter)))
+    first = debpkg.ensure_deb()
+    assert first.parent == tmp_path / "cache/deb" / debpkg.tree_key(repo)
+    assert debpkg.ensure_deb() == first
+    assert counter.read_text().count("x") == 1
+    (repo / "README.md").write_text("changed\n")
+    second = debpkg.ensure_deb()
+    assert second != first and second.is_file()
+    assert not first.parent.exists()  # the older key is cleared
+    assert counter.read_text().count("x") == 2
+
+
+def test_a_failed_build_names_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = git_tree(tmp_path)
+    monkeypatch.setenv("KEXECD_VM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(debpkg, "REPO", repo)
+    script = 'echo "lintian reported errors" >&2; exit 1\n'
+    monkeypatch.setattr(debpkg, "BUILD_DEB", fake_build(tmp_path, script))
+    with pytest.raises(debpkg.DebBuildError, match=r"exit 1\): see .*build-deb\.log") as e:
+        debpkg.ensure_deb()
+    log = Path(str(e.value).split("see ")[1].split(" ")[0])
+    assert "lintian reported errors" in log.read_text()
