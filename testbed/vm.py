@@ -558,23 +558,44 @@ def _new_run_dir(name: str) -> Path:
 
 def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 240.0) -> Guest:
     """Boot a test-bed guest and wait for its agent (after any other guest has closed)."""
-    machine = machine or Machine()
     kernel = assets.ensure_kernel()
     initramfs = assets.build_initramfs(kernel)
     run_dir = _new_run_dir(name)
     share = run_dir / "share"
     share.mkdir()
-    append = " ".join(
-        [
-            "console=ttyS0",
-            f"crashkernel={machine.crashkernel}",
-            "panic=1",
-            MARK,
-            f"kexecd.share={share}",
-            f"kexecd.python={sys.executable}",
-            f"kexecd.agent={AGENT}",
-        ]
-    )
+    append = [
+        "console=ttyS0",
+        f"kexecd.share={share}",
+        f"kexecd.python={sys.executable}",
+        f"kexecd.agent={AGENT}",
+    ]
+    devices = [
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs",
+        f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
+    ]
+    return launch(name, run_dir, machine or Machine(), kernel, initramfs, append, devices, timeout)
+
+
+def launch(
+    name: str,
+    run_dir: Path,
+    machine: Machine,
+    kernel: assets.Kernel,
+    initrd: Path,
+    append: list[str],
+    devices: list[str],
+    timeout: float,
+) -> Guest:
+    """Start QEMU with the test bed's machine shape, its QMP socket and the agent's
+    virtio-serial port; wait for the agent (after any other guest has closed).
+
+    :param append: the kernel command line; ``crashkernel=``, ``panic=1`` and the
+        test bed's guest mark are added.
+    :param devices: more QEMU options (the guest's root: a 9p share or a disk).
+    """
+    cmdline = " ".join([*append, f"crashkernel={machine.crashkernel}", "panic=1", MARK])
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
@@ -593,9 +614,9 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         "-kernel",
         str(kernel.vmlinuz),
         "-initrd",
-        str(initramfs),
+        str(initrd),
         "-append",
-        append,
+        cmdline,
         "-display",
         "none",
         "-nic",
@@ -609,10 +630,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         f"file:{run_dir / 'ttyS1.out'}",
         "-qmp",
         f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
-        "-virtfs",
-        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        "-virtfs",
-        f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
+        *devices,
         "-device",
         "virtio-serial-pci",
         "-chardev",
@@ -638,7 +656,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
     try:
         qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
         sock.connect(str(run_dir / "agent.sock"))
-        guest = Guest(name, run_dir, machine, kernel, initramfs, proc, qmp, sock, locked=True)
+        guest = Guest(name, run_dir, machine, kernel, initrd, proc, qmp, sock, locked=True)
         ready = guest._recv(time.monotonic() + timeout)
         if not ready.get("ready"):
             raise guest.fail(f"unexpected first message from the agent: {ready}")
