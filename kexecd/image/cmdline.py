@@ -63,6 +63,9 @@ ELFCOREHDR = "elfcorehdr"
 # ACPI memory device handler from attaching, so a crash kernel leaves the
 # DIMMs that the first kernel hot-added (the dump covers them) alone.
 NO_MEMHOTPLUG = "acpi_no_memhotplug"
+ADD_IT = (
+    "add it to the distro's crash command line (KDUMP_CMDLINE_APPEND in /etc/default/kdump-tools)"
+)
 _WORD = re.compile(r"[A-Za-z0-9_.,:/+-]+(=[A-Za-z0-9_.,:/+@-]*)?")
 MAX_WORD = 128
 # lib/ctype.c: what the kernel's isspace() takes (0xa0 too, in its latin-1 table).
@@ -144,6 +147,27 @@ class Amendment:
         if not self.hotplug:
             return "not-needed"
         return "off" if not self.enabled else "cannot"
+
+    @property
+    def hazard(self) -> str | None:
+        """The crash kernel may boot without ``acpi_no_memhotplug`` on a host that
+        can hot-add memory: why, in words; ``None`` when it will not."""
+        state = self.no_memhotplug
+        lacks = (
+            "the crash kernel's command line lacks acpi_no_memhotplug and this host can "
+            "hot-add memory: the crash kernel may take hot-added memory as its own RAM and "
+            'makedumpfile fail ("Bad address")'
+        )
+        if state == "off":
+            return f"{lacks}; kexecd does not append it (crash_acpi_no_memhotplug = false)"
+        if state == "cannot":
+            return f"{lacks}; kexecd cannot append it: {self.problem}; {ADD_IT}"
+        if state == "unknown" and self.hotplug:
+            return (
+                f"the crash kernel's command line cannot be read ({self.problem}), and this "
+                f"host can hot-add memory: make sure it has acpi_no_memhotplug; {ADD_IT}"
+            )
+        return None
 
     @property
     def change(self) -> str:
