@@ -16,7 +16,8 @@ so the line may grow into the zero bytes after it, up to the kernel's
 Purgatory keeps ``cmdline_end``, the address of the original NUL, where it
 would write `` kexec_jump_back_entry=0x...`` if the word above its stack
 were not 0; for a kexec that does not preserve context, a crash among them,
-the kernel pushes 0 there (arch/x86/kernel/relocate_kernel_64.S), so words
+the kernel pushes 0 there (arch/x86/kernel/relocate_kernel_64.S; commit
+2cacf7f23a02 dropped that push for a while, 786a45757dcd put it back), so words
 are appended at the end, where that write, were it ever made, would only
 cut them off again instead of cutting ``elfcorehdr=`` in two.
 
@@ -154,9 +155,9 @@ class Amendment:
         can hot-add memory: why, in words; ``None`` when it will not."""
         state = self.no_memhotplug
         lacks = (
-            "the crash kernel's command line lacks acpi_no_memhotplug and this host can "
-            "hot-add memory: the crash kernel may take hot-added memory as its own RAM and "
-            'makedumpfile fail ("Bad address")'
+            "the crash kernel's command line (as kexec-tools built it) lacks "
+            "acpi_no_memhotplug and this host can hot-add memory: the crash kernel may "
+            'take hot-added memory as its own RAM and makedumpfile fail ("Bad address")'
         )
         if state == "off":
             return f"{lacks}; kexecd does not append it (crash_acpi_no_memhotplug = false)"

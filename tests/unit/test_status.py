@@ -150,10 +150,10 @@ def test_acpi_no_memhotplug_off_is_a_hazard(
     rc, out = status(capsys, state, root, tmp_path / "run", "--config", off)
     assert rc == 0 and out.startswith("crash kernel   loaded and current\n")
     assert (
-        "hazards        the crash kernel's command line lacks acpi_no_memhotplug and this "
-        "host can hot-add memory: the crash kernel may take hot-added memory as its own RAM "
-        'and makedumpfile fail ("Bad address"); kexecd does not append it '
-        "(crash_acpi_no_memhotplug = false)" in out
+        "hazards        the crash kernel's command line (as kexec-tools built it) lacks "
+        "acpi_no_memhotplug and this host can hot-add memory: the crash kernel may take "
+        'hot-added memory as its own RAM and makedumpfile fail ("Bad address"); kexecd '
+        "does not append it (crash_acpi_no_memhotplug = false)" in out
     )
     rc, out = status(capsys, state, root, tmp_path / "run", "--config", off, "--json")
     d = json.loads(out)
