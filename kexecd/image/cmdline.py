@@ -110,6 +110,8 @@ class Amendment:
 
     :ivar found: the line in the snapshot's boot parameters segment; ``None``
         when it cannot be read (``problem`` says why).
+    :ivar given: the line passed to ``kexec_file_load``, which builds the
+        boot parameters in the kernel (so kexecd cannot amend them).
     :ivar loaded: the words kexecd appended to the line loaded now.
     :ivar wanted: the words it appends now.
     :ivar hotplug: this host can hot-add memory (ACPI memory hotplug is there).
@@ -123,13 +125,19 @@ class Amendment:
     hotplug: bool
     enabled: bool
     problem: str | None = None
+    given: str | None = None
+
+    @property
+    def built(self) -> str | None:
+        """The line as kexec-tools built it (or the kernel, from the one given)."""
+        return self.found.text if self.found is not None else self.given
 
     @property
     def text(self) -> str | None:
         """The line loaded now."""
-        if self.found is None:
+        if self.built is None:
             return None
-        return " ".join([self.found.text, *self.loaded]) if self.loaded else self.found.text
+        return " ".join([self.built, *self.loaded])
 
     @property
     def no_memhotplug(self) -> str:
@@ -139,9 +147,9 @@ class Amendment:
         ``off`` (missing: ``crash_acpi_no_memhotplug`` is off), ``cannot``
         (missing: ``problem`` says why), ``unknown`` (the line cannot be read:
         ``problem`` says why)."""
-        if self.found is None:
+        if self.built is None:
             return "unknown"
-        if has(self.found.text, NO_MEMHOTPLUG):
+        if has(self.built, NO_MEMHOTPLUG):
             return "present"
         if NO_MEMHOTPLUG in self.wanted:
             return "appended" if NO_MEMHOTPLUG in self.loaded else "to-append"

@@ -287,11 +287,13 @@ def _cmdline(snap: Snapshot, root: Root, enabled: bool, blocked: str | None) -> 
     # kexecd will not reload this image itself, if it will not.
     hotplug = acpi_memory_hotplug(root)
     loaded = snap.loaded_words()
+    if snap.file_load:
+        why = "the kernel builds the boot parameters of a kexec_file_load image"
+        return Amendment(None, loaded, (), hotplug, enabled, why, snap.cmdline)
     try:
         found = cmdline.find(snap.segments)
     except CmdlineError as e:
-        why = "the kernel built it (kexec_file_load)" if snap.file_load else str(e)
-        return Amendment(None, loaded, (), hotplug, enabled, why)
+        return Amendment(None, loaded, (), hotplug, enabled, str(e))
     if not (hotplug and enabled) or cmdline.has(found.text, NO_MEMHOTPLUG):
         return Amendment(found, loaded, (), hotplug, enabled)
     problem = blocked

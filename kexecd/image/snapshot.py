@@ -67,6 +67,8 @@ class Snapshot:
     :ivar digest: where purgatory's SHA-256 is, if it was found.
     :ivar file_load: the image came from kexec_file_load: it can only be
         reloaded whole, by running the command again.
+    :ivar cmdline: the command line given to kexec_file_load (kexec_load
+        images carry theirs in a segment: :mod:`kexecd.image.cmdline`).
     """
 
     path: Path
@@ -81,6 +83,7 @@ class Snapshot:
     purgatory: int | None
     digest: DigestLocation | None
     source: Source | None = None
+    cmdline: str | None = None
 
     @property
     def header_capacity(self) -> int | None:
@@ -345,6 +348,7 @@ def _parse(path: Path, m: Manifest) -> Snapshot:
         purgatory=m.purgatory,
         digest=m.digest,
         source=m.source,
+        cmdline=None if m.cmdline is None else m.cmdline.rstrip("\0"),
     )
 
 

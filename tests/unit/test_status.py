@@ -10,6 +10,7 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import describe_image
+from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
@@ -218,3 +219,35 @@ def test_status_takes_its_directories_from_the_config(
     # An option given wins over the file.
     assert main(["status", "--config", conf, "--state-dir", str(tmp_path / "none")]) == 2
     assert "no snapshot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "state", "hazards"),
+    [(b"root=/dev/sda1 acpi_no_memhotplug\0", "present", 0), (b"root=/dev/sda1\0", "cannot", 1)],
+)
+def test_a_file_loaded_line_is_read_from_the_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: bytes, state: str, hazards: int
+) -> None:
+    # kexec_file_load (Secure Boot, Fedora's -s): the kernel builds the boot
+    # parameters from the line given, which the tracer captured.
+    cap = LoadCapture(
+        KexecCall.KEXEC_FILE_LOAD,
+        0,
+        0,
+        0,
+        (),
+        line,
+        1,
+        0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
+    )
+    root = loaded_root("boot", tmp_path, memory_hotplug=True)
+    loader.load([*ARGV, "-s"], tmp_path / "state", root=Root(root), tracer=tracer_for(cap))
+    rc, out = status(capsys, tmp_path / "state", root, tmp_path / "run", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["acpi_no_memhotplug"] == state and len(d["hazards"]) == hazards
+    assert d["image"]["cmdline"] == line.rstrip(b"\0").decode()
+    if hazards:
+        assert "kexecd cannot append it: the kernel builds the boot parameters of a " in out
