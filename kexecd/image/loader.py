@@ -5,10 +5,10 @@
 snapshot. :func:`refresh` builds the header for the system now and, when it
 differs, issues ``kexec_load`` with the snapshot's segments, only the header
 and purgatory's 32-byte digest changed (and the command line, where kexecd
-appends a word to it: :mod:`kexecd.image.plan`). When that cannot be done safely it
-runs the recorded command again (never unloading first). When ``kexec_load``
-fails it loads the previous good segments again, so the host keeps a crash
-kernel.
+appends a word to it: :mod:`kexecd.image.plan`). When that cannot be done
+safely it runs the recorded command again (never unloading first). When
+``kexec_load`` fails it loads the previous good segments again, so the host
+keeps a crash kernel.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ stores the digest in purgatory's ``sha256_digest`` and the list of
 ``{u64 start, u64 len}`` in ``sha256_regions[16]``. At panic purgatory hashes
 the regions again and spins forever on a mismatch, so a reloaded header needs
 a new digest. kexec-tools 2.0.28's ``--hotplug`` leaves the header out of the
-hash (commit a563760); then nothing needs patching.
+hash (commit a563760); then a new header needs no patching, a new command
+line (in the boot parameters, which are always hashed) still does.
+
+The hash is sequential: SHA-256 states saved before the header and before the
+boot parameters let a new digest hash only from the first changed segment on.
 
 Nothing here depends on offsets in a particular purgatory build: both arrays
 are found by their value.
