@@ -8,6 +8,7 @@ names the file or value at fault and what to do about it.
 
 __all__ = [
     "AdoptError",
+    "CmdlineError",
     "ConfigError",
     "HeaderError",
     "KexecdError",
@@ -30,6 +31,10 @@ class TraceError(KexecdError):
 
 class SystemStateError(KexecdError):
     """A procfs or sysfs file is missing, unreadable or malformed."""
+
+
+class CmdlineError(KexecdError):
+    """The crash kernel's command line cannot be found in its segment, or changed as asked."""
 
 
 class HeaderError(KexecdError):

@@ -7,18 +7,40 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kexecd.errors import KexecdError, LoadError
 from kexecd.image import loader
 from kexecd.image.plan import Action
 from kexecd.image.snapshot import Snapshot
+from kexecd.service.config import Config, load_config
 from kexecd.system.root import Root
 
-__all__ = ["adopt", "load", "mask", "refresh", "run", "status", "unmask"]
+__all__ = ["adopt", "load", "mask", "refresh", "run", "settings", "status", "unmask"]
 
 
 def _err(cmd: str, e: Exception) -> None:
     print(f"kexecd {cmd}: {e}", file=sys.stderr)
+
+
+def settings(cmd: str, config: Path, **options: Any) -> Config | None:
+    """The settings of ``config`` with the options given on the command line
+    (``None`` ones are not given); ``None`` after saying why when the file is bad."""
+    try:
+        return load_config(config, **options)
+    except KexecdError as e:
+        _err(cmd, e)
+        return None
+
+
+def _amended(r: loader.RefreshResult) -> None:
+    # What a refresh did to the crash kernel's command line, or what it left
+    # missing: its own lines, not notes.
+    if r.cmdline:
+        print(f"  {r.cmdline}; crash_acpi_no_memhotplug = false in kexecd.conf turns this off")
+    hazard = None if r.plan.cmdline is None else r.plan.cmdline.hazard
+    if hazard:
+        print(f"  hazard: {hazard}")
 
 
 def load(argv: Sequence[str], state_dir: Path) -> int:
@@ -35,13 +57,21 @@ def load(argv: Sequence[str], state_dir: Path) -> int:
     return 0
 
 
-def adopt(state_dir: Path, root: Root, kexec_cmd: Path | None, command: Sequence[str]) -> int:
+def adopt(cfg: Config, kexec_cmd: Path | None, command: Sequence[str]) -> int:
     """``kexecd adopt``: 0 once kexecd keeps the distro's crash kernel; 1 if a load
     failed; 2 on bad input (nothing to adopt, an unfit command file)."""
     from kexecd.service.adopt import adopt as take_over
 
+    if kexec_cmd is None and cfg.kexec_cmd:
+        kexec_cmd = Path(cfg.kexec_cmd)
     try:
-        r = take_over(state_dir, root=root, kexec_cmd=kexec_cmd, command=command or None)
+        r = take_over(
+            cfg.state_dir,
+            root=Root(cfg.root),
+            kexec_cmd=kexec_cmd,
+            command=command or None,
+            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+        )
     except LoadError as e:
         _err("adopt", e)
         return 1
@@ -56,6 +86,7 @@ def adopt(state_dir: Path, root: Root, kexec_cmd: Path | None, command: Sequence
     )
     d = r.refresh.decision
     print(f"  then: {d.action.value}: {d.reason} ({r.refresh.seconds * 1000:.0f} ms)")
+    _amended(r.refresh)
     for note in [*r.notes, *r.refresh.notes]:
         print(f"  note: {note}")
     return 0
@@ -81,10 +112,15 @@ def _how(snap: Snapshot) -> str:
     return how
 
 
-def refresh(state_dir: Path, root: Root, *, dry_run: bool = False) -> int:
+def refresh(cfg: Config, *, dry_run: bool = False) -> int:
     """``kexecd refresh``: 0 when current or reloaded; 1 when a load failed; 2 on bad input."""
     try:
-        r = loader.refresh(state_dir, root=root, dry_run=dry_run)
+        r = loader.refresh(
+            cfg.state_dir,
+            root=Root(cfg.root),
+            dry_run=dry_run,
+            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+        )
     except LoadError as e:
         _err("refresh", e)
         return 1
@@ -105,6 +141,7 @@ def refresh(state_dir: Path, root: Root, *, dry_run: bool = False) -> int:
         )
     else:
         print(f"kexecd refresh: {r.decision.reason}: done in {ms:.0f} ms")
+    _amended(r)
     for note in r.notes:
         print(f"  note: {note}")
     if r.diff:
@@ -123,7 +160,6 @@ def run(
     verbose: bool,
 ) -> int:
     """``kexecd run``: the daemon. 0 when stopped by a signal; 2 on bad settings."""
-    from kexecd.service.config import load_config
     from kexecd.service.daemon import Daemon
     from kexecd.service.monitor import UdevMonitor
     from kexecd.service.notify import setup_logging
@@ -145,11 +181,16 @@ def run(
         return 2
 
 
-def status(state_dir: Path, root: Root, runtime_dir: Path, as_json: bool) -> int:
+def status(cfg: Config, as_json: bool) -> int:
     """``kexecd status``: 0 loaded and current, 1 stale, 2 error, 3 no crash kernel."""
     from kexecd.cli import status as st
 
-    report = st.gather(state_dir, root, runtime_dir)
+    report = st.gather(
+        cfg.state_dir,
+        Root(cfg.root),
+        cfg.runtime_dir,
+        acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+    )
     try:
         print(st.to_json(report) if as_json else st.render(report), flush=True)
     except BrokenPipeError:  # kexecd status | head -1: the exit code still counts

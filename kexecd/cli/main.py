@@ -26,32 +26,48 @@ def _address(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an address: {text!r}") from None
 
 
-def _state_dir(p: argparse.ArgumentParser) -> None:
+# Commands that read /etc/kexecd.conf leave these options unset: the file's
+# value (or its default) applies unless the option is given.
+def _default(value: object, config: bool) -> str:
+    return f"default: the config's, else {value}" if config else f"default {value}"
+
+
+def _state_dir(p: argparse.ArgumentParser, config: bool = False) -> None:
     p.add_argument(
         "--state-dir",
         type=Path,
-        default=DEFAULT_STATE_DIR,
+        default=None if config else DEFAULT_STATE_DIR,
         metavar="DIR",
-        help=f"where 'kexecd load' keeps the snapshot (default {DEFAULT_STATE_DIR})",
+        help=f"where 'kexecd load' keeps the snapshot ({_default(DEFAULT_STATE_DIR, config)})",
     )
 
 
-def _root(p: argparse.ArgumentParser) -> None:
+def _root(p: argparse.ArgumentParser, config: bool = False) -> None:
     p.add_argument(
         "--root",
-        default="/",
+        default=None if config else "/",
         metavar="DIR",
-        help="read /proc and /sys under this directory (default /)",
+        help=f"read /proc and /sys under this directory ({_default('/', config)})",
     )
 
 
-def _runtime_dir(p: argparse.ArgumentParser) -> None:
+def _runtime_dir(p: argparse.ArgumentParser, config: bool = False) -> None:
     p.add_argument(
         "--runtime-dir",
         type=Path,
-        default=DEFAULT_RUNTIME_DIR,
+        default=None if config else DEFAULT_RUNTIME_DIR,
         metavar="DIR",
-        help=f"the daemon's state.json and socket (default {DEFAULT_RUNTIME_DIR})",
+        help=f"the daemon's state.json and socket ({_default(DEFAULT_RUNTIME_DIR, config)})",
+    )
+
+
+def _config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"settings (TOML; default {DEFAULT_CONFIG}, which may be absent); options win",
     )
 
 
@@ -77,11 +93,12 @@ def _image_commands(sub: Any) -> None:
         "--kexec-cmd",
         type=Path,
         metavar="FILE",
-        help="the distro's record of its kexec command (default: kdump-tools' "
-        "$KDUMP_COREDIR/kexec_cmd, /var/crash/kexec_cmd)",
+        help="the distro's record of its kexec command (default: the config's kexec_cmd, "
+        "else kdump-tools' $KDUMP_COREDIR/kexec_cmd, /var/crash/kexec_cmd)",
     )
-    _state_dir(p)
-    _root(p)
+    _config(p)
+    _state_dir(p, config=True)
+    _root(p, config=True)
     p.add_argument(
         "command_",
         nargs=argparse.REMAINDER,
@@ -95,8 +112,9 @@ def _image_commands(sub: Any) -> None:
         description="Build the ELF core header for the system now; when it differs from "
         "the loaded one, reload only the header (and purgatory's digest).",
     )
-    _state_dir(p)
-    _root(p)
+    _config(p)
+    _state_dir(p, config=True)
+    _root(p, config=True)
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
 
@@ -129,7 +147,7 @@ def _service_commands(sub: Any) -> None:
         description="Listen to cpu and memory uevents and keep the loaded crash kernel's "
         "header current. Settings come from /etc/kexecd.conf (TOML); options override them.",
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE")
+    _config(p)
     p.add_argument("--state-dir", type=Path, metavar="DIR")
     p.add_argument("--runtime-dir", type=Path, metavar="DIR", help="state.json and the socket")
     p.add_argument("--root", type=Path, metavar="DIR")
@@ -141,9 +159,10 @@ def _service_commands(sub: Any) -> None:
         help="is a crash kernel loaded, and is its header current?",
         description="Exit 0: loaded and current; 1: stale; 2: error; 3: no crash kernel.",
     )
-    _state_dir(p)
-    _runtime_dir(p)
-    _root(p)
+    _config(p)
+    _state_dir(p, config=True)
+    _runtime_dir(p, config=True)
+    _root(p, config=True)
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -219,14 +238,25 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "load":
         argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
         return commands.load(argv, args.state_dir)
-    if args.command == "adopt":
+    if args.command in ("adopt", "refresh", "status"):
+        cfg = commands.settings(
+            args.command,
+            args.config,
+            state_dir=args.state_dir,
+            root=args.root,
+            runtime_dir=getattr(args, "runtime_dir", None),
+        )
+        if cfg is None:
+            return 2
+        if args.command == "refresh":
+            return commands.refresh(cfg, dry_run=args.dry_run)
+        if args.command == "status":
+            return commands.status(cfg, args.json)
         command = args.command_[1:] if args.command_[:1] == ["--"] else args.command_
-        return commands.adopt(args.state_dir, Root(args.root), args.kexec_cmd, command)
+        return commands.adopt(cfg, args.kexec_cmd, command)
     if args.command in ("mask", "unmask"):
         how = commands.mask if args.command == "mask" else commands.unmask
         return how(Root(args.root), args.runtime_dir)
-    if args.command == "refresh":
-        return commands.refresh(args.state_dir, Root(args.root), dry_run=args.dry_run)
     if args.command == "run":
         return commands.run(
             args.config,
@@ -236,8 +266,6 @@ def _main(argv: Sequence[str] | None) -> int:
             source=args.source,
             verbose=args.verbose,
         )
-    if args.command == "status":
-        return commands.status(args.state_dir, Root(args.root), args.runtime_dir, args.json)
     if args.command == "inspect":
         from kexecd.cli import inspect
 

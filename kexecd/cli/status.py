@@ -47,6 +47,8 @@ class Status:
     hazards: list[str] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     error: str | None = None
+    # Where acpi_no_memhotplug stands (kexecd.image.cmdline.Amendment.no_memhotplug).
+    acpi_no_memhotplug: str | None = None
 
 
 def describe_image(argv: Sequence[str]) -> dict[str, Any]:
@@ -89,8 +91,13 @@ def _support(kstate: KexecState) -> str:
     return "the kernel updates the header itself (crash_hotplug reads 1)"
 
 
-def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
-    """Look at the system, the snapshot and the daemon's state; never raises."""
+def gather(
+    state_dir: Path, root: Root, runtime_dir: Path, *, acpi_no_memhotplug: bool = True
+) -> Status:
+    """Look at the system, the snapshot and the daemon's state; never raises.
+
+    :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
+    """
     try:
         kstate = read_kexec_state(root)
         daemon = read_state(runtime_dir)
@@ -106,7 +113,8 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     st.hazards += udevmask.hazards(root)
     try:
         with statedir.locked(state_dir, shared=True, wait=LOCK_WAIT):
-            _render_snapshot(st, open_snapshot(state_dir), root, kstate)
+            snap = open_snapshot(state_dir)
+            _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
     except KexecdError as e:
         st.exit_code = EXIT_ERROR
         st.error = str(e)
@@ -114,7 +122,9 @@ def gather(state_dir: Path, root: Root, runtime_dir: Path) -> Status:
     return st
 
 
-def _render_snapshot(st: Status, snap: Snapshot, root: Root, kstate: KexecState) -> None:
+def _render_snapshot(
+    st: Status, snap: Snapshot, root: Root, kstate: KexecState, acpi_no_memhotplug: bool
+) -> None:
     src = snap.source
     st.image = describe_image(src.words if src else snap.argv)
     if src:
@@ -122,13 +132,16 @@ def _render_snapshot(st: Status, snap: Snapshot, root: Root, kstate: KexecState)
     st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
     info = snap.loaded_info()
     st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
-    cmdline = st.image.get("cmdline") or ""
-    if "acpi_no_memhotplug" not in str(cmdline).split():
-        st.hazards.append(
-            "the crash kernel's command line lacks acpi_no_memhotplug: it may online "
-            "hot-added DIMMs and write over memory it should dump"
-        )
-    _render_plan(st, plan.make(snap, root, kstate))
+    p = plan.make(snap, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug)
+    line = p.cmdline
+    if line is not None:
+        # The line in the boot parameters as loaded (elfcorehdr= and what
+        # kexecd appended included), where it can be read.
+        st.image["cmdline"] = line.text or st.image["cmdline"]
+        st.acpi_no_memhotplug = line.no_memhotplug
+        if line.hazard:
+            st.hazards.append(line.hazard)
+    _render_plan(st, p)
 
 
 def _render_plan(st: Status, p: Plan) -> None:
@@ -162,6 +175,9 @@ def _render_plan(st: Status, p: Plan) -> None:
             "UNCERTAIN: a load was interrupted before it was recorded; the next refresh "
             "(or the daemon at start) loads the header again"
         )
+    elif why is Why.CMDLINE and p.cmdline is not None:
+        st.exit_code = EXIT_STALE
+        st.verdict = f"STALE: the next refresh will {p.cmdline.change}"
     elif not st.current:
         st.differences = p.diff.lines() if p.diff else []
         st.exit_code = EXIT_STALE
@@ -177,6 +193,20 @@ def daemon_running(state: DaemonState) -> bool:
     return Path(f"/proc/{state.pid}").exists()
 
 
+_NO_MEMHOTPLUG = {
+    "appended": (
+        "appended",
+        "acpi_no_memhotplug, by kexecd: this host can hot-add memory "
+        "(crash_acpi_no_memhotplug = false turns it off)",
+    ),
+    "to-append": (
+        "to append",
+        "acpi_no_memhotplug: this host can hot-add memory; the next refresh (or the "
+        "daemon) appends it",
+    ),
+}
+
+
 def render(st: Status) -> str:
     """The short aligned report a person reads at a glance."""
     rows: list[tuple[str, str]] = [("crash kernel", st.verdict)]
@@ -186,6 +216,9 @@ def render(st: Status) -> str:
             ("image", f"{img.get('kernel')}  initrd {img.get('initrd')}  ({img.get('syscall')})")
         )
         rows.append(("command line", str(img.get("cmdline"))))
+        note = _NO_MEMHOTPLUG.get(st.acpi_no_memhotplug or "")
+        if note:
+            rows.append(note)
         rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
         if img.get("adopted_from"):
             rows.append(("adopted from", str(img["adopted_from"])))

@@ -4,10 +4,11 @@
 :func:`load` runs a ``kexec -p`` command under the tracer and keeps its
 snapshot. :func:`refresh` builds the header for the system now and, when it
 differs, issues ``kexec_load`` with the snapshot's segments, only the header
-and purgatory's 32-byte digest changed. When that cannot be done safely it
-runs the recorded command again (never unloading first). When ``kexec_load``
-fails it loads the previous good segments again, so the host keeps a crash
-kernel.
+and purgatory's 32-byte digest changed (and the command line, where kexecd
+appends a word to it: :mod:`kexecd.image.plan`). When that cannot be done
+safely it runs the recorded command again (never unloading first). When
+``kexec_load`` fails it loads the previous good segments again, so the host
+keeps a crash kernel.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Protocol
 
 from kexecd import core
-from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
-from kexecd.errors import LoadError, TraceError
-from kexecd.image import plan, statedir
+from kexecd.core import KexecCall, LoadCapture, Segment
+from kexecd.errors import KexecdError, LoadError, SnapshotError, TraceError
+from kexecd.image import cmdline, plan, statedir
 from kexecd.image.changes import HeaderDiff
-from kexecd.image.plan import Action, Decision, Plan
-from kexecd.image.purgatory import digest_after_header, patched
+from kexecd.image.cmdline import Amendment
+from kexecd.image.plan import Action, Decision, Plan, Why
+from kexecd.image.purgatory import digest_of, patched
 from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot, recover
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
@@ -143,6 +145,8 @@ class RefreshResult:
     """What a refresh did, and the plan it carried out.
 
     :ivar load_seconds: time inside the ``kexec_load`` call, if one was made.
+    :ivar cmdline: what the load did to the crash kernel's command line, in
+        words ("" for nothing).
     """
 
     plan: Plan
@@ -152,6 +156,7 @@ class RefreshResult:
     notes: list[str] = field(default_factory=list)
     load_seconds: float | None = None
     verified: bool = False  # the snapshot's segments were hashed and matched
+    cmdline: str = ""
 
     @property
     def decision(self) -> Decision:
@@ -162,28 +167,42 @@ class RefreshResult:
         return self.plan.diff
 
 
-def _with(
-    snap: Snapshot, segs: list[Segment], header: bytes, purgatory: Buffer | None
-) -> list[Segment]:
-    segs = list(segs)
+def _image(
+    snap: Snapshot,
+    line: Amendment | None,
+    header: bytes,
+    words: Sequence[str],
+    *,
+    digest: bool = True,
+) -> tuple[list[Segment], bytes | None]:
+    """The snapshot's segments with ``header``, ``words`` appended to the command
+    line kexec-tools built, and purgatory's digest patched to match (unless
+    ``digest`` is false: the test bed's control experiment). Returns the new
+    digest, or ``None`` when purgatory is unchanged."""
+    segs = list(snap.segments)
     assert snap.header is not None
     segs[snap.header] = replace(segs[snap.header], buf=header)
-    if purgatory is not None and snap.purgatory is not None:
-        segs[snap.purgatory] = replace(segs[snap.purgatory], buf=purgatory)
-    return segs
-
-
-def _with_digest(
-    snap: Snapshot, segs: list[Segment], header: bytes
-) -> tuple[list[Segment], bytes | None]:
-    """The segments with ``header``, and purgatory's digest patched to match."""
     loc = snap.digest
-    if loc is None or not loc.header_hashed:
-        return _with(snap, segs, header, None), None
-    assert snap.header is not None and snap.purgatory is not None
-    digest = digest_after_header(loc, segs, snap.purgatory, snap.header, header)
-    purg = patched(segs[snap.purgatory].buf, loc, digest)
-    return _with(snap, segs, header, purg), digest
+    changed = [snap.header] if loc is not None and loc.header_hashed else []
+    if words:
+        found = None if line is None else line.found
+        if found is None or loc is None:
+            raise SnapshotError(
+                f"{snap.path}: no command line to append {' '.join(words)} to, or no digest "
+                "to vouch for it; run 'kexecd load' again"
+            )
+        text = found.text
+        for word in words:
+            text = cmdline.appended(text, word)
+        i = found.segment
+        segs[i] = replace(segs[i], buf=cmdline.patched(segs[i].buf, found, text))
+        changed.append(i)
+    if not changed or not digest or loc is None or snap.purgatory is None:
+        return segs, None
+    new = digest_of(loc, segs, snap.purgatory, snap.header, changed)
+    purg = snap.purgatory
+    segs[purg] = replace(segs[purg], buf=patched(segs[purg].buf, loc, new))
+    return segs, new
 
 
 def refresh(
@@ -196,8 +215,9 @@ def refresh(
     patch_digest: bool = True,
     verify: bool = True,
     reload_unloaded: bool = False,
+    acpi_no_memhotplug: bool = True,
 ) -> RefreshResult:
-    """Bring the loaded crash image's header up to date with the system.
+    """Bring the loaded crash image's header (and command line) up to date.
 
     Holds the state directory's lock, makes the plan
     (:func:`kexecd.image.plan.make`) and carries it out with :func:`execute`;
@@ -213,7 +233,12 @@ def refresh(
     with statedir.locked(state_dir):
         notes = [n for n in [recover(state_dir)] if n]
         snap = open_snapshot(state_dir)
-        p = plan.make(snap, root, reload_unloaded=reload_unloaded)
+        p = plan.make(
+            snap,
+            root,
+            reload_unloaded=reload_unloaded,
+            acpi_no_memhotplug=acpi_no_memhotplug,
+        )
         r = execute(
             p,
             state_dir,
@@ -264,8 +289,9 @@ def execute(
         result.seconds = time.monotonic() - start
         return result
     if action is Action.FULL_RELOAD:
-        load(p.snapshot.argv, state_dir, root=root, tracer=tracer, source=p.snapshot.source)
+        snap = load(p.snapshot.argv, state_dir, root=root, tracer=tracer, source=p.snapshot.source)
         result.loaded = True
+        _amend_after_full_reload(p, snap, result, state_dir, root, backend, tracer, patch_digest)
         result.seconds = time.monotonic() - start
         return result
 
@@ -273,28 +299,60 @@ def execute(
     assert wanted is not None and loaded is not None
     if not p.kexec.crash_loaded:
         result.notes.append("no crash kernel was loaded; loading the snapshot's image")
-    original = list(snap.segments)
-    segs, digest = _with_digest(snap, original, wanted)
-    if not patch_digest:
-        segs, digest = _with(snap, original, wanted, None), None
+    line = p.cmdline
+    words = () if line is None else line.wanted
+    segs, digest = _image(snap, line, wanted, words, digest=patch_digest)
     # Say what is about to be loaded first: killed between the load and the
     # record, the next run knows the loaded header is uncertain.
-    snap.record_intent(wanted)
+    snap.record_intent(wanted, words)
     load_start = time.monotonic()
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e:
-        _failed(snap, original, backend, loaded, root, e)
+        _failed(snap, line, backend, loaded, root, e)
     result.load_seconds = time.monotonic() - load_start
-    snap.record_loaded(wanted, digest, "kexecd refresh")
+    snap.record_loaded(wanted, digest, "kexecd refresh", words)
     result.loaded = True
+    result.cmdline = "" if line is None else line.done
     result.seconds = time.monotonic() - start
     return result
 
 
+def _amend_after_full_reload(
+    p: Plan,
+    snap: Snapshot,
+    result: RefreshResult,
+    state_dir: Path,
+    root: Root,
+    backend: Backend,
+    tracer: Tracer,
+    patch_digest: bool,
+) -> None:
+    # kexec-tools loaded its own command line again: what kexecd appends to
+    # it goes back at once, not at the next event.
+    enabled = p.cmdline.enabled if p.cmdline is not None else True
+    try:
+        after = plan.make(snap, root, acpi_no_memhotplug=enabled)
+        if after.decision.why is not Why.CMDLINE:
+            return
+        again = execute(
+            after,
+            state_dir,
+            root=root,
+            backend=backend,
+            tracer=tracer,
+            patch_digest=patch_digest,
+        )
+    except KexecdError as e:
+        result.notes.append(f"the command line kexec-tools loaded could not be amended: {e}")
+        return
+    result.notes += again.notes
+    result.cmdline = again.cmdline
+
+
 def _failed(
     snap: Snapshot,
-    original: list[Segment],
+    line: Amendment | None,
     backend: Backend,
     loaded: bytes,
     root: Root,
@@ -305,13 +363,14 @@ def _failed(
     # once do_kexec_load() has run, the old image is freed first and a
     # failure leaves none. /sys/kernel/kexec_crash_loaded tells which.
     why = f"kexec_load failed: {error.strerror}"
+    was = () if line is None else line.loaded
     if read_kexec_state(root).crash_loaded:
-        snap.record_loaded(loaded, None, "kexecd refresh (kept after a failed load)")
+        snap.record_loaded(loaded, None, "kexecd refresh (kept after a failed load)", was)
         busy = " (it was busy)" if error.errno == errno.EBUSY else ""
         raise LoadError(
             f"{why}; the kernel kept the previous image{busy}; it will be tried again"
         ) from error
-    segs, _ = _with_digest(snap, original, loaded)
+    segs, _ = _image(snap, line, loaded, was)
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e2:
@@ -320,5 +379,5 @@ def _failed(
             "NO CRASH KERNEL IS LOADED: run 'kexecd load' again",
             image_lost=True,
         ) from error
-    snap.record_loaded(loaded, None, "kexecd refresh (the previous image, loaded again)")
+    snap.record_loaded(loaded, None, "kexecd refresh (the previous image, loaded again)", was)
     raise LoadError(f"{why}; the previous image was loaded again") from error

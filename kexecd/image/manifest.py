@@ -81,7 +81,8 @@ class Manifest:
 
 
 def encode(m: Manifest) -> bytes:
-    """The JSON form (format 1: what kexecd 0.1 wrote, plus ``source``)."""
+    """The JSON form (format 1: what kexecd 0.1 wrote, plus ``source`` and the
+    digest's ``setup`` and ``setup_state``)."""
     d = m.digest
     data = {
         "format": FORMAT,
@@ -104,6 +105,8 @@ def encode(m: Manifest) -> bytes:
             "regions_offset": d.regions_offset,
             "header_hashed": d.header_hashed,
             "prefix_state": d.prefix_state.hex() if d.prefix_state else None,
+            "setup": d.setup,
+            "setup_state": d.setup_state.hex() if d.setup_state else None,
         },
     }
     return (json.dumps(data, indent=2) + "\n").encode()
@@ -148,12 +151,25 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
     return tuple(out)
 
 
-def _digest(v: object, purgatory: SegmentInfo | None) -> DigestLocation | None:
+def _state(v: object, what: str) -> bytes | None:
+    if v is None:
+        return None
+    try:
+        state = bytes.fromhex(_str(v, what, 1024))
+        Sha256(state)
+    except ValueError as e:
+        raise _Bad(f"{what} is not a SHA-256 state ({e})") from None
+    return state
+
+
+def _digest(
+    v: object, segments: tuple[SegmentInfo, ...], purgatory: int | None
+) -> DigestLocation | None:
     if v is None:
         return None
     if not isinstance(v, dict) or purgatory is None:
         raise _Bad("digest must be an object, and needs a purgatory segment")
-    size = purgatory.bufsz
+    size = segments[purgatory].bufsz
     offset = _int(v.get("offset"), "digest offset", 0, max(0, size - DIGEST_SIZE))
     regions = v.get("regions_offset")
     if regions is not None:
@@ -161,17 +177,17 @@ def _digest(v: object, purgatory: SegmentInfo | None) -> DigestLocation | None:
     hashed = v.get("header_hashed")
     if not isinstance(hashed, bool):
         raise _Bad("digest header_hashed must be true or false")
-    prefix = v.get("prefix_state")
-    state = None
-    if prefix is not None:
-        try:
-            state = bytes.fromhex(_str(prefix, "digest prefix_state", 1024))
-            Sha256(state)
-        except ValueError as e:
-            raise _Bad(f"digest prefix_state is not a SHA-256 state ({e})") from None
+    state = _state(v.get("prefix_state"), "digest prefix_state")
     if hashed and state is None:
         raise _Bad("digest prefix_state is missing for a hashed header")
-    return DigestLocation(offset, regions, hashed, state)
+    # Written since the command line can be amended; older manifests lack both.
+    setup = _index(v.get("setup"), "digest setup", len(segments))
+    setup_state = _state(v.get("setup_state"), "digest setup_state")
+    if setup == purgatory:
+        raise _Bad("digest setup is purgatory itself")
+    if (setup is None) != (setup_state is None):
+        raise _Bad("digest setup and setup_state go together")
+    return DigestLocation(offset, regions, hashed, state, setup, setup_state)
 
 
 def _source(v: object) -> Source | None:
@@ -238,7 +254,7 @@ def decode(data: bytes, name: str) -> Manifest:
             segments=segments,
             header=header,
             purgatory=purgatory,
-            digest=_digest(m.get("digest"), None if purgatory is None else segments[purgatory]),
+            digest=_digest(m.get("digest"), segments, purgatory),
             source=_source(m.get("source")),
         )
     except _Bad as e:

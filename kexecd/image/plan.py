@@ -6,6 +6,14 @@ and the system, builds the header wanted now, compares the two and decides.
 ``kexecd refresh`` and the daemon execute a :class:`Plan`
 (:func:`kexecd.image.loader.execute`), ``kexecd status`` renders one, the
 daemon records one. :func:`decide` holds every decision rule and does no I/O.
+
+The plan also covers the crash kernel's command line: on a host that can
+hot-add memory, a crash kernel without ``acpi_no_memhotplug`` takes the
+hot-added DIMMs the dump covers as its own RAM (drivers/acpi/acpi_memhotplug.c:
+the parameter keeps its scan handler from attaching), and makedumpfile then
+fails ("Bad address"). Unless ``crash_acpi_no_memhotplug`` is off, kexecd
+appends the word to the command line kexec-tools built; which words it
+appended to the image loaded now is recorded with it.
 """
 
 from __future__ import annotations
@@ -13,12 +21,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from kexecd.errors import SnapshotError
-from kexecd.image import elfcore
+from kexecd.errors import CmdlineError, SnapshotError
+from kexecd.image import cmdline, elfcore
 from kexecd.image.changes import HeaderDiff, diff_headers
+from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
 from kexecd.image.snapshot import Snapshot
-from kexecd.system.kernel import KexecState, read_kexec_state
+from kexecd.system.kernel import KexecState, acpi_memory_hotplug, read_kexec_state
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
 
@@ -34,7 +43,8 @@ class Action(enum.Enum):
 
     NOTHING = "nothing"  # the loaded header is current
     STAND_ASIDE = "stand-aside"  # the kernel updates the header itself
-    RELOAD_HEADER = "reload-header"  # kexec_load with the new header (and digest)
+    # kexec_load with the new header (and command line, and digest)
+    RELOAD_HEADER = "reload-header"
     FULL_RELOAD = "full-reload"  # run the recorded kexec command again
 
 
@@ -50,6 +60,7 @@ class Why(enum.Enum):
     TOO_BIG = enum.auto()
     NO_DIGEST = enum.auto()
     STALE = enum.auto()
+    CMDLINE = enum.auto()  # the header is current, the command line is not
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class Plan:
     :ivar current: the parsed ``loaded`` (the template ``wanted`` was built from).
     :ivar target: the parsed ``wanted``.
     :ivar diff: what ``wanted`` adds to and drops from ``loaded``.
+    :ivar cmdline: the crash kernel's command line (``None`` when no crash
+        kernel is loaded).
     :ivar notes: what happened while planning, for people.
     """
 
@@ -84,6 +97,7 @@ class Plan:
     current: CoreHeader | None = None
     target: CoreHeader | None = None
     diff: HeaderDiff | None = None
+    cmdline: Amendment | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -92,10 +106,12 @@ class Plan:
 
     @property
     def in_sync(self) -> bool | None:
-        """Whether the loaded header is what the system needs; ``None`` if unknown."""
+        """Whether the loaded header (and command line) is what kexecd would load
+        now; ``None`` if unknown."""
         if self.loaded is None or self.wanted is None:
             return None
-        return self.loaded == self.wanted
+        c = self.cmdline
+        return self.loaded == self.wanted and (c is None or c.loaded == c.wanted)
 
     @property
     def segment_bytes(self) -> int | None:
@@ -130,6 +146,7 @@ def decide(
     *,
     crash_loaded: bool = True,
     uncertain: bool = False,
+    cmdline: Amendment | None = None,
 ) -> Decision:
     """Choose what to do; every decision rule of kexecd is here.
 
@@ -141,6 +158,8 @@ def decide(
         unloaded it), kexecd respects that and loads nothing.
     :param uncertain: a load was begun and not recorded: the kernel holds
         the recorded header or the new one, so it is loaded again.
+    :param cmdline: the command line loaded and the one wanted: when only
+        they differ, the header is reloaded as it is, with the new line.
     """
     if not crash_loaded:
         return Decision(
@@ -163,7 +182,8 @@ def decide(
         return Decision(
             Action.FULL_RELOAD, Why.NO_HEADER, "no ELF core header among the loaded segments"
         )
-    if wanted == loaded and not uncertain:
+    change = "" if cmdline is None else cmdline.change
+    if wanted == loaded and not uncertain and not change:
         return Decision(Action.NOTHING, Why.CURRENT, "the loaded header is current")
     memsz = snap.segments[snap.header].memsz
     if len(wanted) > memsz:
@@ -179,13 +199,16 @@ def decide(
             "purgatory's SHA-256 digest was not found, so a new header cannot be vouched for",
         )
     how = "and purgatory's digest" if snap.digest.header_hashed else "(not hashed by purgatory)"
+    also = f"; {change}" if change else ""
     if uncertain:
         return Decision(
             Action.RELOAD_HEADER,
             Why.UNCERTAIN,
-            f"a load was interrupted before it was recorded: reload the header {how}",
+            f"a load was interrupted before it was recorded: reload the header {how}{also}",
         )
-    return Decision(Action.RELOAD_HEADER, Why.STALE, f"reload the header {how}")
+    if wanted != loaded:
+        return Decision(Action.RELOAD_HEADER, Why.STALE, f"reload the header {how}{also}")
+    return Decision(Action.RELOAD_HEADER, Why.CMDLINE, f"{change}, and patch purgatory's digest")
 
 
 def make(
@@ -194,12 +217,15 @@ def make(
     kexec: KexecState | None = None,
     *,
     reload_unloaded: bool = False,
+    acpi_no_memhotplug: bool = True,
 ) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
     :param kexec: the kexec state, if the caller has just read it.
     :param reload_unloaded: load the image even though none is loaded (the
         daemon, after its own failed load left none).
+    :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting:
+        append the word where the host can hot-add memory and the line lacks it.
     :raises SystemStateError: a file of the system is missing or malformed.
     :raises SnapshotError: the snapshot's loaded header is unreadable, or its
         segments lie outside this boot's crash kernel reservation.
@@ -208,10 +234,16 @@ def make(
     kexec = kexec or read_kexec_state(root)
     crash_loaded = kexec.crash_loaded or reload_unloaded
     if not crash_loaded or kexec.kernel_updates or snap.file_load or snap.header is None:
+        blocked = (
+            "the kernel updates this image's header itself, so kexecd does not reload it"
+            if kexec.kernel_updates
+            else "kexecd reloads this image only whole, by running its command again"
+        )
         return Plan(
             snap,
             kexec,
             decide(snap, None, None, kexec.kernel_updates, crash_loaded=crash_loaded),
+            cmdline=_cmdline(snap, root, acpi_no_memhotplug, blocked) if crash_loaded else None,
         )
     loaded = snap.loaded_header()
     current = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
@@ -226,6 +258,7 @@ def make(
         notes.append("the system changed while the header was built; built again")
     target = elfcore.parse(wanted)
     _check_placement(snap, system)
+    line = _cmdline(snap, root, acpi_no_memhotplug, None)
     return Plan(
         snap,
         kexec,
@@ -236,6 +269,7 @@ def make(
             kexec.kernel_updates,
             crash_loaded=crash_loaded,
             uncertain=snap.intent is not None,
+            cmdline=line,
         ),
         system=system,
         loaded=loaded,
@@ -243,8 +277,36 @@ def make(
         current=current,
         target=target,
         diff=diff_headers(current, target, system.cpus),
+        cmdline=line,
         notes=tuple(notes),
     )
+
+
+def _cmdline(snap: Snapshot, root: Root, enabled: bool, blocked: str | None) -> Amendment:
+    # What is loaded and what is wanted of the command line; ``blocked``: why
+    # kexecd will not reload this image itself, if it will not.
+    hotplug = acpi_memory_hotplug(root)
+    loaded = snap.loaded_words()
+    if snap.file_load:
+        why = "the kernel builds the boot parameters of a kexec_file_load image"
+        return Amendment(None, loaded, (), hotplug, enabled, why, snap.cmdline)
+    try:
+        found = cmdline.find(snap.segments)
+    except CmdlineError as e:
+        return Amendment(None, loaded, (), hotplug, enabled, str(e))
+    if not (hotplug and enabled) or cmdline.has(found.text, NO_MEMHOTPLUG):
+        return Amendment(found, loaded, (), hotplug, enabled)
+    problem = blocked
+    if problem is None and snap.digest is None:
+        problem = "purgatory's digest was not found, so a new command line cannot be vouched for"
+    if problem is None:
+        try:
+            found.check_room(cmdline.appended(found.text, NO_MEMHOTPLUG))
+        except CmdlineError as e:
+            problem = str(e)
+    if problem is not None:
+        return Amendment(found, loaded, (), hotplug, enabled, problem)
+    return Amendment(found, loaded, (NO_MEMHOTPLUG,), hotplug, enabled)
 
 
 def _check_placement(snap: Snapshot, system: SystemState) -> None:

@@ -7,7 +7,11 @@ stores the digest in purgatory's ``sha256_digest`` and the list of
 ``{u64 start, u64 len}`` in ``sha256_regions[16]``. At panic purgatory hashes
 the regions again and spins forever on a mismatch, so a reloaded header needs
 a new digest. kexec-tools 2.0.28's ``--hotplug`` leaves the header out of the
-hash (commit a563760); then nothing needs patching.
+hash (commit a563760); then a new header needs no patching, a new command
+line (in the boot parameters, which are always hashed) still does.
+
+The hash is sequential: SHA-256 states saved before the header and before the
+boot parameters let a new digest hash only from the first changed segment on.
 
 Nothing here depends on offsets in a particular purgatory build: both arrays
 are found by their value.
@@ -16,14 +20,14 @@ are found by their value.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from kexecd.core import Buffer, Segment, Sha256
 
 __all__ = [
     "DigestLocation",
-    "digest_after_header",
+    "digest_of",
     "find_digest",
     "locate",
     "patched",
@@ -43,24 +47,18 @@ class DigestLocation:
         regions (so a new header needs a new digest).
     :ivar prefix_state: the SHA-256 state after the hashed segments that come
         before the header, to hash only the header and what follows.
+    :ivar setup: the boot parameters segment (the command line's), if known.
+    :ivar setup_state: the state after the hashed segments before it: a new
+        command line is hashed from there, not from the first segment (the
+        kernel's tens of MB come before it in kexec-tools' layout).
     """
 
     digest_offset: int
     regions_offset: int | None
     header_hashed: bool
     prefix_state: bytes | None
-
-
-def _hash(segments: Sequence[Segment], skip: set[int], stop: int | None = None) -> Sha256:
-    h = Sha256()
-    for i, seg in enumerate(segments):
-        if stop is not None and i >= stop:
-            break
-        if i in skip:
-            continue
-        h.update(seg.buf)
-        h.zeros(seg.memsz - len(seg.buf))
-    return h
+    setup: int | None = None
+    setup_state: bytes | None = None
 
 
 def regions(segments: Sequence[Segment], skip: set[int]) -> bytes:
@@ -88,52 +86,85 @@ def find_digest(
     return offset, _find_once(purgatory_buf, regions)
 
 
-def locate(segments: Sequence[Segment], purgatory: int, header: int) -> DigestLocation | None:
+def _hash_on(
+    h: Sha256, segments: Sequence[Segment], skip: set[int], start: int, stop: int
+) -> None:
+    for i in range(start, stop):
+        if i not in skip:
+            h.update(segments[i].buf)
+            h.zeros(segments[i].memsz - len(segments[i].buf))
+
+
+def locate(
+    segments: Sequence[Segment], purgatory: int, header: int, setup: int | None = None
+) -> DigestLocation | None:
     """Find purgatory's digest by recomputing it; ``None`` when it is not there.
 
     Tried with the header hashed (kexec-tools before 2.0.28, or without
     ``--hotplug``) and without it. ``None`` means neither digest occurs
     exactly once in purgatory (``--no-checks``, or a layout kexecd does not
     know): only a full reload is safe then.
+
+    :param setup: the boot parameters segment: the state before it is kept too.
     """
     purg = bytes(segments[purgatory].buf)
+    if setup in (purgatory, header):
+        setup = None
     # One pass over what precedes the header (the kernel's tens of MB of
-    # zero padding among it), shared by both guesses.
-    before = _hash(segments, {purgatory}, stop=header)
+    # zero padding among it), shared by both guesses; the state before the
+    # boot parameters is taken on the way.
+    before = Sha256()
+    at_setup = None
+    for i in range(header):
+        if i == setup:
+            at_setup = before.state()
+        _hash_on(before, segments, {purgatory}, i, i + 1)
     for skip, hashed in (({purgatory}, True), ({purgatory, header}, False)):
         h = before.copy()
-        for i in range(header, len(segments)):
-            if i not in skip:
-                h.update(segments[i].buf)
-                h.zeros(segments[i].memsz - len(segments[i].buf))
+        _hash_on(h, segments, skip, header, len(segments))
         found = find_digest(purg, h.digest(), regions(segments, skip))
         if found is None:
             continue
-        return DigestLocation(found[0], found[1], hashed, before.state() if hashed else None)
+        if setup is not None and setup > header:
+            after = before.copy()
+            _hash_on(after, segments, skip, header, setup)
+            at_setup = after.state()
+        return DigestLocation(
+            found[0],
+            found[1],
+            hashed,
+            before.state() if hashed else None,
+            setup,
+            at_setup,
+        )
     return None
 
 
-def digest_after_header(
+def digest_of(
     loc: DigestLocation,
     segments: Sequence[Segment],
     purgatory: int,
     header: int,
-    new_header: Buffer,
+    changed: Collection[int],
 ) -> bytes:
-    """The digest with ``new_header`` in place of the header segment's buffer.
+    """The digest over ``segments``, whose ``changed`` buffers are new.
 
-    Hashes only the header and the segments after it, from the saved prefix.
+    Hashes from the last state saved at or before the first changed segment
+    (before the boot parameters, before the header), from the start if none
+    is: the result is the same, only slower.
+
+    :raises ValueError: nothing changed (the digest is what purgatory holds).
     """
-    if not loc.header_hashed or loc.prefix_state is None:
-        raise ValueError("the header is not hashed: its digest does not change")
-    h = Sha256(loc.prefix_state)
-    h.update(new_header)
-    h.zeros(segments[header].memsz - len(new_header))
-    for i in range(header + 1, len(segments)):
-        if i == purgatory:
-            continue
-        h.update(segments[i].buf)
-        h.zeros(segments[i].memsz - len(segments[i].buf))
+    if not changed:
+        raise ValueError("no segment changed: the digest is the one purgatory holds")
+    first = min(changed)
+    skip = {purgatory} if loc.header_hashed else {purgatory, header}
+    start, state = 0, None
+    for at, saved in ((header, loc.prefix_state), (loc.setup, loc.setup_state)):
+        if at is not None and saved is not None and start <= at <= first:
+            start, state = at, saved
+    h = Sha256(state)
+    _hash_on(h, segments, skip, start, len(segments))
     return h.digest()
 
 

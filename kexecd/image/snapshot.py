@@ -5,8 +5,11 @@
 ``manifest.json`` (the kexec command, entry, flags, each segment's mem, memsz,
 size and SHA-256, which segment is the header and which purgatory, where the
 digest is), ``seg-NN.bin`` (each segment's bytes, read back with mmap), and
-what is loaded now: ``loaded-header.bin`` and ``loaded.json``. A new
-``kexecd load`` replaces the whole directory at once.
+what is loaded now: ``loaded-header.bin`` and ``loaded.json`` (which also
+names the words kexecd appended to the command line: the loaded boot
+parameters segment is the captured one with them appended, derived each time,
+so the segment files never change). A new ``kexecd load`` replaces the whole
+directory at once.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
-from kexecd.errors import SnapshotError
+from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.files import timestamp, write_atomic
-from kexecd.image import statedir
+from kexecd.image import cmdline, statedir
 from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode
 from kexecd.image.purgatory import DigestLocation, locate
 
@@ -45,6 +48,7 @@ LOADED = "loaded.json"
 INTENT = "loading.json"
 MAX_MANIFEST = 1 << 20
 MAX_HEADER = 64 << 20  # kexec-tools' largest header is 1.8 MB
+MAX_WORDS = 8  # words kexecd appends to the command line: one today
 
 
 def _segment_file(index: int) -> str:
@@ -63,6 +67,8 @@ class Snapshot:
     :ivar digest: where purgatory's SHA-256 is, if it was found.
     :ivar file_load: the image came from kexec_file_load: it can only be
         reloaded whole, by running the command again.
+    :ivar cmdline: the command line given to kexec_file_load (kexec_load
+        images carry theirs in a segment: :mod:`kexecd.image.cmdline`).
     """
 
     path: Path
@@ -77,6 +83,7 @@ class Snapshot:
     purgatory: int | None
     digest: DigestLocation | None
     source: Source | None = None
+    cmdline: str | None = None
 
     @property
     def header_capacity(self) -> int | None:
@@ -109,6 +116,21 @@ class Snapshot:
         """
         return _json_object(self.path, LOADED)
 
+    def loaded_words(self) -> tuple[str, ...]:
+        """The words kexecd appended to the command line loaded now (``loaded.json``).
+
+        :raises SnapshotError: ``loaded.json`` is missing or malformed.
+        """
+        value = self.loaded_info().get("cmdline_appended", [])
+        try:
+            if not isinstance(value, list) or len(value) > MAX_WORDS:
+                raise CmdlineError(f"not a list of at most {MAX_WORDS} words")
+            return tuple(cmdline.check_word(w) for w in value)
+        except CmdlineError as e:
+            raise SnapshotError(
+                f"{self.path / LOADED}: cmdline_appended: {e}; run 'kexecd load' again"
+            ) from None
+
     @property
     def intent(self) -> dict[str, Any] | None:
         """A load begun and not recorded (kexecd was killed in between), or ``None``.
@@ -120,19 +142,30 @@ class Snapshot:
             return None
         return _json_object(self.path, INTENT)
 
-    def record_intent(self, header: bytes) -> None:
-        """Say, before ``kexec_load``, which header is about to be loaded."""
-        info = {"time": timestamp(), "header_sha256": hashlib.sha256(header).hexdigest()}
+    def record_intent(self, header: bytes, words: Sequence[str] = ()) -> None:
+        """Say, before ``kexec_load``, which header (and command line words) is
+        about to be loaded."""
+        info = {
+            "time": timestamp(),
+            "header_sha256": hashlib.sha256(header).hexdigest(),
+            "cmdline_appended": list(words),
+        }
         write_atomic(self.path / INTENT, (json.dumps(info) + "\n").encode())
 
-    def record_loaded(self, header: bytes, digest: bytes | None, how: str) -> None:
-        """Remember what is loaded now (atomically, header first), then drop the intent."""
+    def record_loaded(
+        self, header: bytes, digest: bytes | None, how: str, words: Sequence[str] = ()
+    ) -> None:
+        """Remember what is loaded now (atomically, header first), then drop the intent.
+
+        :param words: what kexecd appended to the captured command line.
+        """
         write_atomic(self.path / LOADED_HEADER, header)
         info = {
             "time": timestamp(),
             "how": how,
             "header_sha256": hashlib.sha256(header).hexdigest(),
             "digest": digest.hex() if digest else None,
+            "cmdline_appended": list(words),
         }
         write_atomic(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
         with contextlib.suppress(FileNotFoundError):
@@ -189,6 +222,15 @@ def _find_header(segments: Sequence[Buffer]) -> int | None:
     return found[-1] if found else None
 
 
+def _setup(segments: Sequence[Segment]) -> int | None:
+    # The boot parameters segment, for the SHA-256 state before it; a load
+    # whose command line kexecd cannot read has none (the plan says why).
+    try:
+        return cmdline.find(segments).segment
+    except CmdlineError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -218,7 +260,7 @@ def create(
     )
     digest = None
     if header is not None and purgatory is not None:
-        digest = locate(cap.segments, purgatory, header)
+        digest = locate(cap.segments, purgatory, header, _setup(cap.segments))
     for i, s in enumerate(cap.segments):
         write_atomic(new / _segment_file(i), bytes(s.buf))
     manifest = Manifest(
@@ -306,6 +348,7 @@ def _parse(path: Path, m: Manifest) -> Snapshot:
         purgatory=m.purgatory,
         digest=m.digest,
         source=m.source,
+        cmdline=None if m.cmdline is None else m.cmdline.rstrip("\0"),
     )
 
 

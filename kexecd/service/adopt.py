@@ -87,11 +87,16 @@ def adopt(
     command: Sequence[str] | None = None,
     tracer: Tracer = core.trace_kexec,
     backend: Backend | None = None,
+    acpi_no_memhotplug: bool = True,
 ) -> AdoptResult:
     """Take over the loaded crash kernel: replay its command traced, then reconcile.
 
+    The reconcile amends the crash kernel's command line too (kdump-tools'
+    default lacks ``acpi_no_memhotplug``): :func:`kexecd.image.plan.make`.
+
     :param kexec_cmd: the distro's command file (default: kdump-tools').
     :param command: a command to replay instead of reading a file.
+    :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
     :raises AdoptError: nothing to adopt, or the command file is unfit.
     :raises TraceError: the replay failed or loaded no crash kernel; the
         kernel keeps whatever it had.
@@ -132,5 +137,11 @@ def adopt(
             "loaded with kexec_file_load: kexecd stands aside where the kernel updates the "
             "header (crash_hotplug reads 1), else it reloads the whole image on change"
         )
-    refreshed = loader.refresh(state_dir, root=root, backend=backend, tracer=tracer)
+    refreshed = loader.refresh(
+        state_dir,
+        root=root,
+        backend=backend,
+        tracer=tracer,
+        acpi_no_memhotplug=acpi_no_memhotplug,
+    )
     return AdoptResult(snap, refreshed, load_seconds, time.monotonic() - start, notes)

@@ -12,6 +12,11 @@
     max_delay_ms = 1000              # ... but never later than this after the first
     adopt = true                     # take over the crash kernel the distro loads
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
+    crash_acpi_no_memhotplug = true  # append it to a crash command line that lacks it,
+                                     # on a host that can hot-add memory
+
+The daemon reads it, and ``kexecd adopt``, ``refresh`` and ``status`` too
+(``--config``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Config:
     max_delay_ms: int = 1000
     adopt: bool = True
     kexec_cmd: str = ""
+    crash_acpi_no_memhotplug: bool = True
 
 
 _TYPES: dict[str, type] = {
@@ -50,6 +56,7 @@ _TYPES: dict[str, type] = {
     "max_delay_ms": int,
     "adopt": bool,
     "kexec_cmd": str,
+    "crash_acpi_no_memhotplug": bool,
 }
 
 

@@ -84,6 +84,7 @@ class Daemon:
         self.state = DaemonState(source=cfg.source)
         self.standing_aside = False
         self.kexec_cmd: Path | None = None  # the distro's record, when adopting
+        self.hazards_logged: set[str] = set()
 
     # -- refreshing ------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class Daemon:
                 backend=self.backend,
                 verify=not self.verified,
                 reload_unloaded=self.lost_image,
+                acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
                 **self._tracer(),
             )
         except KexecdError as e:
@@ -131,6 +133,7 @@ class Daemon:
                 root=self.root,
                 kexec_cmd=self.kexec_cmd,
                 backend=self.backend,
+                acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
                 **self._tracer(),
             )
         except KexecdError as e:
@@ -208,6 +211,12 @@ class Daemon:
             st.last_update = record
         for note in r.notes:
             log.info("%s", note)
+        if r.cmdline:  # the append, once: when it is loaded
+            log.info("%s", r.cmdline, extra={"KEXECD_CMDLINE": r.cmdline})
+        hazard = r.plan.cmdline.hazard if r.plan.cmdline else None
+        if hazard and hazard not in self.hazards_logged:  # once per daemon
+            self.hazards_logged.add(hazard)
+            log.warning("%s", hazard)
         if adopted or action is not Action.NOTHING:
             log.info(
                 "%s: %s%s",

@@ -14,6 +14,7 @@ from kexecd.system.root import Root
 __all__ = [
     "U64_MAX",
     "KexecState",
+    "acpi_memory_hotplug",
     "parse_u64",
     "read_kernel_map",
     "read_kexec_state",
@@ -217,3 +218,19 @@ def read_lockdown(root: Root) -> str | None:
             mode = word[1:-1]
             return None if mode == "none" else mode
     return None
+
+
+ACPI_MEMORY_HOTPLUG = "sys/firmware/acpi/hotplug/memory"
+
+
+def acpi_memory_hotplug(root: Root) -> bool:
+    """Whether this kernel takes ACPI memory devices (DIMMs) as they come.
+
+    drivers/acpi/acpi_memhotplug.c acpi_memory_hotplug_init() registers its
+    scan handler with a hotplug profile, which drivers/acpi/sysfs.c
+    acpi_sysfs_add_hotplug_profile() shows as ``/sys/firmware/acpi/hotplug/memory``,
+    unless the kernel was built without CONFIG_ACPI_HOTPLUG_MEMORY or booted
+    with ``acpi_no_memhotplug``. Then a crash kernel built alike would take
+    them too: the DIMMs hot-added (or present at boot) that the dump covers.
+    """
+    return root.path(ACPI_MEMORY_HOTPLUG).is_dir()

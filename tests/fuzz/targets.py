@@ -30,8 +30,9 @@ from typing import Any
 
 from kexecd import core
 from kexecd.cli import inspect
+from kexecd.core import Segment
 from kexecd.errors import KexecdError
-from kexecd.image import elfcore, loader
+from kexecd.image import cmdline, elfcore, loader
 from kexecd.image.snapshot import MANIFEST, SNAPSHOT, open_snapshot
 from kexecd.service import kdumptools, statefile
 from kexecd.system import cpus, iomem, kernel
@@ -39,9 +40,9 @@ from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, note
 from tests.elfwriter import core as elf_core
-from tests.unit.data import DATA
+from tests.unit.data import CAPTURES, DATA
 from tests.unit.fakes import ARGV, tracer_for
-from tests.unit.images import image, loaded_root
+from tests.unit.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 
 __all__ = ["TARGETS", "Target", "check", "guard_kexec"]
 
@@ -345,6 +346,54 @@ def kdumptools_seeds() -> list[bytes]:
     return [join([defaults, cmd]), join([None, b"kexec -s -p /boot/vmlinuz\n"])]
 
 
+@cache
+def cmdline_state() -> Path:
+    """A state directory with kdump-tools' kind of line loaded (its own: the
+    snapshot target writes over the other one's manifest)."""
+    state = scratch() / "cmdline-state"
+    root = Root(loaded_root("boot", scratch() / "cmdline-root"))
+    loader.load(ARGV, state, root=root, tracer=tracer_for(image("boot", strip=NO_MEMHOTPLUG)))
+    return state
+
+
+def fuzz_cmdline(data: bytes) -> None:
+    """``loaded.json`` (the words appended), then the boot parameters segment:
+    Snapshot.loaded_words, cmdline.find among the captured small segments,
+    then the words and the line with acpi_no_memhotplug appended."""
+    info, setup = fields(data, 2)
+    state = cmdline_state()
+    snap = open_snapshot(state)
+    put(snap.path, "loaded.json", info)
+    loaded = snap.loaded_words()
+    segs = list(image_segments())
+    mem = segs[SETUP].mem
+    segs[SETUP] = Segment(setup or b"", mem, max(len(setup or b""), segs[SETUP].memsz))
+    found = cmdline.find(segs)
+    _ = (found.words, cmdline.has(found.text, "elfcorehdr"))
+    text = found.text
+    for word in (*loaded, cmdline.NO_MEMHOTPLUG):
+        text = cmdline.appended(text, word)
+    out = cmdline.patched(segs[SETUP].buf, found, text)
+    assert len(out) == len(segs[SETUP].buf)
+
+
+@cache
+def image_segments() -> tuple[Segment, ...]:
+    """The boot capture's small segments (the setup data, boot parameters,
+    purgatory, header): the big ones would only slow the fuzzer."""
+    segs = image("boot").segments
+    return tuple(s if len(s.buf) < (1 << 20) else Segment(b"", s.mem, s.memsz) for s in segs)
+
+
+def cmdline_seeds() -> list[bytes]:
+    info = (cmdline_state() / SNAPSHOT / "loaded.json").read_bytes()
+    words = {"cmdline_appended": [cmdline.NO_MEMHOTPLUG]}
+    appended = json.dumps({**json.loads(info), **words}).encode()
+    setups = [bytes(image(name).segments[SETUP].buf) for name in CAPTURES]
+    stripped = bytes(image("boot", strip=NO_MEMHOTPLUG).segments[SETUP].buf)
+    return [join([info, s]) for s in setups] + [join([appended, stripped])]
+
+
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -377,6 +426,7 @@ TARGETS = {
         Target("snapshot", fuzz_snapshot, snapshot_seeds),
         Target("statefile", fuzz_statefile, statefile_seeds),
         Target("kdumptools", fuzz_kdumptools, kdumptools_seeds),
+        Target("cmdline", fuzz_cmdline, cmdline_seeds),
     ]
 }
 

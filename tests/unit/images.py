@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +34,37 @@ def kexec_tools_digest(
     return h.digest()
 
 
-def image(name: str = "boot", *, header_hashed: bool = True) -> LoadCapture:
-    """The capture's load with whole segments and a matching purgatory digest."""
+# The boot parameters segment of the captures, and where in boot_params the
+# command line's address is (Documentation/x86/zero-page.rst: cmd_line_ptr).
+SETUP = 3
+CMD_LINE_PTR = 0x228
+NO_MEMHOTPLUG = b"acpi_no_memhotplug"
+
+
+def without_word(setup: bytes, mem: int, word: bytes, spare: int = 64) -> bytes:
+    """``setup`` as kexec-tools would have built it from a command line without
+    ``word``: the line, its NUL, then ``spare`` zero bytes (64:
+    PURGATORY_CMDLINE_SIZE in kexec/arch/x86_64/kexec-bzImage64.c), nothing after."""
+    off = struct.unpack_from("<I", setup, CMD_LINE_PTR)[0] - mem
+    line = setup[off : setup.index(b"\0", off)]
+    assert (b" " + word + b" ") in line
+    line = line.replace(b" " + word + b" ", b" ", 1)
+    return setup[:off] + line + b"\0" + bytes(spare)
+
+
+def image(
+    name: str = "boot",
+    *,
+    header_hashed: bool = True,
+    strip: bytes | None = None,
+    spare: int = 64,
+) -> LoadCapture:
+    """The capture's load with whole segments and a matching purgatory digest.
+
+    :param strip: a word to take out of the command line (the captures'
+        have acpi_no_memhotplug; kdump-tools' default does not).
+    :param spare: the zero bytes after that line's NUL.
+    """
     cap = Capture(DATA / name)
     m = cap.manifest
     segs = []
@@ -45,6 +75,8 @@ def image(name: str = "boot", *, header_hashed: bool = True) -> LoadCapture:
             buf = bytes(rec["bufsz"])
         else:
             buf = random.Random(rec["index"]).randbytes(rec["bufsz"])
+        if strip is not None and rec["index"] == SETUP:
+            buf = without_word(buf, rec["mem"], strip, spare)
         segs.append(Segment(buf, rec["mem"], rec["memsz"]))
     purg, header = m["purgatory_segment"], 5
     assert segs[header].buf[:4] == b"\x7fELF"
@@ -68,11 +100,19 @@ def image(name: str = "boot", *, header_hashed: bool = True) -> LoadCapture:
     )
 
 
-def loaded_root(name: str, tmp: Path) -> Path:
-    """A fake root from a capture, with a crash kernel loaded."""
+def loaded_root(name: str, tmp: Path, *, memory_hotplug: bool = False) -> Path:
+    """A fake root from a capture, with a crash kernel loaded.
+
+    :param memory_hotplug: with ACPI memory hotplug (the captures' roots do
+        not keep /sys/firmware/acpi, which the guest has).
+    """
     dest = tmp / f"root-{name}"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(DATA / name / "root", dest)
     (dest / "sys/kernel/kexec_crash_loaded").write_text("1\n")
+    if memory_hotplug:
+        acpi = dest / "sys/firmware/acpi/hotplug/memory"
+        acpi.mkdir(parents=True)
+        (acpi / "enabled").write_text("1\n")
     return dest

@@ -5,6 +5,8 @@ fake backend; the replay's shell is real (it runs a stand-in kexec)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import subprocess
 import threading
@@ -22,10 +24,11 @@ from kexecd.service.adopt import adopt, needs_adoption
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
+from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
 from tests.unit.fakes import FakeBackend, FakeMonitor, run_until, started, tracer_for
-from tests.unit.images import image, loaded_root
+from tests.unit.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 
 # What kdump-tools 1.8.1 writes, as seen on a bookworm host (FIELD-NOTES section 12).
 DEBIAN = (
@@ -279,3 +282,103 @@ def test_daemon_without_kdump_tools_does_not_adopt(tmp_path: Path) -> None:
     st = read_state(cfg.runtime_dir)
     assert st is not None and st.adoptions == 0 and st.failed == 1  # no snapshot: as before
     assert tracer.calls == []  # type: ignore[attr-defined]
+
+
+# -- kdump-tools' stock command line, amended --------------------------------------
+
+
+@pytest.fixture
+def hot_root(tmp_path: Path) -> Path:
+    """kdump-tools installed on a host that can hot-add memory (ACPI)."""
+    r = loaded_root("boot", tmp_path, memory_hotplug=True)
+    (r / "etc/default").mkdir(parents=True)
+    (r / "etc/default/kdump-tools").write_text("USE_KDUMP=1\n")
+    write_cmd(r / "var/crash/kexec_cmd", DEBIAN)
+    return r
+
+
+def test_kexecd_adopt_appends_acpi_no_memhotplug(
+    hot_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # kdump-tools' default line lacks the word (FIELD-NOTES 12): adopt appends
+    # it in the same breath and says so.
+    backend = FakeBackend()
+    stock = image("boot", strip=NO_MEMHOTPLUG)
+    fake = functools.partial(adopt, tracer=tracer_for(stock), backend=backend)
+    monkeypatch.setattr("kexecd.service.adopt.adopt", fake)
+    state = tmp_path / "state"
+    args = ["--root", str(hot_root), "--state-dir", str(state)]
+    assert main(["adopt", *args]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  then: reload-header: append acpi_no_memhotplug to the crash kernel's command line "
+        "(this host can hot-add memory), and patch purgatory's digest" in out
+    )
+    assert (
+        "  appended acpi_no_memhotplug to the crash kernel's command line (this host can "
+        "hot-add memory); crash_acpi_no_memhotplug = false in kexecd.conf turns this off\n"
+    ) in out
+    ((_, _, segs),) = backend.loads
+    assert segs[SETUP][0x5000:].rstrip(b"\0").endswith(b" elfcorehdr=1031540K acpi_no_memhotplug")
+    assert open_snapshot(state).loaded_words() == ("acpi_no_memhotplug",)
+    # Off in the config: adopted as it is, and the hazard said.
+    off = tmp_path / "kexecd.conf"
+    off.write_text("crash_acpi_no_memhotplug = false\n")
+    assert main(["adopt", "--config", str(off), *args]) == 0
+    out = capsys.readouterr().out
+    assert "then: nothing: the loaded header is current" in out
+    assert (
+        "  hazard: the crash kernel's command line (as kexec-tools built it) lacks acpi_no_" in out
+    )
+    assert len(backend.loads) == 1
+
+
+def test_daemon_adoption_appends_and_logs_it_once(
+    hot_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=hot_root)
+    backend = FakeBackend()
+    tracer = tracer_for(image("boot", strip=NO_MEMHOTPLUG))
+    monitor = FakeMonitor()
+    daemon = Daemon(cfg, monitor, backend=backend, tracer=tracer)
+    caplog.set_level(logging.INFO, logger="kexecd")
+
+    def events() -> None:  # a reconcile after the adoption: nothing more to append
+        while not started(cfg)():
+            time.sleep(0.01)
+        monitor.push(Event("online", "memory", "/devices/system/memory/memory8", 1))
+
+    t = threading.Thread(target=events)
+    t.start()
+    run_until(daemon, monitor, lambda: daemon.state.reconciles >= 1)
+    t.join()
+    assert daemon.state.adoptions == 1 and len(backend.loads) == 1
+    assert backend.loads[0][2][SETUP].rstrip(b"\0").endswith(b" acpi_no_memhotplug")
+    appended = [r for r in caplog.records if r.getMessage().startswith("appended acpi_no_memh")]
+    assert len(appended) == 1 and appended[0].KEXECD_CMDLINE  # type: ignore[attr-defined]
+
+
+def test_daemon_with_the_setting_off_warns_once(
+    hot_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    cfg = Config(
+        state_dir=state,
+        runtime_dir=tmp_path / "run",
+        root=hot_root,
+        crash_acpi_no_memhotplug=False,
+    )
+    backend = FakeBackend()
+    tracer = tracer_for(image("boot", strip=NO_MEMHOTPLUG))
+    daemon = Daemon(cfg, FakeMonitor(), backend=backend, tracer=tracer)
+    caplog.set_level(logging.INFO, logger="kexecd")
+    daemon.kexec_cmd = hot_root / "var/crash/kexec_cmd"  # as run() finds it
+    assert daemon.adopt_if_needed("start") is not None
+    daemon.reconcile("request")
+    assert backend.loads == []
+    warned = [r for r in caplog.records if "lacks acpi_no_memhotplug" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING

@@ -31,6 +31,9 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     cfg = load_config(f, source=None, root=tmp_path)
     assert cfg.state_dir == Path("/srv/kexecd") and cfg.source == "kernel"
     assert cfg.settle_ms == 50 and cfg.max_delay_ms == 1000 and cfg.root == tmp_path
+    assert cfg.crash_acpi_no_memhotplug is True
+    f.write_text("crash_acpi_no_memhotplug = false\n")
+    assert load_config(f).crash_acpi_no_memhotplug is False
 
 
 @pytest.mark.parametrize(
@@ -40,6 +43,7 @@ def test_file_and_overrides(tmp_path: Path) -> None:
         ("colour = 1\n", "unknown key 'colour'"),
         ('settle_ms = "fast"\n', "settle_ms must be a int"),
         ("settle_ms = true\n", "settle_ms must be a int"),
+        ('crash_acpi_no_memhotplug = "no"\n', "crash_acpi_no_memhotplug must be a bool"),
         ('source = "netlink"\n', "source must be 'udev' or 'kernel'"),
         ("settle_ms = 2000\n", "need 0 < settle_ms <= max_delay_ms"),
     ],

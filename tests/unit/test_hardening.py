@@ -148,6 +148,10 @@ BAD_MANIFESTS = {
             "prefix_state": "00" * 104 + "c8000000" + "00" * 4,
         }
     },
+    "digest setup out of range": {"digest": {"setup": 7}},
+    "digest setup is purgatory": {"digest": {"setup": 4}},
+    "digest setup without its state": {"digest": {"setup_state": None}},
+    "a bad setup state": {"digest": {"setup_state": "00" * 8}},
     "argv not strings": {"argv": [1, 2]},
     "a segment as a string": {"segments": ["seg-00.bin"]},
 }

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from kexecd.core import Sha256
+from kexecd.core import Segment, Sha256
 from kexecd.image import purgatory
 from testbed.capture import Capture
 from tests.unit.data import CAPTURES, DATA
@@ -33,41 +33,73 @@ def test_finds_the_real_digest_and_regions(name: str) -> None:
 def test_locate_on_a_whole_image() -> None:
     cap = image()
     segs = list(cap.segments)
-    loc = purgatory.locate(segs, 4, 5)
+    loc = purgatory.locate(segs, 4, 5, setup=3)
     assert loc is not None
     assert (loc.digest_offset, loc.regions_offset, loc.header_hashed) == (0x5020, 0x5040, True)
-    # The saved prefix is the state after segments 0-3 (purgatory is 4).
-    h = hashlib.sha256()
-    for s in cap.segments[:4]:
-        h.update(s.buf + bytes(s.memsz - len(s.buf)))
-    assert loc.prefix_state is not None
-    assert Sha256(loc.prefix_state).digest() == h.digest()
+    # The saved prefix is the state after segments 0-3 (purgatory is 4); the
+    # state before the boot parameters (segment 3), after segments 0-2.
+    for state, upto in ((loc.prefix_state, 4), (loc.setup_state, 3)):
+        h = hashlib.sha256()
+        for s in cap.segments[:upto]:
+            h.update(s.buf + bytes(s.memsz - len(s.buf)))
+        assert state is not None
+        assert Sha256(state).digest() == h.digest()
+    assert loc.setup == 3
+    assert purgatory.locate(segs, 4, 5).setup_state is None  # type: ignore[union-attr]
+
+
+def _with(segs: list[Segment], i: int, buf: bytes) -> list[Segment]:
+    out = list(segs)
+    out[i] = Segment(buf, out[i].mem, out[i].memsz)
+    return out
 
 
 def test_new_digest_hashes_only_what_follows_the_prefix() -> None:
     cap = image()
     segs = list(cap.segments)
-    loc = purgatory.locate(segs, 4, 5)
+    loc = purgatory.locate(segs, 4, 5, setup=3)
     assert loc is not None
-    new_header = Capture(DATA / "hotadd").header
-    got = purgatory.digest_after_header(loc, segs, 4, 5, new_header)
-    changed = list(cap.segments)
-    changed[5] = type(changed[5])(new_header, changed[5].mem, changed[5].memsz)
+    changed = _with(segs, 5, Capture(DATA / "hotadd").header)
+    got = purgatory.digest_of(loc, changed, 4, 5, [5])
     assert got == kexec_tools_digest(changed, 4)
     patched = purgatory.patched(segs[4].buf, loc, got)
     assert patched[0x5020:0x5040] == got
     assert patched[:0x5020] == bytes(segs[4].buf)[:0x5020]
     assert patched[0x5040:] == bytes(segs[4].buf)[0x5040:]
+    with pytest.raises(ValueError, match="no segment changed"):
+        purgatory.digest_of(loc, changed, 4, 5, [])
+
+
+@pytest.mark.parametrize("setup", [3, None])
+def test_new_boot_parameters_are_hashed_from_the_state_before_them(setup: int | None) -> None:
+    # A new command line changes segment 3, before the header: the state
+    # saved before the header no longer applies. From the one saved before
+    # segment 3, or (an older manifest without it) from the start: the same
+    # digest, the way kexec-tools computes it.
+    cap = image()
+    segs = list(cap.segments)
+    loc = purgatory.locate(segs, 4, 5, setup=setup)
+    assert loc is not None
+    boot = bytearray(segs[3].buf)
+    boot[-10:-5] = b" x=1\0"
+    changed = _with(_with(segs, 3, bytes(boot)), 5, Capture(DATA / "hotadd").header)
+    want = kexec_tools_digest(changed, 4)
+    assert purgatory.digest_of(loc, changed, 4, 5, [3, 5]) == want
+    assert purgatory.digest_of(loc, changed, 4, 5, [5]) != want  # from the wrong state
 
 
 def test_header_left_out_of_the_hash() -> None:
     # kexec-tools 2.0.28 --hotplug: the digest covers everything but the header.
     cap = image(header_hashed=False)
-    loc = purgatory.locate(cap.segments, 4, 5)
+    segs = list(cap.segments)
+    loc = purgatory.locate(segs, 4, 5, setup=3)
     assert loc is not None and not loc.header_hashed and loc.prefix_state is None
     assert loc.regions_offset is None  # the recorded regions still list the header
-    with pytest.raises(ValueError):
-        purgatory.digest_after_header(loc, [], 4, 5, b"")
+    # The boot parameters are still hashed: a new command line needs a new digest.
+    boot = bytearray(segs[3].buf)
+    boot[-10:-5] = b" x=1\0"
+    changed = _with(segs, 3, bytes(boot))
+    assert purgatory.digest_of(loc, changed, 4, 5, [3]) == kexec_tools_digest(changed, 4, [5])
 
 
 def test_no_digest_found() -> None:

@@ -10,12 +10,13 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import describe_image
+from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, tracer_for
-from tests.unit.images import image, loaded_root
+from tests.unit.images import NO_MEMHOTPLUG, image, loaded_root
 
 CRASH_ARGV = [*ARGV[:-1], "--append=console=ttyS0 irqpoll nr_cpus=1 acpi_no_memhotplug"]
 
@@ -95,17 +96,100 @@ def test_error(state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert rc == 2 and "no snapshot" in out
 
 
-def test_hazard_without_acpi_no_memhotplug(
+def _stripped(tmp_path: Path, spare: int = 64, *, hotplug: bool = True) -> tuple[Path, Path]:
+    """A state dir with kdump-tools' kind of line loaded (no acpi_no_memhotplug),
+    and a root that can hot-add memory (or not)."""
+    state = tmp_path / "state"
+    root = loaded_root("boot", tmp_path, memory_hotplug=hotplug)
+    cap = image("boot", strip=NO_MEMHOTPLUG, spare=spare)
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
+    return state, root
+
+
+def _config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "kexecd.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_acpi_no_memhotplug_to_append(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state, root = _stripped(tmp_path)
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert rc == 1
+    assert out.startswith(
+        "crash kernel   STALE: the next refresh will append acpi_no_memhotplug to the crash "
+        "kernel's command line (this host can hot-add memory)\n"
+    )
+    assert "to append      acpi_no_memhotplug: this host can hot-add memory" in out
+    assert "hazards        none" in out
+
+
+def test_acpi_no_memhotplug_appended(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state, root = _stripped(tmp_path)
+    loader.refresh(state, root=Root(root), backend=FakeBackend())
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert rc == 0 and out.startswith("crash kernel   loaded and current\n")
+    lines = out.splitlines()
+    line = next(x for x in lines if x.startswith("command line"))
+    assert line.endswith(" elfcorehdr=1031540K acpi_no_memhotplug")  # the line as loaded
+    assert (
+        "appended       acpi_no_memhotplug, by kexecd: this host can hot-add memory "
+        "(crash_acpi_no_memhotplug = false turns it off)" in lines
+    )
+    assert "hazards        none" in lines
+    rc, out = status(capsys, state, root, tmp_path / "run", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["acpi_no_memhotplug"] == "appended" and d["hazards"] == []
+    assert d["image"]["cmdline"].endswith(" acpi_no_memhotplug")
+
+
+def test_acpi_no_memhotplug_off_is_a_hazard(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = tmp_path / "state"
-    root = loaded_root("boot", tmp_path)
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
-    rc, out = status(capsys, state, root, tmp_path / "run")
+    state, root = _stripped(tmp_path)
+    off = _config(tmp_path, "crash_acpi_no_memhotplug = false\n")
+    rc, out = status(capsys, state, root, tmp_path / "run", "--config", off)
+    assert rc == 0 and out.startswith("crash kernel   loaded and current\n")
     assert (
-        rc == 0
-        and "hazards        the crash kernel's command line lacks acpi_no_memhotplug" in out
+        "hazards        the crash kernel's command line (as kexec-tools built it) lacks "
+        "acpi_no_memhotplug and this host can hot-add memory: the crash kernel may take "
+        'hot-added memory as its own RAM and makedumpfile fail ("Bad address"); kexecd '
+        "does not append it (crash_acpi_no_memhotplug = false)" in out
     )
+    rc, out = status(capsys, state, root, tmp_path / "run", "--config", off, "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["acpi_no_memhotplug"] == "off" and len(d["hazards"]) == 1
+    # refresh reads the same file: nothing is appended.
+    assert main(["refresh", "--config", off, "--state-dir", str(state), "--root", str(root)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_acpi_no_memhotplug_without_room(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, root = _stripped(tmp_path, spare=10)
+    rc, out = status(capsys, state, root, tmp_path / "run")
+    assert rc == 0 and out.startswith("crash kernel   loaded and current\n")
+    assert (
+        "kexecd cannot append it: the command line would grow by 19 bytes, but only 10 are "
+        "free after it in its segment; add it to the distro's crash command line "
+        "(KDUMP_CMDLINE_APPEND in /etc/default/kdump-tools)" in out
+    )
+
+
+def test_acpi_no_memhotplug_not_needed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state, root = _stripped(tmp_path, hotplug=False)
+    rc, out = status(capsys, state, root, tmp_path / "run", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["acpi_no_memhotplug"] == "not-needed" and d["hazards"] == []
+
+
+def test_a_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _config(tmp_path, "crash_acpi_no_memhotplug = 1\n")
+    for cmd in ("status", "refresh", "adopt"):
+        assert main([cmd, "--config", bad]) == 2
+        err = capsys.readouterr().err
+        assert err == f"kexecd {cmd}: {bad}: crash_acpi_no_memhotplug must be a bool, not 1\n"
 
 
 def test_with_the_daemons_state(
@@ -120,3 +204,50 @@ def test_with_the_daemons_state(
         "daemon (gone)  pid " in out and "0 events, 1 reloads, 0 full, 0 skipped, 0 failed" in out
     )
     assert "last update    " in out and " reload-header in " in out
+
+
+def test_status_takes_its_directories_from_the_config(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = loaded_root("boot", tmp_path)
+    conf = _config(
+        tmp_path,
+        f'state_dir = "{state}"\nroot = "{root}"\nruntime_dir = "{tmp_path / "run"}"\n',
+    )
+    assert main(["status", "--config", conf]) == 0
+    assert capsys.readouterr().out.startswith("crash kernel   loaded and current\n")
+    # An option given wins over the file.
+    assert main(["status", "--config", conf, "--state-dir", str(tmp_path / "none")]) == 2
+    assert "no snapshot" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "state", "hazards"),
+    [(b"root=/dev/sda1 acpi_no_memhotplug\0", "present", 0), (b"root=/dev/sda1\0", "cannot", 1)],
+)
+def test_a_file_loaded_line_is_read_from_the_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: bytes, state: str, hazards: int
+) -> None:
+    # kexec_file_load (Secure Boot, Fedora's -s): the kernel builds the boot
+    # parameters from the line given, which the tracer captured.
+    cap = LoadCapture(
+        KexecCall.KEXEC_FILE_LOAD,
+        0,
+        0,
+        0,
+        (),
+        line,
+        1,
+        0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
+    )
+    root = loaded_root("boot", tmp_path, memory_hotplug=True)
+    loader.load([*ARGV, "-s"], tmp_path / "state", root=Root(root), tracer=tracer_for(cap))
+    rc, out = status(capsys, tmp_path / "state", root, tmp_path / "run", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["acpi_no_memhotplug"] == state and len(d["hazards"]) == hazards
+    assert d["image"]["cmdline"] == line.rstrip(b"\0").decode()
+    if hazards:
+        assert "kexecd cannot append it: the kernel builds the boot parameters of a " in out
