@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import assets
+from testbed import assets, debpkg
 from testbed.vm import Guest, Machine, TestbedError, _new_run_dir, launch
 
 SUITE = "bookworm"
@@ -341,10 +341,11 @@ def flattened_to_elf(dump: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    """Build the base root ahead of time (scripts/setup calls this)."""
+    """Build the root and the image with this tree's .deb ahead of time
+    (scripts/setup calls this)."""
     start = time.monotonic()
-    root = base_root()
-    print(f"Debian host root: {root} ({time.monotonic() - start:.0f} s)")
+    image = host_image(debpkg.ensure_deb())
+    print(f"Debian 12 kdump host: {image.disk} ({time.monotonic() - start:.0f} s)")
 
 
 if __name__ == "__main__":
