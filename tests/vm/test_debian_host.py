@@ -56,6 +56,7 @@ class Outcome:
     boot_s: float = 0.0
     adopted_s: float | None = None
     kexecd_loads: int | None = None
+    kexecd_events: int | None = None
     kdump_tools_loaded: int = 0
     kdump_tools_failed: int = 0
     online_cpus: int = 0
@@ -90,9 +91,10 @@ def _journal(guest: Guest, tag: str) -> list[str]:
     return guest.sh(f"journalctl -b -t {tag} -o cat --no-pager").splitlines()
 
 
-def _kexecd_loads(guest: Guest) -> int:
+def _kexecd_counts(guest: Guest) -> tuple[int, int]:
+    """The daemon's crash-kernel loads and the uevents it heard, so far."""
     state = json.loads(guest.read("/run/kexecd/state.json"))
-    return int(state["reloads"]) + int(state["full_reloads"])
+    return int(state["reloads"]) + int(state["full_reloads"]), int(state["events"])
 
 
 def _hotplug(guest: Guest) -> tuple[int, int]:
@@ -228,11 +230,12 @@ def test_kexecd_keeps_the_dump_whole(host_run: dict[str, Guest], host_image: Hos
     # The stock command line lacks acpi_no_memhotplug; kexecd appended it.
     status = guest.sh("kexecd status")
     out.notes.append(status.strip())
-    loads_before = _kexecd_loads(guest)
+    loads_before, events_before = _kexecd_counts(guest)
     kdump_before = len(_journal(guest, "kdump-config"))
     dimm = _hotplug(guest)
     _wait(guest, "kexecd status", "kexecd did not bring the header up to date")
-    out.kexecd_loads = _kexecd_loads(guest) - loads_before
+    loads, events = _kexecd_counts(guest)
+    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
     new = _journal(guest, "kdump-config")[kdump_before:]
     out.kdump_tools_loaded = sum("loaded kdump kernel" in line for line in new)
     out.kdump_tools_failed = sum("failed" in line for line in new)
