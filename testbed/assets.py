@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""What the test bed boots: Debian's kernel package and a busybox initramfs.
+"""What the test bed boots: Debian's kernel package and a busybox initramfs;
+and promtool, which checks kexecd's metrics and alert rules.
 
 Downloads are cached outside the repository, in ``$KEXECD_VM_CACHE``
 (default ``~/.cache/kexecd-vm``). ``python -m testbed.assets`` fetches them
-ahead of time (the setup script does).
+ahead of time, ``python -m testbed.assets promtool`` fetches promtool (the
+setup script does both).
 """
 
 from __future__ import annotations
@@ -79,27 +81,63 @@ def ensure_kernel() -> Kernel:
     package = kernel_package()
     root = cache_dir() / package
     if not (root / "boot").is_dir():
-        download = cache_dir() / "download"
-        shutil.rmtree(download, ignore_errors=True)
-        download.mkdir()
-        r = subprocess.run(
-            ["apt-get", "download", package],
-            cwd=download,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        debs = list(download.glob("*.deb"))
-        if r.returncode != 0 or len(debs) != 1:
-            raise AssetError(f"apt-get download {package} failed: {r.stderr.strip()}")
+        deb = _download(package, "download")
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp)], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
         tmp.rename(root)
-        shutil.rmtree(download)
+        shutil.rmtree(deb.parent)
     vmlinuz = next((root / "boot").glob("vmlinuz-*"))
     release = vmlinuz.name.removeprefix("vmlinuz-")
     return Kernel(package, vmlinuz, root / "lib" / "modules" / release)
+
+
+def _download(package: str, name: str) -> Path:
+    """``apt-get download package`` into a fresh ``cache_dir()/name``; the .deb's path.
+
+    One directory per asset: a test run fetching another asset at the same
+    time removes only its own.
+    """
+    download = cache_dir() / name
+    shutil.rmtree(download, ignore_errors=True)
+    download.mkdir()
+    r = subprocess.run(
+        ["apt-get", "download", package],
+        cwd=download,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    debs = list(download.glob("*.deb"))
+    if r.returncode != 0 or len(debs) != 1:
+        raise AssetError(f"apt-get download {package} failed: {r.stderr.strip()}")
+    return debs[0]
+
+
+def promtool_path() -> Path:
+    """Where :func:`ensure_promtool` keeps promtool (which may not be there yet)."""
+    return cache_dir() / "prometheus" / "promtool"
+
+
+def ensure_promtool() -> Path:
+    """Fetch promtool from Debian's ``prometheus`` package once; return its path.
+
+    The package is downloaded and unpacked, never installed: its postinst
+    would create a user and start a Prometheus server on this machine. Only
+    ``usr/bin/promtool`` is kept.
+    """
+    path = promtool_path()
+    if path.exists():
+        return path
+    deb = _download("prometheus", "download-prometheus")
+    unpacked = deb.parent / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    shutil.move(unpacked / "usr" / "bin" / "promtool", tmp)
+    tmp.rename(path)
+    shutil.rmtree(deb.parent)
+    return path
 
 
 def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
@@ -146,7 +184,10 @@ def build_initramfs(kernel: Kernel) -> Path:
     return path
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if argv == ["promtool"]:
+        print(f"promtool  {ensure_promtool()}")
+        return 0
     kernel = ensure_kernel()
     initramfs = build_initramfs(kernel)
     print(f"kernel    {kernel.vmlinuz}")
@@ -155,4 +196,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
