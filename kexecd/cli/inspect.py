@@ -98,7 +98,7 @@ def describe(data: bytes, header: CoreHeader) -> dict[str, Any]:
             }
             for p in header.ram
         ],
-        "ram_total": sum(p.memsz for p in header.ram),
+        "ram_total": header.ram_bytes,
         "backup": {"src": backup.src_start, "size": backup.src_size, "copy": backup.start}
         if backup
         else None,

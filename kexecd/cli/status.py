@@ -129,7 +129,7 @@ def _render_snapshot(
     st.image = describe_image(src.words if src else snap.argv)
     if src:
         st.image["adopted_from"] = src.path
-    st.image["syscall"] = "kexec_file_load" if snap.file_load else "kexec_load"
+    st.image["syscall"] = snap.syscall
     info = snap.loaded_info()
     st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
     p = plan.make(snap, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug)
@@ -157,8 +157,8 @@ def _render_plan(st: Status, p: Plan) -> None:
     st.header = {
         "cpus": p.cpus,
         "ram_ranges": p.ranges,
-        "ram": sum(ph.memsz for ph in p.target.ram),
-        "phnum": len(p.target.phdrs),
+        "ram": p.ram_bytes,
+        "phnum": p.phnum,
         "capacity": p.snapshot.header_capacity or 0,
         "bytes": len(p.wanted),
         "segment_bytes": p.segment_bytes,

@@ -84,6 +84,16 @@ class CoreHeader:
         return [p for p in self.loads if p.vaddr < START_KERNEL_MAP]
 
     @property
+    def cpus(self) -> int:
+        """How many CPUs have a PT_NOTE (vmcoreinfo's is not counted)."""
+        return len(self.split_notes()[0])
+
+    @property
+    def ram_bytes(self) -> int:
+        """Bytes of RAM the PT_LOADs of RAM cover: what a dump holds of memory."""
+        return sum(p.memsz for p in self.ram)
+
+    @property
     def page_offset(self) -> int | None:
         return next((p.vaddr - p.paddr for p in self.ram), None)
 

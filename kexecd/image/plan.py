@@ -130,12 +130,30 @@ class Plan:
         return None if self.target is None else len(self.target.ram)
 
     @property
+    def ram_bytes(self) -> int | None:
+        """Bytes of RAM in the wanted header: the system's RAM now."""
+        return None if self.target is None else self.target.ram_bytes
+
+    @property
+    def phnum(self) -> int | None:
+        """Program headers in the wanted header."""
+        return None if self.target is None else len(self.target.phdrs)
+
+    @property
+    def loaded_cpus(self) -> int | None:
+        """CPUs the loaded header has a note for: whose registers a dump holds."""
+        return None if self.current is None else self.current.cpus
+
+    @property
+    def loaded_ram_bytes(self) -> int | None:
+        """Bytes of RAM the loaded header covers: how much memory a dump holds."""
+        return None if self.current is None else self.current.ram_bytes
+
+    @property
     def room(self) -> int | None:
         """Program headers that still fit in the header segment."""
-        cap = self.snapshot.header_capacity
-        if cap is None or self.target is None:
-            return None
-        return cap - len(self.target.phdrs)
+        cap, phnum = self.snapshot.header_capacity, self.phnum
+        return None if cap is None or phnum is None else cap - phnum
 
 
 def decide(

@@ -86,6 +86,11 @@ class Snapshot:
     cmdline: str | None = None
 
     @property
+    def syscall(self) -> str:
+        """The call that loaded the image: ``kexec_load`` or ``kexec_file_load``."""
+        return "kexec_file_load" if self.file_load else "kexec_load"
+
+    @property
     def header_capacity(self) -> int | None:
         """How many program headers fit in the header segment's memsz."""
         if self.header is None:
