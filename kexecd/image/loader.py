@@ -216,12 +216,17 @@ def refresh(
     verify: bool = True,
     reload_unloaded: bool = False,
     acpi_no_memhotplug: bool = True,
+    observe: Callable[[Plan], None] | None = None,
 ) -> RefreshResult:
     """Bring the loaded crash image's header (and command line) up to date.
 
     Holds the state directory's lock, makes the plan
     (:func:`kexecd.image.plan.make`) and carries it out with :func:`execute`;
     the other parameters are theirs.
+
+    :param observe: called with the plan before it is carried out (the
+        daemon records what is loaded and what the system has, even when
+        the load then fails).
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
@@ -239,6 +244,8 @@ def refresh(
             reload_unloaded=reload_unloaded,
             acpi_no_memhotplug=acpi_no_memhotplug,
         )
+        if observe is not None:
+            observe(p)
         r = execute(
             p,
             state_dir,

@@ -139,15 +139,10 @@ class Plan:
         """Program headers in the wanted header."""
         return None if self.target is None else len(self.target.phdrs)
 
-    @property
-    def loaded_cpus(self) -> int | None:
-        """CPUs the loaded header has a note for: whose registers a dump holds."""
-        return None if self.current is None else self.current.cpus
-
-    @property
-    def loaded_ram_bytes(self) -> int | None:
-        """Bytes of RAM the loaded header covers: how much memory a dump holds."""
-        return None if self.current is None else self.current.ram_bytes
+    def described(self, carried_out: bool = False) -> CoreHeader | None:
+        """The header loaded now, or once the plan is carried out: what a dump
+        would describe (``None`` where kexecd cannot see it)."""
+        return self.target if carried_out else self.current
 
     @property
     def room(self) -> int | None:

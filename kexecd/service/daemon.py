@@ -33,7 +33,7 @@ from kexecd import core
 from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
 from kexecd.image import loader
-from kexecd.image.plan import Action, Why
+from kexecd.image.plan import Action, Plan, Why
 from kexecd.service import control
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.coalesce import Backoff, Coalescer
@@ -103,6 +103,7 @@ class Daemon:
                 verify=not self.verified,
                 reload_unloaded=self.lost_image,
                 acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
+                observe=self._saw,
                 **self._tracer(),
             )
         except KexecdError as e:
@@ -150,6 +151,20 @@ class Daemon:
     def _tracer(self) -> dict[str, Any]:
         return {} if self.tracer is None else {"tracer": self.tracer}
 
+    def _saw(self, p: Plan, carried_out: bool = False) -> None:
+        # The plan's facts, as made (the loaded header) or carried out (the
+        # wanted one is loaded now).
+        st = self.state
+        st.cpus, st.ranges, st.ram = p.cpus, p.ranges, p.ram_bytes
+        header = p.described(carried_out)
+        st.header_cpus = None if header is None else header.cpus
+        st.header_ram = None if header is None else header.ram_bytes
+        st.phnum = None if header is None else len(header.phdrs)
+        st.capacity = p.snapshot.header_capacity
+        st.crash_loaded = p.kexec.crash_loaded or carried_out
+        st.kernel_updates = p.kexec.kernel_updates
+        st.syscall = p.snapshot.syscall
+
     def _failed(self, record: UpdateRecord, what: str, e: KexecdError) -> UpdateRecord:
         st = self.state
         st.failed += 1
@@ -157,6 +172,7 @@ class Daemon:
         st.in_sync = False
         if isinstance(e, LoadError) and e.image_lost:
             self.lost_image = True
+            st.crash_loaded = False
         delay = self.backoff.failed(self.clock())
         st.retry_in_s = delay
         record.action, record.error = "failed", str(e)
@@ -198,7 +214,8 @@ class Daemon:
         st.decision = decision.reason
         self.standing_aside = decision.why is Why.KERNEL_UPDATES
         st.in_sync = None if decision.why is Why.NOT_LOADED else True
-        st.cpus, st.ranges = r.plan.cpus, r.plan.ranges
+        self._saw(r.plan, r.loaded)
+        st.reconciled = timestamp()
         if adopted:
             st.last_update = record
         elif action in (Action.NOTHING, Action.STAND_ASIDE):

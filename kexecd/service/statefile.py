@@ -34,8 +34,9 @@ __all__ = [
 
 STATE_FILE = "state.json"
 SOCKET = "kexecd.sock"
-# 1: the unversioned dict of kexecd 0.1; 2: this layout, with "format".
-FORMAT = 2
+# 1: the unversioned dict of kexecd 0.1; 2: this layout, with "format"; 3:
+# with the facts of the last plan (crash_loaded to reconciled).
+FORMAT = 3
 HISTORY = 100  # loads remembered
 MAX_SIZE = 4 << 20
 
@@ -98,6 +99,23 @@ class DaemonState:
         (``None``: no crash kernel is loaded, so there is nothing to be in sync).
     :ivar retry_in_s: after a failure, how long until the next try.
     :ivar stopped: when the daemon stopped; ``None`` while it runs.
+
+    The facts of the last plan (:class:`kexecd.image.plan.Plan`), recorded
+    when it was made and again once it was carried out, so that a failed
+    load leaves what is loaded and what the system has side by side
+    (``None``: not known, or not visible, as in a ``kexec_file_load`` image):
+
+    :ivar cpus: CPUs the system has now that a header needs a note for.
+    :ivar ranges: RAM ranges the system has now.
+    :ivar ram: bytes of RAM the system has now (in those ranges).
+    :ivar header_cpus: CPUs the loaded header has a note for.
+    :ivar header_ram: bytes of RAM the loaded header covers.
+    :ivar phnum: program headers in the loaded header.
+    :ivar capacity: program headers its segment can hold.
+    :ivar crash_loaded: a crash kernel is loaded.
+    :ivar kernel_updates: the kernel's own crash hotplug is active.
+    :ivar syscall: ``kexec_load`` or ``kexec_file_load``: how the image was loaded.
+    :ivar reconciled: when a reconcile (or adoption) last succeeded.
     """
 
     pid: int = field(default_factory=os.getpid)
@@ -122,6 +140,15 @@ class DaemonState:
     cpus: int | None = None
     ranges: int | None = None
     history: list[LoadTiming] = field(default_factory=list)
+    ram: int | None = None
+    header_cpus: int | None = None
+    header_ram: int | None = None
+    phnum: int | None = None
+    capacity: int | None = None
+    crash_loaded: bool | None = None
+    kernel_updates: bool | None = None
+    syscall: str | None = None
+    reconciled: str | None = None
 
     def remember(self, timing: LoadTiming) -> None:
         """Add a load to the history, keeping the last :data:`HISTORY`."""

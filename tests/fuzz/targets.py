@@ -311,6 +311,11 @@ def statefile_seeds() -> list[bytes]:
         last_update=statefile.UpdateRecord("t", "uevent", "reload_header", "why", 1.5, ["x"]),
         last_error=statefile.ErrorRecord("t", "boom"),
         history=[statefile.LoadTiming("reload_header", 1.0, 2.0, 3.0, 4.0)],
+        ram=1 << 30,
+        header_cpus=2,
+        crash_loaded=True,
+        syscall="kexec_load",
+        reconciled="t",
     )
     return [
         json.dumps(s.to_json(), indent=2, sort_keys=True).encode()

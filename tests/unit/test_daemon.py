@@ -189,3 +189,25 @@ def test_control_socket(env: tuple[Config, Path]) -> None:
     assert refreshed["record"]["action"] == "reload-header"  # type: ignore[index]
     assert "unknown command" in str(bogus["error"])
     assert len(backend.loads) == 1
+
+
+def test_records_what_is_loaded_and_what_the_system_has(env: tuple[Config, Path]) -> None:
+    # The plan's facts, for status --json and kexecd.prom: equal once current;
+    # after a failed load, what the dump would miss.
+    cfg, tmp = env
+    switch_root(tmp, "hotadd")
+    backend = FakeBackend(fail=1, root=tmp / "root-hotadd")
+    daemon = Daemon(cfg, FakeMonitor(), backend=backend)
+    assert daemon.reconcile("start").action == "failed"
+    st = daemon.state
+    assert (st.header_cpus, st.cpus) == (2, 3)
+    assert st.header_ram is not None and st.ram is not None
+    assert st.ram - st.header_ram == 1 << 30  # the two hot-added 512 MiB DIMMs
+    assert (st.crash_loaded, st.kernel_updates, st.syscall) == (True, False, "kexec_load")
+    assert st.phnum == 7 and st.capacity is not None and st.capacity > st.phnum
+    assert st.in_sync is False and st.reconciled is None
+    assert daemon.reconcile("retry").action == "reload-header"
+    assert (st.header_cpus, st.cpus, st.header_ram, st.phnum) == (3, 3, st.ram, 10)
+    assert st.in_sync is True and st.reconciled is not None
+    saved = read_state(cfg.runtime_dir)
+    assert saved is not None and saved.to_json() == st.to_json()

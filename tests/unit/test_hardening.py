@@ -502,7 +502,7 @@ def test_state_files_missing_or_malformed(
     run = tmp / "run"
     run.mkdir()
     args = ["--state-dir", str(cfg.state_dir), "--root", str(tmp / "root-boot")]
-    for content in ("{", "[]", '{"format": 1, "pid": 1}', '{"format": 2, "events": "many"}'):
+    for content in ("{", "[]", '{"format": 1, "pid": 1}', '{"format": 3, "events": "many"}'):
         (run / "state.json").write_text(content)
         assert main(["status", *args, "--runtime-dir", str(run)]) == 2
         out = capsys.readouterr().out
