@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_RUNTIME_DIR", "DEFAULT_STATE_DIR"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_METRICS_DIR", "DEFAULT_RUNTIME_DIR", "DEFAULT_STATE_DIR"]
 
 #: The daemon's settings (TOML, optional).
 DEFAULT_CONFIG = Path("/etc/kexecd.conf")
@@ -13,3 +13,6 @@ DEFAULT_CONFIG = Path("/etc/kexecd.conf")
 DEFAULT_STATE_DIR = Path("/var/lib/kexecd")
 #: ``state.json`` and the control socket of the running daemon.
 DEFAULT_RUNTIME_DIR = Path("/run/kexecd")
+#: Where node exporter's textfile collector reads ``*.prom`` files (Debian's
+#: prometheus-node-exporter); the daemon writes ``kexecd.prom`` there.
+DEFAULT_METRICS_DIR = Path("/var/lib/prometheus/node-exporter")

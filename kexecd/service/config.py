@@ -14,6 +14,8 @@
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
     crash_acpi_no_memhotplug = true  # append it to a crash command line that lacks it,
                                      # on a host that can hot-add memory
+    metrics_dir = "/var/lib/prometheus/node-exporter"  # kexecd.prom for node exporter's
+                                     # textfile collector; "" = off (off too when missing)
 
 The daemon reads it, and ``kexecd adopt``, ``refresh`` and ``status`` too
 (``--config``).
@@ -27,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.errors import ConfigError
-from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
+from kexecd.paths import (
+    DEFAULT_CONFIG,
+    DEFAULT_METRICS_DIR,
+    DEFAULT_RUNTIME_DIR,
+    DEFAULT_STATE_DIR,
+)
 
 __all__ = ["Config", "load_config"]
 
@@ -45,6 +52,7 @@ class Config:
     adopt: bool = True
     kexec_cmd: str = ""
     crash_acpi_no_memhotplug: bool = True
+    metrics_dir: str = str(DEFAULT_METRICS_DIR)
 
 
 _TYPES: dict[str, type] = {
@@ -57,6 +65,7 @@ _TYPES: dict[str, type] = {
     "adopt": bool,
     "kexec_cmd": str,
     "crash_acpi_no_memhotplug": bool,
+    "metrics_dir": str,
 }
 
 
@@ -92,6 +101,11 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     if cfg.source not in ("udev", "kernel"):
         raise ConfigError(
             f"{path or 'config'}: source must be 'udev' or 'kernel', not {cfg.source!r}"
+        )
+    if cfg.metrics_dir and not cfg.metrics_dir.startswith("/"):
+        raise ConfigError(
+            f'{path or "config"}: metrics_dir must be an absolute path, or "" for no '
+            f"metrics, not {cfg.metrics_dir!r}"
         )
     if not 0 < cfg.settle_ms <= cfg.max_delay_ms:
         raise ConfigError(

@@ -3,12 +3,14 @@
 
 One ``selectors`` loop waits on the uevent monitor, the control socket and
 its clients, a signal pipe, two inotify watches (the snapshot's files; the
-distro's ``kexec_cmd``) and three timers (the coalescing deadline, the retry
-after a failure, the watchdog). A burst of events becomes one refresh, once
-events have stopped for ``settle_ms`` and never later than ``max_delay_ms``
-after the first. On start the daemon adopts the distro's crash kernel if it
-loaded a new one, else reconciles at once, so a hotplug that happened while
-it was down is caught.
+distro's ``kexec_cmd``) and four timers (the coalescing deadline, the retry
+after a failure, the watchdog, the heartbeat of ``kexecd.prom`` while it is
+written). A burst of events becomes one refresh, once events have stopped
+for ``settle_ms`` and never later than ``max_delay_ms`` after the first. On
+start the daemon adopts the distro's crash kernel if it loaded a new one,
+else reconciles at once, so a hotplug that happened while it was down is
+caught. Every reconcile is recorded in ``state.json`` and, for Prometheus,
+in ``kexecd.prom`` (:mod:`kexecd.service.metrics`).
 
 Trust: the snapshot's segments are hashed before a load unless they were
 hashed since the last change the snapshot watch saw (a stat signature is no
@@ -34,7 +36,7 @@ from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
 from kexecd.image import loader
 from kexecd.image.plan import Action, Plan, Why
-from kexecd.service import control
+from kexecd.service import control, metrics, udevmask
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.coalesce import Backoff, Coalescer
 from kexecd.service.config import Config
@@ -50,6 +52,7 @@ from kexecd.service.statefile import (
     UpdateRecord,
     write_state,
 )
+from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
 
 __all__ = ["Coalescer", "Daemon"]
@@ -85,6 +88,8 @@ class Daemon:
         self.standing_aside = False
         self.kexec_cmd: Path | None = None  # the distro's record, when adopting
         self.hazards_logged: set[str] = set()
+        self.exporter = metrics.Exporter(cfg.metrics_dir, clock=clock)
+        self.kexec_tools: str | None = None  # its version, once kexecd.prom is written
 
     # -- refreshing ------------------------------------------------------------
 
@@ -267,6 +272,16 @@ class Daemon:
     def _publish(self) -> None:
         write_state(self.cfg.runtime_dir, self.state)
         notify(f"STATUS={self.summary()}")
+        self.export()
+
+    def export(self) -> None:
+        """Write ``kexecd.prom`` if a value changed or the heartbeat is due."""
+        if not self.exporter.enabled:
+            return
+        if self.kexec_tools is None:  # dpkg's status, read once
+            self.kexec_tools = installed_version(self.root, "kexec-tools") or "unknown"
+        masked = bool(udevmask.masked(self.root, self.cfg.runtime_dir))
+        self.exporter.publish(metrics.render(self.state, metrics.Host(masked, self.kexec_tools)))
 
     # -- events -----------------------------------------------------------------
 
@@ -356,7 +371,7 @@ class Daemon:
             while not self.stopping:
                 now = self.clock()
                 timers = [self.coalescer.deadline(), self.backoff.due, next_wd, end]
-                timers += server.deadlines()
+                timers += [self.exporter.deadline(), *server.deadlines()]
                 times = [t for t in timers if t is not None]
                 timeout = max(0.0, min(times) - now) if times else None
                 for key, _ in sel.select(timeout):
@@ -367,6 +382,8 @@ class Daemon:
                 if next_wd is not None and wd is not None and now >= next_wd:
                     notify("WATCHDOG=1")
                     next_wd = now + wd
+                if self.exporter.due():
+                    self.export()
                 if end is not None and now >= end:
                     break
         finally:

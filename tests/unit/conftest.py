@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from kexecd import core
+from kexecd.paths import DEFAULT_METRICS_DIR
+from kexecd.service import metrics
+from testbed import assets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,8 +51,32 @@ def no_real_kexec(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def no_real_metrics_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No unit test writes node exporter's real textfile directory, present or not:
+    a daemon under test is given ``metrics_dir`` (``""``, or one in ``tmp_path``)."""
+    write = metrics.write_atomic
+
+    def guarded(path: Path, data: bytes, **kwargs: Any) -> None:
+        if path.is_relative_to(DEFAULT_METRICS_DIR):
+            raise AssertionError(f"the unit tier must not write {path}: give metrics_dir")
+        write(path, data, **kwargs)
+
+    monkeypatch.setattr(metrics, "write_atomic", guarded)
+    yield
+
+
 @pytest.fixture(scope="session")
 def fake_kexec() -> Path:
     """csrc/tests/fake_kexec: makes kexec syscalls the kernel would reject."""
     subprocess.run(["make", "-s", "-C", str(REPO / "csrc"), "build/fake_kexec"], check=True)
     return REPO / "csrc" / "build" / "fake_kexec"
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """Prometheus' promtool, which scripts/setup fetches (testbed.assets.ensure_promtool)."""
+    path = assets.promtool_path()
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run bash scripts/setup (it fetches promtool)")
+    return path

@@ -131,20 +131,23 @@ def started(cfg: Config) -> Callable[[], bool]:
 
 
 def daemon_env(tmp: Path, settle_ms: int, max_delay_ms: int) -> Config:
-    """A loaded boot image, and ``tmp/root``: a symlink :func:`switch_root` moves
-    between the boot and hotadd captures' fake roots."""
+    """A loaded boot image, ``tmp/root``: a symlink :func:`switch_root` moves
+    between the boot and hotadd captures' fake roots, and ``tmp/metrics`` for
+    ``kexecd.prom``."""
     for name in ("boot", "hotadd"):
         loaded_root(name, tmp)
     root = tmp / "root"
     root.symlink_to(tmp / "root-boot")
     state = tmp / "state"
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    (tmp / "metrics").mkdir()
     return Config(
         state_dir=state,
         runtime_dir=tmp / "run",
         root=root,
         settle_ms=settle_ms,
         max_delay_ms=max_delay_ms,
+        metrics_dir=str(tmp / "metrics"),
     )
 
 

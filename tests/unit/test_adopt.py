@@ -249,7 +249,7 @@ def test_daemon_adopts_at_start_and_when_the_distro_loads_again(
 ) -> None:
     path = write_cmd(root / "var/crash/kexec_cmd", DEBIAN)
     state = tmp_path / "state"
-    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root)
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root, metrics_dir="")
     tracer = tracer_for(image("boot"))
     monitor = FakeMonitor()
     daemon = Daemon(cfg, monitor, backend=FakeBackend(), tracer=tracer)
@@ -276,7 +276,9 @@ def test_daemon_adopts_at_start_and_when_the_distro_loads_again(
 
 def test_daemon_without_kdump_tools_does_not_adopt(tmp_path: Path) -> None:
     r = loaded_root("boot", tmp_path)
-    cfg = Config(state_dir=tmp_path / "state", runtime_dir=tmp_path / "run", root=r)
+    cfg = Config(
+        state_dir=tmp_path / "state", runtime_dir=tmp_path / "run", root=r, metrics_dir=""
+    )
     tracer = tracer_for(image("boot"))
     Daemon(cfg, FakeMonitor(), backend=FakeBackend(), tracer=tracer).run(max_seconds=0.1)
     st = read_state(cfg.runtime_dir)
@@ -340,7 +342,7 @@ def test_daemon_adoption_appends_and_logs_it_once(
     hot_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = tmp_path / "state"
-    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=hot_root)
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=hot_root, metrics_dir="")
     backend = FakeBackend()
     tracer = tracer_for(image("boot", strip=NO_MEMHOTPLUG))
     monitor = FakeMonitor()
@@ -371,6 +373,7 @@ def test_daemon_with_the_setting_off_warns_once(
         runtime_dir=tmp_path / "run",
         root=hot_root,
         crash_acpi_no_memhotplug=False,
+        metrics_dir="",
     )
     backend = FakeBackend()
     tracer = tracer_for(image("boot", strip=NO_MEMHOTPLUG))

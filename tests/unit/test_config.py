@@ -36,6 +36,16 @@ def test_file_and_overrides(tmp_path: Path) -> None:
     assert load_config(f).crash_acpi_no_memhotplug is False
 
 
+def test_metrics_dir(tmp_path: Path) -> None:
+    # node exporter's textfile directory on Debian by default; "" turns it off.
+    assert Config().metrics_dir == "/var/lib/prometheus/node-exporter"
+    f = tmp_path / "kexecd.conf"
+    f.write_text('metrics_dir = ""\n')
+    assert load_config(f).metrics_dir == ""
+    f.write_text('metrics_dir = "/srv/textfiles"\n')
+    assert load_config(f).metrics_dir == "/srv/textfiles"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -45,6 +55,8 @@ def test_file_and_overrides(tmp_path: Path) -> None:
         ("settle_ms = true\n", "settle_ms must be a int"),
         ('crash_acpi_no_memhotplug = "no"\n', "crash_acpi_no_memhotplug must be a bool"),
         ('source = "netlink"\n', "source must be 'udev' or 'kernel'"),
+        ("metrics_dir = false\n", "metrics_dir must be a str"),
+        ('metrics_dir = "textfiles"\n', 'metrics_dir must be an absolute path, or ""'),
         ("settle_ms = 2000\n", "need 0 < settle_ms <= max_delay_ms"),
     ],
 )

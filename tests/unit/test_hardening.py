@@ -433,7 +433,7 @@ def test_an_unload_is_respected(
     r = loader.refresh(cfg.state_dir, root=Root(hot), backend=backend)
     assert r.decision.why is Why.NOT_LOADED and backend.loads == []
     daemon = Daemon(
-        Config(state_dir=cfg.state_dir, runtime_dir=tmp / "run", root=hot),
+        Config(state_dir=cfg.state_dir, runtime_dir=tmp / "run", root=hot, metrics_dir=""),
         FakeMonitor(),
         backend=backend,
     )

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from kexecd.paths import DEFAULT_METRICS_DIR
 from kexecd.service import udevmask
+from kexecd.service.metrics import PROM_FILE
 from kexecd.system.root import Root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,3 +103,16 @@ def test_only_remove_and_purge_act(tmp_path: Path, action: str) -> None:
     before = tree(root)
     assert postrm(tmp_path, root, action) == []
     assert tree(root) == before
+
+
+@pytest.mark.parametrize("action", ["remove", "purge"])
+def test_the_metrics_file_goes_and_only_it(tmp_path: Path, action: str) -> None:
+    # Left behind, kexecd.prom's heartbeat would age and the "daemon down"
+    # alert fire for a package that is gone.
+    root = tmp_path / "root"
+    textfiles = root / str(DEFAULT_METRICS_DIR).lstrip("/")
+    textfiles.mkdir(parents=True)
+    (textfiles / PROM_FILE).write_text("kexecd_info 1\n")
+    (textfiles / "apt.prom").write_text("apt_upgrades_pending 0\n")
+    assert postrm(tmp_path, root, action) == []
+    assert os.listdir(textfiles) == ["apt.prom"]

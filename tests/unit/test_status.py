@@ -196,7 +196,7 @@ def test_with_the_daemons_state(
     state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = loaded_root("hotadd", tmp_path)
-    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root)
+    cfg = Config(state_dir=state, runtime_dir=tmp_path / "run", root=root, metrics_dir="")
     Daemon(cfg, FakeMonitor(), backend=FakeBackend()).run(max_seconds=0.05)
     rc, out = status(capsys, state, root, tmp_path / "run")
     assert rc == 0

@@ -67,6 +67,8 @@ def test_unit_shape(tmp_path: Path, analyze: str) -> None:
     assert "ProtectKernelTunables=yes" not in text.splitlines()
     assert "ProtectKernelLogs=yes" not in text.splitlines()
     assert "ReadOnlyPaths=/proc/sys /proc/sysrq-trigger /sys" in text.splitlines()
+    # kexecd.prom, under ProtectSystem=strict; optional ('-'): no node exporter, no error.
+    assert "ReadWritePaths=-/var/lib/prometheus/node-exporter" in text.splitlines()
 
 
 def test_masks_the_distro_rule_only_while_running() -> None:
