@@ -4,6 +4,10 @@
 Works without the daemon, from the snapshot and the system; adds what the
 daemon recorded in ``state.json`` when there is one. Exit codes: 0 loaded and
 current, 1 stale, 2 error, 3 no crash kernel loaded.
+
+``--json`` is an interface for scripts: its ``"schema"`` field is
+:data:`SCHEMA`, and ``docs/status.schema.json`` (JSON Schema, draft 2020-12)
+describes every field of this version's output.
 """
 
 from __future__ import annotations
@@ -24,9 +28,23 @@ from kexecd.service.statefile import DaemonState, read_state
 from kexecd.system.kernel import KexecState, read_kexec_state
 from kexecd.system.root import Root
 
-__all__ = ["EXIT_CURRENT", "EXIT_ERROR", "EXIT_NOT_LOADED", "EXIT_STALE", "Status", "gather"]
+__all__ = [
+    "EXIT_CURRENT",
+    "EXIT_ERROR",
+    "EXIT_NOT_LOADED",
+    "EXIT_STALE",
+    "SCHEMA",
+    "Status",
+    "gather",
+]
 
 EXIT_CURRENT, EXIT_STALE, EXIT_ERROR, EXIT_NOT_LOADED = 0, 1, 2, 3
+#: The version of ``status --json``'s form. It goes up when a field is removed
+#: or renamed, or changes its type or meaning; a field may be added without
+#: it (readers ignore fields they do not know). docs/status.schema.json
+#: describes this version, and the daemon's ``state.json`` inside it (whose
+#: own ``"format"`` is :data:`kexecd.service.statefile.FORMAT`).
+SCHEMA = 1
 # How long status waits for a writer (load, refresh, adopt) to finish.
 LOCK_WAIT = 10.0
 
@@ -131,7 +149,7 @@ def _render_snapshot(
         st.image["adopted_from"] = src.path
     st.image["syscall"] = snap.syscall
     info = snap.loaded_info()
-    st.image["loaded"], st.image["how"] = info.get("time"), info.get("how")
+    st.image["loaded"], st.image["how"] = _text(info.get("time")), _text(info.get("how"))
     p = plan.make(snap, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug)
     line = p.cmdline
     if line is not None:
@@ -142,6 +160,11 @@ def _render_snapshot(
         if line.hazard:
             st.hazards.append(line.hazard)
     _render_plan(st, p)
+
+
+def _text(value: object) -> str | None:
+    # A string from loaded.json, which the schema promises is one.
+    return value if isinstance(value, str) else None
 
 
 def _render_plan(st: Status, p: Plan) -> None:
@@ -270,7 +293,7 @@ def render(st: Status) -> str:
 
 
 def to_json(st: Status) -> str:
-    """The ``--json`` form."""
-    d = asdict(st)
+    """The ``--json`` form (:data:`SCHEMA`; docs/status.schema.json)."""
+    d = {"schema": SCHEMA, **asdict(st)}
     d["daemon"] = st.daemon.to_json() if st.daemon else None
     return json.dumps(d, indent=2)
