@@ -12,11 +12,15 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from kexecd.cli.main import _parser
+from kexecd.service import metrics
+from kexecd.service.config import Config
+from kexecd.service.statefile import DaemonState
 
 MANPAGE = Path(__file__).resolve().parents[2] / "docs" / "kexecd.8"
 
@@ -91,7 +95,13 @@ def test_global_options_and_required_sections() -> None:
         assert option in have["OPTIONS"], option
     for name in ("NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "FILES", "SEE ALSO"):
         assert name in have, name
-    for path in ("/etc/kexecd.conf", "/var/lib/kexecd", "/run/kexecd", "/var/crash/kexec_cmd"):
+    for path in (
+        "/etc/kexecd.conf",
+        "/var/lib/kexecd",
+        "/run/kexecd",
+        "/var/crash/kexec_cmd",
+        "/var/lib/prometheus/node-exporter/kexecd.prom",
+    ):
         assert path in have["FILES"], path
     for rule in ("50-kdump-tools.rules", "98-kexec.rules"):
         assert f"/run/udev/rules.d/{rule}" in have["FILES"], rule
@@ -123,3 +133,16 @@ def test_the_check_would_catch_a_missing_option(tmp_path: Path) -> None:
     page = tmp_path / "kexecd.8"
     page.write_text(text)
     assert "--dry-run" not in sections(render(page))["refresh"]
+
+
+def test_every_config_key_is_documented() -> None:
+    section = sections(rendered())["CONFIGURATION"]
+    for f in fields(Config):
+        assert re.search(rf"^\s+{f.name} = ", section, re.M), f.name
+
+
+def test_every_metric_is_documented() -> None:
+    section = " ".join(sections(rendered())["METRICS"].split())
+    text = metrics.render(DaemonState(), metrics.Host(False, None)) + metrics.heartbeat(0)
+    for name in re.findall(r"^# TYPE (\w+) ", text, re.M):
+        assert re.search(rf"\b{name}\b", section), name
