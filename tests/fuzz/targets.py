@@ -34,8 +34,8 @@ from kexecd.core import Segment
 from kexecd.errors import KexecdError
 from kexecd.image import cmdline, elfcore, loader
 from kexecd.image.snapshot import MANIFEST, SNAPSHOT, open_snapshot
-from kexecd.service import kdumptools, statefile
-from kexecd.system import cpus, iomem, kernel
+from kexecd.service import kdumptools, metrics, statefile
+from kexecd.system import cpus, iomem, kernel, packages
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, note
@@ -406,6 +406,22 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def fuzz_dpkg(data: bytes) -> None:
+    """dpkg's status file: installed_version, then the kexecd_info label it makes."""
+    base = scratch() / "dpkg-root"
+    put(base, packages.DPKG_STATUS, data)
+    version = packages.installed_version(Root(base), "kexec-tools")
+    metrics.render(statefile.DaemonState(pid=1), metrics.Host(False, version))
+
+
+def dpkg_seeds() -> list[bytes]:
+    return [
+        b"Package: kexec-tools\nStatus: install ok installed\nPriority: optional\n"
+        b"Version: 1:2.0.25-3+deb12u3\nDescription: tools\n more\n\n"
+        b"Package: kdump-tools\nStatus: deinstall ok config-files\nVersion: 1:1.8.1\n"
+    ]
+
+
 # -- the registry ------------------------------------------------------------------
 
 
@@ -432,6 +448,7 @@ TARGETS = {
         Target("statefile", fuzz_statefile, statefile_seeds),
         Target("kdumptools", fuzz_kdumptools, kdumptools_seeds),
         Target("cmdline", fuzz_cmdline, cmdline_seeds),
+        Target("dpkg", fuzz_dpkg, dpkg_seeds),
     ]
 }
 
