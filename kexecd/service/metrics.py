@@ -37,6 +37,12 @@ log = logging.getLogger("kexecd")
 PROM_FILE = "kexecd.prom"
 #: Seconds between two writes at most, while the daemon runs.
 HEARTBEAT = 60.0
+# kexecd.service's ProtectSystem=strict leaves writable only what existed
+# when it started (ReadWritePaths=-/var/lib/prometheus/node-exporter).
+SANDBOX = (
+    "under kexecd.service, a metrics_dir created after kexecd started needs "
+    "'systemctl restart kexecd', and another directory its own ReadWritePaths="
+)
 
 Value = int | float | bool | None
 
@@ -280,6 +286,8 @@ class Exporter:
             self.live, self.body = False, None
             missing = e.errno == errno.ENOENT and not self.directory.is_dir()
             why = "missing" if missing else f"{path}: {e.strerror}"
+            if e.errno == errno.EROFS:
+                why += f" ({SANDBOX})"
             if why != self.trouble:
                 self.trouble = why
                 if missing:

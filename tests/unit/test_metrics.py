@@ -4,6 +4,7 @@ only when a value changed or the heartbeat is due, off without its directory."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -219,6 +220,23 @@ def test_a_failed_write_is_one_warning(tmp_path: Path, caplog: pytest.LogCapture
         clock.now += HEARTBEAT
     (log,) = caplog.records
     assert log.levelno == logging.WARNING and "kexecd.prom: Not a directory" in log.getMessage()
+
+
+def test_a_read_only_directory_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Node exporter installed after kexecd started: the unit's sandbox has
+    # the new directory read-only.
+    def read_only(path: Path, data: bytes, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(metrics, "write_atomic", read_only)
+    assert not Exporter(str(tmp_path)).publish(render(STATE, HOST))
+    (log,) = caplog.records
+    assert "Read-only file system (under kexecd.service, a metrics_dir created after" in (
+        log.getMessage()
+    )
+    assert "needs 'systemctl restart kexecd'" in log.getMessage()
 
 
 def test_kexec_tools_version_from_dpkg(tmp_path: Path) -> None:
