@@ -278,7 +278,7 @@ class Daemon:
         """Write ``kexecd.prom`` if a value changed or the heartbeat is due."""
         if not self.exporter.enabled:
             return
-        if self.kexec_tools is None:  # dpkg's status, read once
+        if self.kexec_tools is None and self.exporter.present:  # dpkg's status, read once
             self.kexec_tools = installed_version(self.root, "kexec-tools") or "unknown"
         masked = bool(udevmask.masked(self.root, self.cfg.runtime_dir))
         self.exporter.publish(metrics.render(self.state, metrics.Host(masked, self.kexec_tools)))

@@ -263,6 +263,11 @@ class Exporter:
         """A directory is configured (it may not exist)."""
         return self.directory is not None
 
+    @property
+    def present(self) -> bool:
+        """A directory is configured and there (a stat)."""
+        return self.directory is not None and self.directory.is_dir()
+
     def due(self) -> bool:
         """The heartbeat (or, while the directory is missing, another look) is due."""
         return self.enabled and (self.tried is None or self.clock() >= self.tried + HEARTBEAT)

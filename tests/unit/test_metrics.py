@@ -355,3 +355,4 @@ def test_a_missing_directory_costs_no_wakeup(
     # The reconcile at start, and at most one more look when the loop wakes
     # for its end: a heartbeat timer would have made about 8.
     assert daemon.exporter.deadline() is None and len(looks) <= 2
+    assert daemon.kexec_tools is None  # nor a read of dpkg's status
