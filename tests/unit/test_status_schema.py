@@ -100,6 +100,13 @@ def no_loaded_record(tmp: Path) -> tuple[Path, Path, int]:
     return state, root, 2
 
 
+def odd_loaded_record(tmp: Path) -> tuple[Path, Path, int]:
+    # loaded.json is kexecd's own, yet status --json keeps its promise on any.
+    state, root = _loaded(tmp)
+    (state / "snapshot/loaded.json").write_text('{"time": 5, "how": ["kexecd"]}')
+    return state, root, 0
+
+
 def bad_sysfs(tmp: Path) -> tuple[Path, Path, int]:
     # An error before the kernel was read.
     state, root = _loaded(tmp)
@@ -205,6 +212,7 @@ STATES: list[Setup] = [
     no_snapshot,
     bad_manifest,
     no_loaded_record,
+    odd_loaded_record,
     bad_sysfs,
     bad_state_json,
     daemon_current,
