@@ -62,6 +62,9 @@ PACKAGES = (
     "python3-cffi-backend",
     "python3-pyelftools",
     "python3-systemd",
+    # The fleet view: node exporter serves kexecd.prom from its textfile
+    # directory (/var/lib/prometheus/node-exporter).
+    "prometheus-node-exporter",
 )
 # Run in the new root after mmdebstrap (``$1`` is the root): kdump-tools'
 # initrd as its kernel hook builds it, with the modules the crash kernel

@@ -68,6 +68,7 @@ class Outcome:
     crash_to_dump_s: float = 0.0
     dump_bytes: int = 0
     crash_cmdline: str = ""
+    scrape: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -95,6 +96,34 @@ def _kexecd_counts(guest: Guest) -> tuple[int, int]:
     """The daemon's crash-kernel loads and the uevents it heard, so far."""
     state = json.loads(guest.read("/run/kexecd/state.json"))
     return int(state["reloads"]) + int(state["full_reloads"]), int(state["events"])
+
+
+def _scrape_text(guest: Guest) -> str:
+    """kexecd's lines as node exporter serves them on the guest's loopback."""
+    return _wait(
+        guest,
+        "python3 -c 'import urllib.request as u; "
+        'print(u.urlopen("http://127.0.0.1:9100/metrics", timeout=20).read().decode())\' '
+        "| grep -E '^(kexecd_|node_textfile_mtime_seconds)'",
+        "node exporter served no kexecd metrics",
+        120,
+    )
+
+
+def _samples(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        samples[name] = float(value)
+    return samples
+
+
+def _scrape(guest: Guest) -> dict[str, float]:
+    return _samples(_scrape_text(guest))
+
+
+def _guest_time(guest: Guest) -> float:
+    return float(guest.sh("date +%s.%N"))
 
 
 def _hotplug(guest: Guest) -> tuple[int, int]:
@@ -232,8 +261,28 @@ def test_kexecd_keeps_the_dump_whole(host_run: dict[str, Guest], host_image: Hos
     out.notes.append(status.strip())
     loads_before, events_before = _kexecd_counts(guest)
     kdump_before = len(_journal(guest, "kdump-config"))
+    before = _scrape(guest)
+    assert before["kexecd_header_in_sync"] == 1, before
     dimm = _hotplug(guest)
     _wait(guest, "kexecd status", "kexecd did not bring the header up to date")
+    # The fleet view agrees: in sync again, and the counters moved.
+    text = _scrape_text(guest)
+    after = _samples(text)
+    deadline = time.monotonic() + 60
+    while (
+        after['kexecd_reloads_total{kind="header"}']
+        == before['kexecd_reloads_total{kind="header"}']
+    ):
+        if time.monotonic() > deadline:
+            raise guest.fail(f"kexecd.prom did not count the reload: {after}")
+        time.sleep(2)
+        text = _scrape_text(guest)
+        after = _samples(text)
+    out.scrape = text.splitlines()
+    assert after["kexecd_header_in_sync"] == 1, after
+    assert after["kexecd_events_total"] > before["kexecd_events_total"], after
+    assert after["kexecd_header_cpus"] == after["kexecd_system_cpus"] == 3, after
+    assert after["kexecd_header_ram_bytes"] == after["kexecd_system_ram_bytes"], after
     loads, events = _kexecd_counts(guest)
     out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
     new = _journal(guest, "kdump-config")[kdump_before:]
@@ -257,7 +306,9 @@ def test_stale_dump_misses_the_pattern(host_run: dict[str, Guest], host_image: H
     out.boot_s = round(guest.boot_seconds, 1)
     _adopted(guest, out)
     # (a) continued: the mask goes with the service.
+    assert _scrape(guest)["kexecd_header_in_sync"] == 1
     guest.sh("systemctl stop kexecd.service")
+    stopped = _guest_time(guest)
     assert guest.run(["test", "-e", MASK], check=False).rc != 0
     assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
     # Nothing reloads now: kdump-tools' rule masked by hand.
@@ -267,6 +318,14 @@ def test_stale_dump_misses_the_pattern(host_run: dict[str, Guest], host_image: H
     new = _journal(guest, "kdump-config")[kdump_before:]
     out.kdump_tools_loaded = sum("loaded kdump kernel" in line for line in new)
     out.online_cpus = len(guest.online_cpus())
+    # kexecd status tells the truth without the daemon; the metrics file,
+    # which nobody updates now, says so by its age: its heartbeat stopped
+    # when kexecd did (docs/kexecd.rules.yml's KexecdDown fires on it).
+    assert guest.run(["kexecd", "status"], check=False).rc == 1
+    stale = _scrape(guest)
+    assert stale["kexecd_heartbeat_timestamp_seconds"] <= stopped, (stale, stopped)
+    mtime = [v for k, v in stale.items() if k.startswith("node_textfile_mtime") and "kexecd" in k]
+    assert mtime and mtime[0] <= stopped, (stale, stopped)
     pages = _write_pattern(guest, *dimm)
     elf = _crash_and_read(guest, out)
     _check_dump(elf, pages, dimm, out)
