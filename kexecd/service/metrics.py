@@ -103,7 +103,7 @@ def render(st: DaemonState, host: Host) -> str:
             ("", st.crash_loaded),
         ),
         *_family(
-            "kexecd_header_in_sync",
+            "kexecd_in_sync",
             "gauge",
             "Whether the loaded crash kernel's ELF core header (and command line) matches "
             "the system, as of the last reconcile; 0 after a failed one, and with no crash "

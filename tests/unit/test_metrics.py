@@ -64,7 +64,7 @@ HOST = Host(masked=True, kexec_tools="1:2.0.25-3+deb12u3")
 # Every family, its type and its samples for STATE and HOST.
 EXPECTED: dict[str, tuple[str, dict[str, float]]] = {
     "kexecd_crash_kernel_loaded": ("gauge", {"": 1}),
-    "kexecd_header_in_sync": ("gauge", {"": 1}),
+    "kexecd_in_sync": ("gauge", {"": 1}),
     "kexecd_header_program_headers": ("gauge", {"": 9}),
     "kexecd_header_program_headers_limit": ("gauge", {"": 291}),
     "kexecd_header_cpus": ("gauge", {"": 2}),
@@ -126,7 +126,7 @@ def test_what_is_not_known_is_left_out() -> None:
     got = parse(render(DaemonState(pid=1), Host(masked=False, kexec_tools=None)))
     assert list(got) == list(EXPECTED)[:-1]
     assert got["kexecd_header_cpus"][2] == {} and got["kexecd_crash_kernel_loaded"][2] == {}
-    assert got["kexecd_header_in_sync"][2] == {"": 0}
+    assert got["kexecd_in_sync"][2] == {"": 0}
     assert got["kexecd_info"][2] == {
         f'{{version="{__version__}",syscall="unknown",kexec_tools="unknown"}}': 1
     }
@@ -278,7 +278,7 @@ def test_the_daemon_writes_after_each_reconcile(tmp_path: Path) -> None:
     def value(name: str) -> float:
         return got[name][2][""]
 
-    assert value("kexecd_header_in_sync") == 0 and value("kexecd_crash_kernel_loaded") == 1
+    assert value("kexecd_in_sync") == 0 and value("kexecd_crash_kernel_loaded") == 1
     assert (value("kexecd_header_cpus"), value("kexecd_system_cpus")) == (2, 3)
     assert value("kexecd_system_ram_bytes") - value("kexecd_header_ram_bytes") == 1 << 30
     assert value("kexecd_reload_failures_total") == 1
@@ -288,7 +288,7 @@ def test_the_daemon_writes_after_each_reconcile(tmp_path: Path) -> None:
     assert 'syscall="kexec_load"' in info and 'kexec_tools="1:2.0.25-3"' in info
     assert daemon.reconcile("retry").action == "reload-header"
     got = families(prom)
-    assert value("kexecd_header_in_sync") == 1 and value("kexecd_header_cpus") == 3
+    assert value("kexecd_in_sync") == 1 and value("kexecd_header_cpus") == 3
     assert value("kexecd_header_ram_bytes") == value("kexecd_system_ram_bytes")
     assert got["kexecd_reloads_total"][2] == {'{kind="header"}': 1, '{kind="full"}': 0}
     assert value("kexecd_header_program_headers") == 10
