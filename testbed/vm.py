@@ -472,14 +472,19 @@ class Guest:
         The watchdog is ``timeout``: a crash kernel that never boots (a stale
         purgatory digest spins forever) raises :class:`TestbedError`.
         """
+        self.panic(timeout, "no dump: the guest did not power off")
+        return self.read_vmcore()
+
+    def panic(self, timeout: float, what: str) -> None:
+        """sysrq-c in the guest; wait until QEMU exits (the crash kernel powered
+        off or rebooted). After ``timeout`` s QEMU is killed and ``what`` raised."""
         self._request({"op": "panic"}, 30)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise self.fail(f"no dump: the guest did not power off within {timeout} s") from None
-        return self.read_vmcore()
+            raise self.fail(f"{what} within {timeout:.0f} s") from None
 
     def read_vmcore(self) -> Vmcore:
         text = self.crash_log.read_text(errors="replace") if self.crash_log.exists() else ""

@@ -160,13 +160,7 @@ def _write_pattern(guest: Guest, start: int, end: int) -> list[int]:
 def _crash_and_read(guest: Guest, out: Outcome) -> Path:
     """sysrq-c; wait for kdump-tools to write the dump and reboot; read it back."""
     start = time.monotonic()
-    guest._request({"op": "panic"}, 30)
-    try:
-        guest.proc.wait(DUMP_TIMEOUT)
-    except Exception:
-        guest.proc.kill()
-        guest.proc.wait()
-        raise guest.fail(f"no reboot within {DUMP_TIMEOUT:.0f} s of the crash") from None
+    guest.panic(DUMP_TIMEOUT, "no reboot after the crash")
     out.crash_to_dump_s = round(time.monotonic() - start, 1)
     console = guest.console_log.read_text(errors="replace")
     if "makedumpfile Failed" in console or "Bad address" in console:
