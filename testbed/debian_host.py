@@ -66,14 +66,26 @@ PACKAGES = (
     # directory (/var/lib/prometheus/node-exporter).
     "prometheus-node-exporter",
 )
-# Run in the new root after mmdebstrap (``$1`` is the root): kdump-tools'
-# initrd as its kernel hook builds it, with the modules the crash kernel
+# Run in the new root once its essential packages are in (``$1`` is the
+# root): kdump-tools' kernel hook is set aside while the rest is installed.
+# Whether it runs depends on the order dpkg configures kdump-tools and the
+# kernel in, which varies with the archive's versions; when it runs in a
+# chroot it fails ("mkinitramfs: failed to determine device for /": its
+# MODULES=dep cannot see the guest's disk) and takes the whole install down.
+ESSENTIAL_HOOK = r"""
+set -eu
+chroot "$1" dpkg-divert --quiet --local --rename --divert \
+	/etc/kernel/postinst.d/kdump-tools.testbed --add /etc/kernel/postinst.d/kdump-tools
+"""
+# Run in the new root after mmdebstrap (``$1`` is the root): the hook put
+# back, then kdump-tools' initrd as that hook builds it, with the modules the crash kernel
 # needs to mount the guest's virtio disk named, and the symlinks and sysctl
 # record kdump-config checks at boot (else it deletes and rebuilds the initrd).
 BASE_HOOK = r"""
 set -eu
 root=$1
 kver=$(ls "$root/lib/modules")
+chroot "$root" dpkg-divert --quiet --local --rename --remove /etc/kernel/postinst.d/kdump-tools
 chroot "$root" sh -eu -c '
 kver=$1
 d=/var/lib/kdump
@@ -160,15 +172,16 @@ def base_root() -> Path:
         if not shutil.which(tool):
             raise TestbedError(f"{tool} is missing: run 'bash scripts/setup'")
     kernel = assets.kernel_package()
-    key = _key(SUITE, *MIRRORS, *PACKAGES, BASE_HOOK, kernel)
+    key = _key(SUITE, *MIRRORS, *PACKAGES, ESSENTIAL_HOOK, BASE_HOOK, kernel)
     done = _dir() / f"base-{key}"
     if (done / "ok").exists():
         return done / "root"
     work = _dir() / f"base-{key}.tmp"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    hook = work / "hook.sh"
+    hook, essential = work / "hook.sh", work / "essential-hook.sh"
     hook.write_text(BASE_HOOK)
+    essential.write_text(ESSENTIAL_HOOK)
     log = work / "build.log"
     _run(
         [
@@ -176,6 +189,7 @@ def base_root() -> Path:
             "--variant=minbase",
             "--mode=root",
             f"--include={','.join(PACKAGES)}",
+            f'--essential-hook=sh {essential} "$1"',
             f'--customize-hook=sh {hook} "$1"',
             SUITE,
             str(work / "root"),

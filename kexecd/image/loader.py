@@ -32,6 +32,7 @@ from kexecd.image.purgatory import digest_of, patched
 from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot, recover
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
+from kexecd.timing import Spans
 
 __all__ = [
     "Backend",
@@ -217,6 +218,7 @@ def refresh(
     reload_unloaded: bool = False,
     acpi_no_memhotplug: bool = True,
     observe: Callable[[Plan], None] | None = None,
+    spans: Spans | None = None,
 ) -> RefreshResult:
     """Bring the loaded crash image's header (and command line) up to date.
 
@@ -227,6 +229,7 @@ def refresh(
     :param observe: called with the plan before it is carried out (the
         daemon records what is loaded and what the system has, even when
         the load then fails).
+    :param spans: where the time goes, step by step (the daemon's debug log).
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
@@ -234,15 +237,19 @@ def refresh(
         holds now.
     """
     start = time.monotonic()
+    spans = spans or Spans()
     root = root or Root()
     with statedir.locked(state_dir):
+        spans.mark("lock")
         notes = [n for n in [recover(state_dir)] if n]
         snap = open_snapshot(state_dir)
+        spans.mark("open snapshot")
         p = plan.make(
             snap,
             root,
             reload_unloaded=reload_unloaded,
             acpi_no_memhotplug=acpi_no_memhotplug,
+            spans=spans,
         )
         if observe is not None:
             observe(p)
@@ -256,6 +263,7 @@ def refresh(
             patch_digest=patch_digest,
             verify=verify,
             start=start,
+            spans=spans,
         )
     r.notes[:0] = notes
     return r
@@ -272,6 +280,7 @@ def execute(
     patch_digest: bool = True,
     verify: bool = True,
     start: float | None = None,
+    spans: Spans | None = None,
 ) -> RefreshResult:
     """Carry out a plan: nothing, a header-only reload, or the recorded command again.
 
@@ -284,14 +293,17 @@ def execute(
     :param verify: check every segment's SHA-256 first; the daemon skips it
         when nothing in the snapshot changed since it last verified.
     :param start: when the work began (``time.monotonic()``), for the timing.
+    :param spans: where the time goes, step by step.
     """
     start = time.monotonic() if start is None else start
+    spans = spans or Spans()
     backend = backend or KernelBackend()
     result = RefreshResult(p, dry_run=dry_run, notes=list(p.notes))
     action = p.decision.action
     if action is Action.RELOAD_HEADER and (verify or dry_run):
         p.snapshot.verify()
         result.verified = True
+        spans.mark("verify")
     if action in (Action.NOTHING, Action.STAND_ASIDE) or dry_run:
         result.seconds = time.monotonic() - start
         return result
@@ -309,16 +321,20 @@ def execute(
     line = p.cmdline
     words = () if line is None else line.wanted
     segs, digest = _image(snap, line, wanted, words, digest=patch_digest)
+    spans.mark("digest")
     # Say what is about to be loaded first: killed between the load and the
     # record, the next run knows the loaded header is uncertain.
     snap.record_intent(wanted, words)
+    spans.mark("intent")
     load_start = time.monotonic()
     try:
         backend.load(snap.entry, snap.flags, segs)
     except OSError as e:
         _failed(snap, line, backend, loaded, root, e)
     result.load_seconds = time.monotonic() - load_start
+    spans.mark("kexec_load")
     snap.record_loaded(wanted, digest, "kexecd refresh", words)
+    spans.mark("record")
     result.loaded = True
     result.cmdline = "" if line is None else line.done
     result.seconds = time.monotonic() - start

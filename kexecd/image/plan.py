@@ -29,6 +29,7 @@ from kexecd.image.elfcore import CoreHeader
 from kexecd.image.snapshot import Snapshot
 from kexecd.system.kernel import KexecState, acpi_memory_hotplug, read_kexec_state
 from kexecd.system.root import Root
+from kexecd.timing import Spans
 from kexecd.system.state import SystemState, read_system
 
 __all__ = ["Action", "Decision", "Plan", "Why", "decide", "make"]
@@ -231,6 +232,7 @@ def make(
     *,
     reload_unloaded: bool = False,
     acpi_no_memhotplug: bool = True,
+    spans: Spans | None = None,
 ) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
@@ -239,12 +241,15 @@ def make(
         daemon, after its own failed load left none).
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting:
         append the word where the host can hot-add memory and the line lacks it.
+    :param spans: where the time goes, step by step (the daemon's debug log).
     :raises SystemStateError: a file of the system is missing or malformed.
     :raises SnapshotError: the snapshot's loaded header is unreadable, or its
         segments lie outside this boot's crash kernel reservation.
     :raises HeaderError: the loaded header does not parse.
     """
+    spans = spans or Spans()
     kexec = kexec or read_kexec_state(root)
+    spans.mark("kexec state")
     crash_loaded = kexec.crash_loaded or reload_unloaded
     if not crash_loaded or kexec.kernel_updates or snap.file_load or snap.header is None:
         blocked = (
@@ -260,19 +265,24 @@ def make(
         )
     loaded = snap.loaded_header()
     current = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
+    spans.mark("loaded header")
     notes: list[str] = []
     for _ in range(SEQNUM_RETRIES):
         seqnum = kexec.uevent_seqnum
-        system = read_system(root)
+        system = read_system(root, spans)
         wanted = elfcore.build(elfcore.spec_from_template(current, system))
+        spans.mark("build")
         kexec = read_kexec_state(root)
+        spans.mark("kexec state")
         if kexec.uevent_seqnum == seqnum:
             break
         notes.append("the system changed while the header was built; built again")
     target = elfcore.parse(wanted)
+    spans.mark("parse wanted")
     _check_placement(snap, system)
     line = _cmdline(snap, root, acpi_no_memhotplug, None)
-    return Plan(
+    spans.mark("cmdline")
+    plan = Plan(
         snap,
         kexec,
         decide(
@@ -293,6 +303,8 @@ def make(
         cmdline=line,
         notes=tuple(notes),
     )
+    spans.mark("decide")
+    return plan
 
 
 def _cmdline(snap: Snapshot, root: Root, enabled: bool, blocked: str | None) -> Amendment:

@@ -5,8 +5,10 @@ One ``selectors`` loop waits on the uevent monitor, the control socket and
 its clients, a signal pipe, two inotify watches (the snapshot's files; the
 distro's ``kexec_cmd``) and four timers (the coalescing deadline, the retry
 after a failure, the watchdog, the heartbeat of ``kexecd.prom`` while it is
-written). A burst of events becomes one refresh, once events have stopped
-for ``settle_ms`` and never later than ``max_delay_ms`` after the first. On
+written). The first event after a quiet period is refreshed for at once;
+the events that follow within ``settle_ms`` make one more refresh, once they
+stop for ``settle_ms`` and never later than ``max_delay_ms`` after the first
+of them (:class:`~kexecd.service.coalesce.Coalescer`). On
 start the daemon adopts the distro's crash kernel if it loaded a new one,
 else reconciles at once, so a hotplug that happened while it was down is
 caught. Every reconcile is recorded in ``state.json`` and, for Prometheus,
@@ -54,8 +56,9 @@ from kexecd.service.statefile import (
 )
 from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
+from kexecd.timing import Spans
 
-__all__ = ["Coalescer", "Daemon"]
+__all__ = ["Daemon"]
 
 log = logging.getLogger("kexecd")
 
@@ -100,6 +103,7 @@ class Daemon:
         record = UpdateRecord(time=timestamp(), why=why)
         if self.snapshot_watch is not None:
             self.snapshot_watch.rewatch()
+        spans = Spans()
         try:
             r = loader.refresh(
                 self.cfg.state_dir,
@@ -109,13 +113,17 @@ class Daemon:
                 reload_unloaded=self.lost_image,
                 acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
                 observe=self._saw,
+                spans=spans,
                 **self._tracer(),
             )
         except KexecdError as e:
             return self._failed(record, "refresh", e)
         if r.verified and self.snapshot_watch is not None:
             self.verified = True
-        return self._record(record, r, start, first_event)
+        out = self._record(record, r, start, first_event)
+        spans.mark("publish")
+        log.debug("refresh (%s) %s", r.decision.action.value, spans)
+        return out
 
     def adopt_if_needed(self, why: str) -> UpdateRecord | None:
         """Take over the distro's crash kernel if it loaded one the snapshot is not of.
@@ -303,11 +311,14 @@ class Daemon:
     def run_due(self) -> UpdateRecord | None:
         if self.due():
             first = self.coalescer.take()
-            return self.reconcile("events", first)
-        if self.backoff.due is not None and self.clock() >= self.backoff.due:
+            record = self.reconcile("events", first)
+        elif self.backoff.due is not None and self.clock() >= self.backoff.due:
             self.backoff.due = None
-            return self.reconcile("retry after a failure")
-        return None
+            record = self.reconcile("retry after a failure")
+        else:
+            return None
+        self.coalescer.finished(self.clock())
+        return record
 
     # -- watches ----------------------------------------------------------------
 

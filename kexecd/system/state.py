@@ -10,6 +10,7 @@ from kexecd.system.cpus import Cpus, read_cpus
 from kexecd.system.iomem import CrashRanges, Resource, crash_ranges, read_iomem
 from kexecd.system.kernel import read_vmcoreinfo
 from kexecd.system.root import Root
+from kexecd.timing import Spans
 
 __all__ = ["SystemState", "read_system"]
 
@@ -25,18 +26,26 @@ class SystemState:
     vmcoreinfo: Note | None
 
 
-def read_system(root: Root | None = None) -> SystemState:
+def read_system(root: Root | None = None, spans: Spans | None = None) -> SystemState:
     """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``).
 
     :raises SystemStateError: a file is missing, unreadable or malformed; the
         message names it.
     """
     root = root or Root()
+    spans = spans or Spans()
     resources = read_iomem(root)
+    spans.mark("iomem")
+    memory = crash_ranges(resources, str(root.path("proc/iomem")))
+    spans.mark("ranges")
+    cpus = read_cpus(root)
+    spans.mark("cpus")
+    vmcoreinfo = read_vmcoreinfo(root)
+    spans.mark("vmcoreinfo")
     return SystemState(
         root=root,
-        cpus=read_cpus(root),
+        cpus=cpus,
         iomem=tuple(resources),
-        memory=crash_ranges(resources, str(root.path("proc/iomem"))),
-        vmcoreinfo=read_vmcoreinfo(root),
+        memory=memory,
+        vmcoreinfo=vmcoreinfo,
     )

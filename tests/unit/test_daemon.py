@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kexecd.service.config import Config
-from kexecd.service.daemon import Coalescer, Daemon
+from kexecd.service.daemon import Daemon
 from kexecd.service.statefile import read_state
 from testbed.capture import Capture
 from tests.unit.data import DATA
@@ -46,19 +46,6 @@ def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSys
         fake.stop()
 
 
-def test_coalescer_settles_and_caps() -> None:
-    c = Coalescer(settle=0.1, max_delay=1.0)
-    assert c.deadline() is None
-    c.event(10.0)
-    assert c.deadline() == pytest.approx(10.1)
-    c.event(10.05)
-    assert c.deadline() == pytest.approx(10.15)
-    for i in range(100):  # a long burst: never later than 1 s after the first
-        c.event(10.05 + i * 0.05)
-    assert c.deadline() == pytest.approx(11.0)
-    assert c.take() == 10.0 and c.deadline() is None
-
-
 def test_burst_gives_one_reload(
     env: tuple[Config, Path], systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,7 +68,8 @@ def test_burst_gives_one_reload(
     t.start()
 
     def settled() -> bool:  # every event in, the reload done, nothing pending
-        return daemon.state.events == 16 and bool(backend.loads) and not daemon.due()
+        pending = daemon.coalescer.deadline() is not None
+        return daemon.state.events == 16 and bool(backend.loads) and not pending
 
     assert run_until(daemon, monitor, settled) == 0
     t.join()
@@ -90,7 +78,11 @@ def test_burst_gives_one_reload(
     st = read_state(cfg.runtime_dir)
     assert st is not None
     assert (st.events, st.reloads, st.full_reloads, st.failed) == (16, 1, 0, 0)
-    assert st.skipped == 1  # the reconcile at start found the header current
+    # The reconcile at start found the header current; the first event was
+    # refreshed for at once, the rest in a trailing refresh that found it
+    # current too (on a loaded machine a pause between pushes can make one
+    # more; the fake clock's exact bursts are in test_coalesce.py).
+    assert st.skipped >= 2
     assert st.last_event is not None
     assert st.last_event.devpath == "/devices/system/memory/memory47"
     upd = st.last_update
