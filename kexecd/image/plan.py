@@ -29,8 +29,8 @@ from kexecd.image.elfcore import CoreHeader
 from kexecd.image.snapshot import Snapshot
 from kexecd.system.kernel import KexecState, acpi_memory_hotplug, read_kexec_state
 from kexecd.system.root import Root
-from kexecd.timing import Spans
 from kexecd.system.state import SystemState, read_system
+from kexecd.timing import Spans
 
 __all__ = ["Action", "Decision", "Plan", "Why", "decide", "make"]
 

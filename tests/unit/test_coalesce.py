@@ -148,9 +148,7 @@ def _simulate(daemon: Daemon, clock: Clock, backend: FakeBackend, steps: list[St
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> tuple[Daemon, Clock, TimedBackend, Config]:
-    cfg = daemon_env(
-        tmp_path, settle_ms=int(SETTLE * 1000), max_delay_ms=int(MAX_DELAY * 1000)
-    )
+    cfg = daemon_env(tmp_path, settle_ms=int(SETTLE * 1000), max_delay_ms=int(MAX_DELAY * 1000))
     clock = Clock()
     backend = TimedBackend(clock)
     d = Daemon(cfg, FakeMonitor(), backend=backend, clock=clock)
