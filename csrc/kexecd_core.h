@@ -276,4 +276,12 @@ int kexecd_watch_open(int *fd_ret);
  */
 int kexecd_watch_dir(int fd, const char *path);
 
+/**
+ * kexecd_fs_volatile() - whether @path lies on a file system that a reboot
+ * empties (tmpfs, ramfs), where fsync buys nothing: *@ret is 1 or 0.
+ *
+ * Return: 0, or -errno of statfs(2).
+ */
+int kexecd_fs_volatile(const char *path, int *ret);
+
 #endif // KEXECD_CORE_H

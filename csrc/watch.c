@@ -6,7 +6,9 @@
 // that is replaced by a rename, or does not exist yet, cannot be watched.
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/magic.h>
 #include <sys/inotify.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "kexecd_core.h"
@@ -28,5 +30,16 @@ int kexecd_watch_dir(int fd, const char *path)
 
 	if (inotify_add_watch(fd, path, mask) < 0)
 		return -errno;
+	return 0;
+}
+
+int kexecd_fs_volatile(const char *path, int *ret)
+{
+	struct statfs st;
+
+	if (statfs(path, &st) < 0)
+		return -errno;
+	// f_type's width differs between architectures: compare as unsigned.
+	*ret = (unsigned long)st.f_type == TMPFS_MAGIC || (unsigned long)st.f_type == RAMFS_MAGIC;
 	return 0;
 }

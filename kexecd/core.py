@@ -30,6 +30,7 @@ __all__ = [
     "build_header_into",
     "drain_watch",
     "exclude_range",
+    "fs_volatile",
     "header_size",
     "kexec_load",
     "normalize_ranges",
@@ -368,6 +369,16 @@ def kexec_load(entry: int, flags: int, segments: Sequence[Segment]) -> None:
 
 
 # -- watching a directory -------------------------------------------------------
+
+
+def fs_volatile(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is on tmpfs or ramfs, which a reboot empties (fsync is pointless).
+
+    :raises OSError: the errno of statfs(2).
+    """
+    ret = ffi.new("int *")
+    _check(lib.kexecd_fs_volatile(os.fsencode(path), ret), os.fsdecode(path))
+    return bool(ret[0])
 
 
 def watch_dir(path: str | os.PathLike[str], fd: int | None = None) -> int:

@@ -57,6 +57,11 @@ int main(void)
 	CHECK(readable(fd));
 	drain(fd);
 	CHECK(rmdir(dir) == 0);
+
+	int vol = -1;
+	CHECK(kexecd_fs_volatile("/nonexistent/kexecd", &vol) == -ENOENT && vol == -1);
+	CHECK(kexecd_fs_volatile("/proc", &vol) == 0 && vol == 0);
+	CHECK(kexecd_fs_volatile("/dev/shm", &vol) == 0 && vol == 1); // tmpfs on Debian
 	close(fd);
 	return check_done();
 }

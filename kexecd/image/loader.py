@@ -219,6 +219,7 @@ def refresh(
     acpi_no_memhotplug: bool = True,
     observe: Callable[[Plan], None] | None = None,
     spans: Spans | None = None,
+    snapshot: Snapshot | None = None,
 ) -> RefreshResult:
     """Bring the loaded crash image's header (and command line) up to date.
 
@@ -230,6 +231,9 @@ def refresh(
         daemon records what is loaded and what the system has, even when
         the load then fails).
     :param spans: where the time goes, step by step (the daemon's debug log).
+    :param snapshot: the snapshot as opened by an earlier refresh (the
+        daemon keeps it); used if it is still the one in ``state_dir``
+        (:meth:`Snapshot.unchanged`), else the snapshot is opened again.
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
@@ -242,7 +246,8 @@ def refresh(
     with statedir.locked(state_dir):
         spans.mark("lock")
         notes = [n for n in [recover(state_dir)] if n]
-        snap = open_snapshot(state_dir)
+        fresh = snapshot is None or snapshot.path.parent != state_dir or not snapshot.unchanged()
+        snap = open_snapshot(state_dir) if fresh or snapshot is None else snapshot
         spans.mark("open snapshot")
         p = plan.make(
             snap,

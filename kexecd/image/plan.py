@@ -19,7 +19,7 @@ appended to the image loaded now is recorded with it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.image import cmdline, elfcore
@@ -27,7 +27,12 @@ from kexecd.image.changes import HeaderDiff, diff_headers
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
 from kexecd.image.snapshot import Snapshot
-from kexecd.system.kernel import KexecState, acpi_memory_hotplug, read_kexec_state
+from kexecd.system.kernel import (
+    KexecState,
+    acpi_memory_hotplug,
+    read_kexec_state,
+    read_uevent_seqnum,
+)
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
 from kexecd.timing import Spans
@@ -77,7 +82,7 @@ class Decision:
 class Plan:
     """Everything known about the crash image and the system at one moment.
 
-    :ivar kexec: the kernel's kexec state, read after the system.
+    :ivar kexec: the kernel's kexec state, its uevent seqnum read after the system.
     :ivar loaded: the header loaded now; ``None`` when there is none to read
         (a file-loaded image, no header segment, or the kernel updates it).
     :ivar wanted: the header the system needs now (same conditions).
@@ -272,9 +277,10 @@ def make(
         system = read_system(root, spans)
         wanted = elfcore.build(elfcore.spec_from_template(current, system))
         spans.mark("build")
-        kexec = read_kexec_state(root)
-        spans.mark("kexec state")
-        if kexec.uevent_seqnum == seqnum:
+        after = read_uevent_seqnum(root)
+        kexec = replace(kexec, uevent_seqnum=after)
+        spans.mark("seqnum")
+        if after == seqnum:
             break
         notes.append("the system changed while the header was built; built again")
     target = elfcore.parse(wanted)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexecd.core import Buffer, KexecCall, LoadCapture, Segment
+from kexecd.core import Buffer, KexecCall, LoadCapture, Segment, fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.files import timestamp, write_atomic
 from kexecd.image import cmdline, statedir
@@ -69,6 +69,10 @@ class Snapshot:
         reloaded whole, by running the command again.
     :ivar cmdline: the command line given to kexec_file_load (kexec_load
         images carry theirs in a segment: :mod:`kexecd.image.cmdline`).
+    :ivar durable: what is loaded is recorded with fsync: the state
+        directory is on a disk, not on tmpfs, which a reboot empties anyway.
+    :ivar ident: the snapshot directory's and manifest's identity when it
+        was opened (:meth:`unchanged`).
     """
 
     path: Path
@@ -84,6 +88,21 @@ class Snapshot:
     digest: DigestLocation | None
     source: Source | None = None
     cmdline: str | None = None
+    durable: bool = True
+    ident: tuple[int, ...] = ()
+
+    def unchanged(self) -> bool:
+        """Whether the snapshot directory, its manifest and segment files are
+        still the ones this was opened from (a new ``kexecd load`` swaps in a
+        new directory; a file cut short under its mapping would fault).
+
+        A few stats: what lets the daemon keep a snapshot open between
+        refreshes. Not a check of content: that is :meth:`verify`'s.
+        """
+        try:
+            return bool(self.ident) and _ident(self.path) == self.ident
+        except OSError:
+            return False
 
     @property
     def syscall(self) -> str:
@@ -155,7 +174,7 @@ class Snapshot:
             "header_sha256": hashlib.sha256(header).hexdigest(),
             "cmdline_appended": list(words),
         }
-        write_atomic(self.path / INTENT, (json.dumps(info) + "\n").encode())
+        write_atomic(self.path / INTENT, (json.dumps(info) + "\n").encode(), durable=self.durable)
 
     def record_loaded(
         self, header: bytes, digest: bytes | None, how: str, words: Sequence[str] = ()
@@ -164,7 +183,7 @@ class Snapshot:
 
         :param words: what kexecd appended to the captured command line.
         """
-        write_atomic(self.path / LOADED_HEADER, header)
+        write_atomic(self.path / LOADED_HEADER, header, durable=self.durable)
         info = {
             "time": timestamp(),
             "how": how,
@@ -172,7 +191,8 @@ class Snapshot:
             "digest": digest.hex() if digest else None,
             "cmdline_appended": list(words),
         }
-        write_atomic(self.path / LOADED, (json.dumps(info, indent=2) + "\n").encode())
+        data = (json.dumps(info, indent=2) + "\n").encode()
+        write_atomic(self.path / LOADED, data, durable=self.durable)
         with contextlib.suppress(FileNotFoundError):
             (self.path / INTENT).unlink()
 
@@ -331,7 +351,21 @@ def recover(state_dir: Path) -> str | None:
     return None
 
 
-def _parse(path: Path, m: Manifest) -> Snapshot:
+def _ident(path: Path) -> tuple[int, ...]:
+    # The directory, the manifest, and each segment file's inode and size: a
+    # segment file cut short under its mapping would fault (SIGBUS) on read.
+    d = os.stat(path, follow_symlinks=False)
+    m = os.stat(path / MANIFEST, follow_symlinks=False)
+    out = [d.st_dev, d.st_ino, m.st_ino, m.st_size, m.st_mtime_ns]
+    with os.scandir(path) as it:
+        for e in sorted(it, key=lambda e: e.name):
+            if e.name.startswith("seg-"):
+                st = e.stat(follow_symlinks=False)
+                out += [st.st_ino, st.st_size]
+    return tuple(out)
+
+
+def _parse(path: Path, m: Manifest, ident: tuple[int, ...] = ()) -> Snapshot:
     segments = tuple(
         Segment(_map(path, i, s.bufsz), s.mem, s.memsz) for i, s in enumerate(m.segments)
     )
@@ -354,7 +388,16 @@ def _parse(path: Path, m: Manifest) -> Snapshot:
         digest=m.digest,
         source=m.source,
         cmdline=None if m.cmdline is None else m.cmdline.rstrip("\0"),
+        durable=_durable(path),
+        ident=ident,
     )
+
+
+def _durable(path: Path) -> bool:
+    try:
+        return not fs_volatile(path)
+    except OSError:
+        return True
 
 
 def open_snapshot(state_dir: Path) -> Snapshot:
@@ -378,5 +421,9 @@ def open_snapshot(state_dir: Path) -> Snapshot:
             f"'kexecd load -- kexec -p ...' or 'kexecd adopt' first{hint}"
         )
     statedir.check_dir(path)
+    try:
+        ident = _ident(path)  # before the read: a change after it shows
+    except OSError:
+        ident = ()
     data = statedir.read_file(path, MANIFEST, MAX_MANIFEST)
-    return _parse(path, decode(data, str(path / MANIFEST)))
+    return _parse(path, decode(data, str(path / MANIFEST)), ident)

@@ -128,11 +128,12 @@ def _note(root: Root, cpu: int) -> Note | None:
     # kexec-tools crashdump.c get_crash_notes_per_cpu(): no cpuN/crash_notes
     # means the CPU is skipped; an unreadable or empty one is fatal.
     rel = f"{CPU_DIR}/cpu{cpu}/crash_notes"
-    if not root.exists(rel):
+    text = root.read_optional(rel)
+    if text is None:
         return None
     fix = "pass the kernel's sysfs (crash_notes is root-only)"
     addr = parse_u64(
-        root.read_text(rel),
+        text,
         root.path(rel),
         base=16,
         what="a hex physical address",
@@ -140,10 +141,9 @@ def _note(root: Root, cpu: int) -> Note | None:
     )
     size = DEFAULT_NOTE_SIZE
     size_rel = f"{CPU_DIR}/cpu{cpu}/crash_notes_size"
-    if root.exists(size_rel):
-        size = parse_u64(
-            root.read_text(size_rel), root.path(size_rel), what="a decimal size", fix=fix
-        )
+    size_text = root.read_optional(size_rel)
+    if size_text is not None:
+        size = parse_u64(size_text, root.path(size_rel), what="a decimal size", fix=fix)
     return Note(addr, size)
 
 

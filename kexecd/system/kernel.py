@@ -19,6 +19,7 @@ __all__ = [
     "read_kernel_map",
     "read_kexec_state",
     "read_lockdown",
+    "read_uevent_seqnum",
     "read_vmcoreinfo",
 ]
 
@@ -201,6 +202,11 @@ def read_kexec_state(root: Root) -> KexecState:
         elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),
         uevent_seqnum=_int(root, "sys/kernel/uevent_seqnum") or 0,
     )
+
+
+def read_uevent_seqnum(root: Root) -> int:
+    """The kernel's uevent counter: it moves with every hotplug event sent."""
+    return _int(root, "sys/kernel/uevent_seqnum") or 0
 
 
 def read_lockdown(root: Root) -> str | None:

@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Less work per refresh, and still correct: the snapshot kept open while it
+is unchanged, hashed ahead while idle, no fsync on tmpfs, the system read
+again when a uevent came during the read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kexecd.image import loader, plan
+from kexecd.image.snapshot import Snapshot, open_snapshot
+from kexecd.service.config import Config
+from kexecd.service.daemon import Daemon
+from kexecd.service.runtime import SnapshotWatch
+from kexecd.system.root import Root
+from testbed.capture import Capture
+from tests.unit.data import DATA
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, switch_root, tracer_for
+from tests.unit.images import image, loaded_root
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[tuple[Daemon, Config, Path]]:
+    """A daemon with its snapshot watch running, as ``run()`` starts it."""
+    cfg = daemon_env(tmp_path, settle_ms=100, max_delay_ms=1000)
+    d = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
+    d.snapshot_watch = SnapshotWatch.start(cfg.state_dir)
+    assert d.snapshot_watch is not None
+    yield d, cfg, tmp_path
+    d.snapshot_watch.close()
+
+
+def _count_verifies(monkeypatch: pytest.MonkeyPatch) -> list[Snapshot]:
+    calls: list[Snapshot] = []
+    real = Snapshot.verify
+
+    def verify(self: Snapshot) -> None:
+        calls.append(self)
+        real(self)
+
+    monkeypatch.setattr(Snapshot, "verify", verify)
+    return calls
+
+
+def test_snapshot_kept_open_until_a_new_load(watched: tuple[Daemon, Config, Path]) -> None:
+    d, cfg, tmp = watched
+    assert d.reconcile("start").action == "nothing"
+    first = d.snapshot
+    assert first is not None and first.unchanged()
+    switch_root(tmp, "hotadd")
+    assert d.reconcile("events").action == "reload-header"
+    assert d.snapshot is first  # not opened again
+    # A new 'kexecd load' swaps in another directory: seen without the watch's help.
+    loader.load(ARGV, cfg.state_dir, root=Root(cfg.root), tracer=tracer_for(image("hotadd")))
+    assert not first.unchanged()
+    assert d.reconcile("events").action == "nothing"  # the new image's header is current
+    assert d.snapshot is not first and d.snapshot is not None and d.snapshot.unchanged()
+
+
+def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, Path]) -> None:
+    d, cfg, _ = watched
+    d.reconcile("start")
+    snap = d.snapshot
+    assert snap is not None
+    manifest = cfg.state_dir / "snapshot/manifest.json"
+    st = manifest.stat()
+    manifest.write_bytes(manifest.read_bytes() + b" ")
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
+    assert not snap.unchanged()  # the size gave it away
+    d.on_snapshot_change()  # and the watch saw the write
+    assert d.snapshot is None and not d.verified
+
+
+def test_verified_ahead_so_the_first_event_does_not_hash(
+    watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, cfg, tmp = watched
+    calls = _count_verifies(monkeypatch)
+    d.reconcile("start")  # current: nothing to load, nothing hashed
+    assert calls == [] and not d.verified
+    d.verify_ahead()
+    assert len(calls) == 1 and d.verified
+    switch_root(tmp, "hotadd")
+    assert d.reconcile("events").action == "reload-header"
+    assert len(calls) == 1  # the event's refresh did not hash again
+
+
+def test_tampered_after_verify_ahead_is_refused(watched: tuple[Daemon, Config, Path]) -> None:
+    d, cfg, tmp = watched
+    d.reconcile("start")
+    d.verify_ahead()
+    seg = cfg.state_dir / "snapshot/seg-02.bin"
+    st = seg.stat()
+    data = bytearray(seg.read_bytes())
+    data[7] ^= 1
+    seg.write_bytes(bytes(data))
+    os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))
+    d.on_snapshot_change()  # the loop dispatches the watch's event before the next refresh
+    switch_root(tmp, "hotadd")
+    rec = d.reconcile("events")
+    assert rec.action == "failed" and "seg-02.bin: does not match" in str(rec.error)
+    assert isinstance(d.backend, FakeBackend) and d.backend.loads == []
+
+
+def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Config, Path]) -> None:
+    d, cfg, _ = watched
+    d.reconcile("start")
+    (cfg.state_dir / "snapshot/seg-03.bin").write_bytes(b"tampered")
+    d.verify_ahead()
+    assert not d.verified
+
+
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # /dev/shm is tmpfs on Debian; the pytest tmp_path is not.
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    root = Root(loaded_root("boot", tmp_path))
+    try:
+        for state, durable in ((tmp_path / "state", True), (shm / "state", False)):
+            loader.load(ARGV, state, root=root, tracer=tracer_for(image()))
+            snap = open_snapshot(state)
+            assert snap.durable is durable
+            calls = _fsyncs(monkeypatch)
+            header = Capture(DATA / "hotadd").header
+            snap.record_intent(header)
+            snap.record_loaded(header, None, "test")
+            assert len(calls) == (3 if durable else 0)
+            monkeypatch.undo()
+    finally:
+        shutil.rmtree(shm)
+
+
+def test_system_read_again_when_a_uevent_came_during_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = daemon_env(tmp_path, settle_ms=100, max_delay_ms=1000)
+    seqnum = tmp_path / "root-boot/sys/kernel/uevent_seqnum"
+    seqnum.write_text("100\n")
+    (tmp_path / "root-hotadd/sys/kernel/uevent_seqnum").write_text("101\n")
+    real = plan.read_uevent_seqnum
+    reads: list[int] = []
+
+    def hotplug_during_the_first_read(root: Root) -> int:
+        if not reads:  # the kernel hot-adds while the system is read
+            switch_root(tmp_path, "hotadd")
+        reads.append(real(root))
+        return reads[-1]
+
+    monkeypatch.setattr(plan, "read_uevent_seqnum", hotplug_during_the_first_read)
+    p = plan.make(open_snapshot(cfg.state_dir), Root(cfg.root))
+    assert reads == [101, 101]
+    assert p.notes == ("the system changed while the header was built; built again",)
+    assert p.wanted is not None and p.wanted == Capture(DATA / "hotadd").header
+    assert p.kexec.uevent_seqnum == 101
