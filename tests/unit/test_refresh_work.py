@@ -80,7 +80,7 @@ def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, 
 def test_verified_ahead_so_the_first_event_does_not_hash(
     watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    d, cfg, tmp = watched
+    d, _, tmp = watched
     calls = _count_verifies(monkeypatch)
     d.reconcile("start")  # current: nothing to load, nothing hashed
     assert calls == [] and not d.verified
