@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import calendar
 import os
 import time
 from pathlib import Path
@@ -44,4 +43,6 @@ def unix_time(stamp: str) -> int:
 
     :raises ValueError: not a timestamp of that form.
     """
+    import calendar  # not at start-up: kexecd status may never need it
+
     return calendar.timegm(time.strptime(stamp, _TIMESTAMP))

@@ -7,14 +7,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kexecd.errors import KexecdError, LoadError
-from kexecd.image import loader
-from kexecd.image.plan import Action
-from kexecd.image.snapshot import Snapshot
 from kexecd.service.config import Config, load_config
 from kexecd.system.root import Root
+
+if TYPE_CHECKING:  # each command imports what it uses: start-up is most of a short command
+    from kexecd.image import loader
+    from kexecd.image.snapshot import Snapshot
 
 __all__ = ["adopt", "load", "mask", "refresh", "run", "settings", "status", "unmask"]
 
@@ -45,6 +46,8 @@ def _amended(r: loader.RefreshResult) -> None:
 
 def load(argv: Sequence[str], state_dir: Path) -> int:
     """``kexecd load``: 0 once a crash kernel is loaded; 1 if it is not; 2 on bad input."""
+    from kexecd.image import loader
+
     try:
         snap = loader.load(argv, state_dir)
     except LoadError as e:
@@ -114,6 +117,9 @@ def _how(snap: Snapshot) -> str:
 
 def refresh(cfg: Config, *, dry_run: bool = False) -> int:
     """``kexecd refresh``: 0 when current or reloaded; 1 when a load failed; 2 on bad input."""
+    from kexecd.image import loader
+    from kexecd.image.plan import Action
+
     try:
         r = loader.refresh(
             cfg.state_dir,

@@ -23,7 +23,6 @@ The daemon reads it, and ``kexecd adopt``, ``refresh`` and ``status`` too
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -78,14 +77,19 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            with path.open("rb") as f:
-                values = tomllib.load(f)
+            f = path.open("rb")
         except FileNotFoundError:
             # The default file is optional; a file named on purpose is not.
             if path != DEFAULT_CONFIG:
                 raise ConfigError(f"{path}: missing") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not TOML: {e}") from None
+        else:
+            import tomllib  # only with a file to read: a start-up cost otherwise
+
+            with f:
+                try:
+                    values = tomllib.load(f)
+                except tomllib.TOMLDecodeError as e:
+                    raise ConfigError(f"{path}: not TOML: {e}") from None
     known = {f.name for f in fields(Config)}
     for key, value in values.items():
         if key not in known:
