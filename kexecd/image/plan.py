@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.image import cmdline, elfcore
@@ -88,7 +89,6 @@ class Plan:
     :ivar wanted: the header the system needs now (same conditions).
     :ivar current: the parsed ``loaded`` (the template ``wanted`` was built from).
     :ivar target: the parsed ``wanted``.
-    :ivar diff: what ``wanted`` adds to and drops from ``loaded``.
     :ivar cmdline: the crash kernel's command line (``None`` when no crash
         kernel is loaded).
     :ivar notes: what happened while planning, for people.
@@ -102,13 +102,21 @@ class Plan:
     wanted: bytes | None = None
     current: CoreHeader | None = None
     target: CoreHeader | None = None
-    diff: HeaderDiff | None = None
     cmdline: Amendment | None = None
     notes: tuple[str, ...] = ()
 
     @property
     def action(self) -> Action:
         return self.decision.action
+
+    @cached_property
+    def diff(self) -> HeaderDiff | None:
+        """What ``wanted`` adds to and drops from ``loaded``: for people, so
+        worked out when first asked, after any load (at 32,768 ranges it
+        costs more than the rest of the refresh)."""
+        if self.current is None or self.target is None or self.system is None:
+            return None
+        return diff_headers(self.current, self.target, self.system.cpus)
 
     @property
     def in_sync(self) -> bool | None:
@@ -305,7 +313,6 @@ def make(
         wanted=wanted,
         current=current,
         target=target,
-        diff=diff_headers(current, target, system.cpus),
         cmdline=line,
         notes=tuple(notes),
     )

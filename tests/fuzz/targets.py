@@ -38,11 +38,11 @@ from kexecd.service import kdumptools, metrics, statefile
 from kexecd.system import cpus, iomem, kernel, packages
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
+from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, note
 from tests.elfwriter import core as elf_core
 from tests.unit.data import CAPTURES, DATA
 from tests.unit.fakes import ARGV, tracer_for
-from tests.unit.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 
 __all__ = ["TARGETS", "Target", "check", "guard_kexec"]
 

@@ -20,7 +20,7 @@ from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event
 from kexecd.system.root import Root
-from tests.unit.images import image, loaded_root
+from testbed.images import image, loaded_root
 
 __all__ = [
     "ARGV",

@@ -27,8 +27,8 @@ from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_
 from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
+from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 from tests.unit.fakes import FakeBackend, FakeMonitor, run_until, started, tracer_for
-from tests.unit.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 
 # What kdump-tools 1.8.1 writes, as seen on a bookworm host (FIELD-NOTES section 12).
 DEBIAN = (

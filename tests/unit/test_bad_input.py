@@ -22,10 +22,10 @@ from kexecd.system.iomem import MAX_RANGES, crash_ranges, parse_iomem
 from kexecd.system.kernel import parse_u64, read_kernel_map, read_kexec_state, read_vmcoreinfo
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
+from testbed.images import image, loaded_root
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, core
 from tests.unit.data import DATA, fake_root, header_bytes
 from tests.unit.fakes import ARGV, tracer_for
-from tests.unit.images import image, loaded_root
 
 CPU = "sys/devices/system/cpu"
 

@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bench import bench_refresh
 from bench.bench_header import main, make_spec, python_build
 from kexecd import core
+from kexecd.image import loader
+from kexecd.image.snapshot import open_snapshot
+from kexecd.system.iomem import MAX_RANGES
+from kexecd.system.root import Root
+from testbed.images import loaded_root
 
 
 def test_python_baseline_builds_the_same_bytes() -> None:
@@ -18,3 +26,24 @@ def test_benchmark_runs_and_summarises(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("SUMMARY P3 header-build: ") == 1
+
+
+def test_refresh_benchmark_reloads_every_round() -> None:
+    shown, res = bench_refresh.measure(4, 2)
+    assert shown == 4 + 3  # the capture's own RAM ranges, and the four added
+    assert len(res["daemon"]) == len(res["one-shot"]) == 2
+
+
+def test_refresh_benchmark_image_fits_the_largest_header(tmp_path: Path) -> None:
+    # The grown image is one kexecd accepts: the digest found, regions and
+    # all, and room for every range kexec-tools allows.
+    root = loaded_root("boot", tmp_path)
+    loader.load(
+        bench_refresh.ARGV,
+        tmp_path / "state",
+        root=Root(root),
+        tracer=lambda argv: bench_refresh.big_image(MAX_RANGES),
+    )
+    snap = open_snapshot(tmp_path / "state")
+    assert snap.digest is not None and snap.header == bench_refresh.HEADER
+    assert snap.header_capacity is not None and snap.header_capacity >= MAX_RANGES

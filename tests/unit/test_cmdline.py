@@ -20,9 +20,9 @@ from kexecd.image.plan import Action, Why
 from kexecd.image.snapshot import open_snapshot
 from kexecd.system.root import Root
 from testbed.capture import Capture
+from testbed.images import NO_MEMHOTPLUG, SETUP, image, kexec_tools_digest, loaded_root
 from tests.unit.data import CAPTURES, DATA
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
-from tests.unit.images import NO_MEMHOTPLUG, SETUP, image, kexec_tools_digest, loaded_root
 
 LINE_AT = 0x5000  # where kexec-tools 2.0.25 put the line in the captures
 DIGEST_AT = 0x5020  # and purgatory's digest

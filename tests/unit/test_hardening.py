@@ -34,6 +34,7 @@ from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
 from testbed.capture import Capture
+from testbed.images import loaded_root
 from tests.unit.data import DATA
 from tests.unit.fakes import (
     FakeBackend,
@@ -44,7 +45,6 @@ from tests.unit.fakes import (
     started,
     switch_root,
 )
-from tests.unit.images import loaded_root
 
 REPO = Path(__file__).resolve().parents[2]
 

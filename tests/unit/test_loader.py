@@ -24,9 +24,9 @@ from kexecd.image.plan import Action
 from kexecd.image.snapshot import open_snapshot
 from kexecd.system.root import Root
 from testbed.capture import Capture
+from testbed.images import image, kexec_tools_digest, loaded_root
 from tests.unit.data import DATA
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
-from tests.unit.images import image, kexec_tools_digest, loaded_root
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from kexecd.core import Segment, Sha256
 from kexecd.image import purgatory
 from testbed.capture import Capture
+from testbed.images import image, kexec_tools_digest
 from tests.unit.data import CAPTURES, DATA
-from tests.unit.images import image, kexec_tools_digest
 
 
 @pytest.mark.parametrize("name", CAPTURES)

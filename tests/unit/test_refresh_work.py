@@ -20,9 +20,9 @@ from kexecd.service.daemon import Daemon
 from kexecd.service.runtime import SnapshotWatch
 from kexecd.system.root import Root
 from testbed.capture import Capture
+from testbed.images import image, loaded_root
 from tests.unit.data import DATA
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, switch_root, tracer_for
-from tests.unit.images import image, loaded_root
 
 
 @pytest.fixture

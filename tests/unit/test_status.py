@@ -15,8 +15,8 @@ from kexecd.image import loader
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
+from testbed.images import NO_MEMHOTPLUG, image, loaded_root
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, tracer_for
-from tests.unit.images import NO_MEMHOTPLUG, image, loaded_root
 
 CRASH_ARGV = [*ARGV[:-1], "--append=console=ttyS0 irqpoll nr_cpus=1 acpi_no_memhotplug"]
 

@@ -30,8 +30,8 @@ from kexecd.service.statefile import (
     UpdateRecord,
 )
 from kexecd.system.root import Root
+from testbed.images import NO_MEMHOTPLUG, image, loaded_root
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, online, tracer_for
-from tests.unit.images import NO_MEMHOTPLUG, image, loaded_root
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from kexecd.core import KexecCall, LoadCapture, Segment
 from testbed.capture import Capture
-from tests.unit.data import DATA
+
+# The captures (tests/data): the repository's ground truth.
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def kexec_tools_digest(
