@@ -8,8 +8,9 @@
     runtime_dir = "/run/kexecd"      # state.json and kexecd.sock
     root = "/"                       # read /proc and /sys under this directory
     source = "udev"                  # uevents from udevd, or "kernel" without it
-    settle_ms = 100                  # refresh once events stop for this long ...
-    max_delay_ms = 1000              # ... but never later than this after the first
+    settle_ms = 100                  # the first event after this long quiet: refresh at once;
+                                     # later ones: once they stop for this long ...
+    max_delay_ms = 1000              # ... never later than this after the first of them
     adopt = true                     # take over the crash kernel the distro loads
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
     crash_acpi_no_memhotplug = true  # append it to a crash command line that lacks it,
