@@ -3,7 +3,8 @@
 
 P1 (update latency), P4 (idle cost) and P6 (start-up) in one guest, P2 (a
 64-block burst) in two and at 256 blocks in a third, P3 (header build) and P7
-(refresh work) on the host. Prints each table and one SUMMARY line
+(refresh work) on the host, and the kernel's own update on Linux 6.12 as the
+anchor. Prints each table and one SUMMARY line
 per figure; writes ``bench/results/results.json`` and ``bench/results/hotplug.png``.
 
     .venv/bin/python -m bench.run_all [--rounds N] [--out DIR]
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     # 256 blocks: eight 4 GiB DIMMs (kexecd only; the per-event path's cost
     # grows with the blocks, as the 64-block run shows).
     results["p2_256"] = bench_hotplug.p2(dimms=8, dimm_mib=4096, baseline=False)
+    results["anchor"] = bench_hotplug.anchor_612(n=args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     bench_hotplug.chart(results, args.out / "hotplug.png")

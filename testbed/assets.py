@@ -11,6 +11,7 @@ setup script does both).
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
 import shutil
 import subprocess
@@ -18,8 +19,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# The kernels the test bed boots: the host suite's own (Debian 12, 6.1), and
+# bookworm-backports' 6.12 (FIELD-NOTES section 10), fetched from its own apt
+# lists in the cache without touching the host's sources.
+KERNELS: dict[str, str | None] = {"6.1": None, "6.12": "bookworm-backports"}
+MIRROR = "http://deb.debian.org/debian"
+
 # The kernel modules the guest needs to mount the host root over 9p and to talk
 # to the host over virtio-serial, in load order (no modules.dep is shipped).
+# Those a kernel has built in (modules.builtin; 6.12 builds in virtio and
+# virtio_pci, and fscache into netfs) are skipped.
 GUEST_MODULES = (
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
@@ -33,6 +42,9 @@ GUEST_MODULES = (
     "net/9p/9pnet_virtio.ko",
     "fs/9p/9p.ko",
 )
+# Linux 6.4 (commit "netfs, fscache: Combine fscache with netfs") made fscache
+# part of the netfs module.
+MERGED = frozenset({"fs/fscache/fscache.ko"})
 
 BUSYBOX = Path("/bin/busybox")
 INIT_SCRIPT = Path(__file__).with_name("guest_init.sh")
@@ -50,6 +62,23 @@ class Kernel:
     vmlinuz: Path
     modules: Path  # lib/modules/<release>
 
+    def module(self, rel: str) -> bytes | None:
+        """A module's bytes, decompressed (``.ko`` or ``.ko.xz``); ``None``
+        when the kernel has it built in.
+
+        :raises AssetError: neither a module nor built in.
+        """
+        ko = self.modules / "kernel" / rel
+        if ko.exists():
+            return ko.read_bytes()
+        xz = ko.with_name(ko.name + ".xz")
+        if xz.exists():
+            return lzma.decompress(xz.read_bytes())
+        builtin = self.modules / "modules.builtin"
+        if rel in MERGED or (builtin.exists() and f"kernel/{rel}" in builtin.read_text().split()):
+            return None
+        raise AssetError(f"{self.package}: no module {rel} and not built in")
+
 
 def cache_dir() -> Path:
     """Where downloads and test-bed runs live (outside the repository)."""
@@ -58,13 +87,45 @@ def cache_dir() -> Path:
     return path
 
 
-def kernel_package() -> str:
-    """The exact kernel package that Debian's ``linux-image-amd64`` depends on."""
+def _apt_options(suite: str) -> list[str]:
+    # A sources list and lists of the suite's own, in the cache: the host's
+    # apt configuration is not touched.
+    d = cache_dir() / "apt" / suite
+    if not (d / "lists" / "ok").exists():
+        (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (d / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        (d / "sources.list").write_text(f"deb {MIRROR} {suite} main\n")
+    opts = [
+        f"-oDir::Etc::SourceList={d / 'sources.list'}",
+        "-oDir::Etc::SourceParts=/dev/null",
+        f"-oDir::State::Lists={d / 'lists'}",
+        f"-oDir::Cache={d / 'cache'}",
+    ]
+    if not (d / "lists" / "ok").exists():
+        r = subprocess.run(
+            ["apt-get", *opts, "update", "-qq"], capture_output=True, text=True, check=False
+        )
+        if r.returncode != 0:
+            raise AssetError(f"apt-get update of {suite} failed: {r.stderr.strip()}")
+        (d / "lists" / "ok").write_text("")
+    return opts
+
+
+def kernel_package(which: str = "6.1") -> str:
+    """The exact kernel package that ``linux-image-amd64`` depends on, in the
+    host's suite (``6.1``) or in the suite :data:`KERNELS` names."""
+    suite = KERNELS.get(which, "?")
+    if suite == "?":
+        raise AssetError(f"no kernel {which!r} in the test bed; known: {', '.join(KERNELS)}")
     name = os.environ.get("KEXECD_VM_KERNEL_PACKAGE")
-    if name:
+    if name and suite is None:
         return name
+    opts = [] if suite is None else _apt_options(suite)
     out = subprocess.run(
-        ["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, check=False
+        ["apt-cache", *opts, "depends", "linux-image-amd64"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     for line in out.splitlines():
         line = line.strip()
@@ -76,12 +137,13 @@ def kernel_package() -> str:
     )
 
 
-def ensure_kernel() -> Kernel:
-    """Download and unpack the guest kernel once; return where it is."""
-    package = kernel_package()
+def ensure_kernel(which: str = "6.1") -> Kernel:
+    """Download and unpack a guest kernel (:data:`KERNELS`) once; return where it is."""
+    package = kernel_package(which)
     root = cache_dir() / package
     if not (root / "boot").is_dir():
-        deb = _download(package, "download")
+        suite = KERNELS[which]
+        deb = _download(package, f"download-{which}", [] if suite is None else _apt_options(suite))
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
@@ -92,7 +154,7 @@ def ensure_kernel() -> Kernel:
     return Kernel(package, vmlinuz, root / "lib" / "modules" / release)
 
 
-def _download(package: str, name: str) -> Path:
+def _download(package: str, name: str, apt_options: list[str] | None = None) -> Path:
     """``apt-get download package`` into a fresh ``cache_dir()/name``; the .deb's path.
 
     One directory per asset: a test run fetching another asset at the same
@@ -102,7 +164,7 @@ def _download(package: str, name: str) -> Path:
     shutil.rmtree(download, ignore_errors=True)
     download.mkdir()
     r = subprocess.run(
-        ["apt-get", "download", package],
+        ["apt-get", *(apt_options or []), "download", package],
         cwd=download,
         capture_output=True,
         text=True,
@@ -169,9 +231,14 @@ def build_initramfs(kernel: Kernel) -> Path:
         ("bin/busybox", 0o100755, BUSYBOX.read_bytes()),
         ("init", 0o100755, INIT_SCRIPT.read_bytes()),
     ]
+    order = []
     for rel in GUEST_MODULES:
-        ko = kernel.modules / "kernel" / rel
-        files.append((f"modules/{ko.name}", 0o100644, ko.read_bytes()))
+        data = kernel.module(rel)
+        if data is not None:
+            name = Path(rel).stem
+            order.append(name)
+            files.append((f"modules/{name}.ko", 0o100644, data))
+    files.append(("modules/order", 0o100644, "".join(f"{n}\n" for n in order).encode()))
     blob = b"".join(_cpio_entry(n, m, d, i + 1) for i, (n, m, d) in enumerate(files))
     blob += _cpio_entry("TRAILER!!!", 0)
     blob += b"\0" * (-len(blob) % 512)
@@ -188,10 +255,11 @@ def main(argv: list[str]) -> int:
     if argv == ["promtool"]:
         print(f"promtool  {ensure_promtool()}")
         return 0
-    kernel = ensure_kernel()
-    initramfs = build_initramfs(kernel)
-    print(f"kernel    {kernel.vmlinuz}")
-    print(f"initramfs {initramfs}")
+    for which in argv or ["6.1"]:
+        kernel = ensure_kernel(which)
+        initramfs = build_initramfs(kernel)
+        print(f"kernel    {kernel.vmlinuz}")
+        print(f"initramfs {initramfs}")
     return 0
 
 

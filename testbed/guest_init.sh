@@ -27,8 +27,8 @@ if [ -e /proc/vmcore ]; then
 	poweroff -f
 fi
 
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-	virtio_console netfs fscache 9pnet 9pnet_virtio 9p; do
+# The modules this kernel has (the rest it has built in), in load order.
+for m in $(cat /modules/order); do
 	insmod /modules/$m.ko || fail "insmod $m failed"
 done
 opts=trans=virtio,version=9p2000.L,msize=262144

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -561,9 +562,19 @@ def _new_run_dir(name: str) -> Path:
     return path
 
 
-def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 240.0) -> Guest:
-    """Boot a test-bed guest and wait for its agent (after any other guest has closed)."""
-    kernel = assets.ensure_kernel()
+def boot(
+    name: str = "guest",
+    machine: Machine | None = None,
+    timeout: float = 240.0,
+    kernel_version: str = "6.1",
+    append: Sequence[str] = (),
+) -> Guest:
+    """Boot a test-bed guest and wait for its agent (after any other guest has closed).
+
+    :param kernel_version: which of :data:`testbed.assets.KERNELS`.
+    :param append: more words for the kernel command line.
+    """
+    kernel = assets.ensure_kernel(kernel_version)
     initramfs = assets.build_initramfs(kernel)
     run_dir = _new_run_dir(name)
     share = run_dir / "share"
@@ -573,6 +584,7 @@ def boot(name: str = "guest", machine: Machine | None = None, timeout: float = 2
         f"kexecd.share={share}",
         f"kexecd.python={sys.executable}",
         f"kexecd.agent={AGENT}",
+        *append,
     ]
     devices = [
         "-virtfs",

@@ -27,3 +27,13 @@ def test_p1_p4_and_p2_measure_and_chart(tmp_path: Path) -> None:
     assert all("target" in line for line in lines if line.startswith("SUMMARY P1"))
     bench_hotplug.chart(r, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_anchor_on_linux_6_12() -> None:
+    # bookworm-backports' 6.12 in the test bed: the kernel's own update of a
+    # kexec -s -p image (crash_hotplug 1, checked inside) and kexecd keeping a
+    # plain kexec -p image current (crash_hotplug 0; status 0 at the end).
+    r = bench_hotplug.anchor_612(n=1)
+    assert r["kernel_release"].startswith("linux-image-6.12.")
+    assert len(r["kernel"]) == len(r["online_only"]) == len(r["kexecd"]) == 1
+    assert all(v[0] > 0 for k, v in r.items() if isinstance(v, list))
