@@ -141,6 +141,9 @@ def p1_p4(n: int = 9, idle_seconds: float = 30.0) -> dict[str, Any]:
                 if kind == "memory":
                     g.set_memory_online(start, end)
         res["p6"] = p6(g, n)
+        # The daemon's profile of each reload (kexecd.timing, at debug level).
+        log = g.read("/run/kexecd.log").splitlines()
+        res["p1_spans"] = [line for line in log if "refresh (reload-header)" in line]
         g.sh(f"kill -TERM {pid}")
         res["p1_kexecd"] = kexecd
 
