@@ -404,9 +404,9 @@ class Daemon:
         try:
             if self.adopt_if_needed("start") is None:
                 self.reconcile("start")
-            self.verify_ahead()
-            notify("READY=1")
+            notify("READY=1")  # after the first reconcile; the hashing ahead may follow
             notify(f"STATUS={self.summary()}")
+            self.verify_ahead()
             while not self.stopping:
                 now = self.clock()
                 timers = [self.coalescer.deadline(), self.backoff.due, next_wd, end]

@@ -239,7 +239,8 @@ def _adopted(guest: Guest, out: Outcome) -> None:
     start = time.monotonic()
     _wait(guest, "kexecd status", "kexecd status did not exit 0 after boot")
     out.adopted_s = round(guest.boot_seconds + time.monotonic() - start, 1)
-    assert guest.run(["systemctl", "is-active", "kexecd.service"], check=False).rc == 0
+    # Ready (READY=1) once its first reconcile is done, which status may see first.
+    _wait(guest, "systemctl is-active kexecd.service", "kexecd.service never became active")
     assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
     state = json.loads(guest.read("/run/kexecd/state.json"))
     assert state["adoptions"], state
