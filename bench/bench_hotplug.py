@@ -403,8 +403,8 @@ def summarize(r: dict[str, Any]) -> list[str]:
     lines.append(
         f"SUMMARY P4 idle: {p4['wakeups_per_min']:.1f} wake-ups/min, RSS {mib['rss_kib']:.1f} MiB "
         f"(anonymous {mib['rss_anon_kib']:.1f} MiB; the {mib['segments_kib']:.1f} MiB of "
-        f"segments are mapped from the snapshot only while loading: "
-        f"{p4['segments_mapped_when_idle']} mapped when idle)"
+        f"segments are mapped from the snapshot's files, never copied: "
+        f"{p4['segments_mapped_when_idle']} mapped when idle, kept open and verified ahead)"
     )
     return lines
 
