@@ -246,8 +246,8 @@ def refresh(
     with statedir.locked(state_dir):
         spans.mark("lock")
         notes = [n for n in [recover(state_dir)] if n]
-        fresh = snapshot is None or snapshot.path.parent != state_dir or not snapshot.unchanged()
-        snap = open_snapshot(state_dir) if fresh or snapshot is None else snapshot
+        kept = snapshot is not None and snapshot.path.parent == state_dir and snapshot.unchanged()
+        snap = snapshot if kept and snapshot is not None else open_snapshot(state_dir)
         spans.mark("open snapshot")
         p = plan.make(
             snap,
