@@ -220,6 +220,7 @@ def refresh(
     observe: Callable[[Plan], None] | None = None,
     spans: Spans | None = None,
     snapshot: Snapshot | None = None,
+    kernel_missed: bool = False,
 ) -> RefreshResult:
     """Bring the loaded crash image's header (and command line) up to date.
 
@@ -234,6 +235,9 @@ def refresh(
     :param snapshot: the snapshot as opened by an earlier refresh (the
         daemon keeps it); used if it is still the one in ``state_dir``
         (:meth:`Snapshot.unchanged`), else the snapshot is opened again.
+    :param kernel_missed: the kernel dropped an update of the header it
+        keeps: load the image once even though it updates it
+        (:func:`kexecd.image.plan.decide`).
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
@@ -255,6 +259,7 @@ def refresh(
             reload_unloaded=reload_unloaded,
             acpi_no_memhotplug=acpi_no_memhotplug,
             spans=spans,
+            kernel_missed=kernel_missed,
         )
         if observe is not None:
             observe(p)

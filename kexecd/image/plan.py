@@ -68,6 +68,7 @@ class Why(enum.Enum):
     NO_DIGEST = enum.auto()
     STALE = enum.auto()
     CMDLINE = enum.auto()  # the header is current, the command line is not
+    KERNEL_MISSED = enum.auto()  # the kernel updates it, but dropped an update
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def decide(
     crash_loaded: bool = True,
     uncertain: bool = False,
     cmdline: Amendment | None = None,
+    kernel_missed: bool = False,
 ) -> Decision:
     """Choose what to do; every decision rule of kexecd is here.
 
@@ -187,6 +189,9 @@ def decide(
         the recorded header or the new one, so it is loaded again.
     :param cmdline: the command line loaded and the one wanted: when only
         they differ, the header is reloaded as it is, with the new line.
+    :param kernel_missed: the kernel logged that it dropped an update of the
+        header it keeps (:mod:`kexecd.system.kmsg`): what it holds is
+        unknown, so kexecd loads the image itself once.
     """
     if not crash_loaded:
         return Decision(
@@ -195,9 +200,14 @@ def decide(
             "no crash kernel is loaded: kexecd leaves it so (load one with 'kexecd load' "
             "or 'kexecd adopt', or the distro's kdump service)",
         )
-    if kernel_updates:
+    missed = "the kernel dropped an update of the header it keeps (kexec_trylock() failed)"
+    if kernel_updates and not kernel_missed:
         return Decision(
             Action.STAND_ASIDE, Why.KERNEL_UPDATES, "the kernel updates the header itself"
+        )
+    if kernel_updates and (snap.file_load or snap.header is None or wanted is None):
+        return Decision(
+            Action.FULL_RELOAD, Why.KERNEL_MISSED, f"{missed}: load the image again, whole"
         )
     if snap.file_load:
         return Decision(
@@ -210,7 +220,7 @@ def decide(
             Action.FULL_RELOAD, Why.NO_HEADER, "no ELF core header among the loaded segments"
         )
     change = "" if cmdline is None else cmdline.change
-    if wanted == loaded and not uncertain and not change:
+    if wanted == loaded and not uncertain and not change and not kernel_updates:
         return Decision(Action.NOTHING, Why.CURRENT, "the loaded header is current")
     memsz = snap.segments[snap.header].memsz
     if len(wanted) > memsz:
@@ -227,6 +237,10 @@ def decide(
         )
     how = "and purgatory's digest" if snap.digest.header_hashed else "(not hashed by purgatory)"
     also = f"; {change}" if change else ""
+    if kernel_updates:
+        return Decision(
+            Action.RELOAD_HEADER, Why.KERNEL_MISSED, f"{missed}: load a current one {how}{also}"
+        )
     if uncertain:
         return Decision(
             Action.RELOAD_HEADER,
@@ -246,6 +260,7 @@ def make(
     reload_unloaded: bool = False,
     acpi_no_memhotplug: bool = True,
     spans: Spans | None = None,
+    kernel_missed: bool = False,
 ) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
@@ -255,6 +270,8 @@ def make(
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting:
         append the word where the host can hot-add memory and the line lacks it.
     :param spans: where the time goes, step by step (the daemon's debug log).
+    :param kernel_missed: the kernel dropped an update of a header it keeps
+        (see :func:`decide`).
     :raises SystemStateError: a file of the system is missing or malformed.
     :raises SnapshotError: the snapshot's loaded header is unreadable, or its
         segments lie outside this boot's crash kernel reservation.
@@ -264,16 +281,24 @@ def make(
     kexec = kexec or read_kexec_state(root)
     spans.mark("kexec state")
     crash_loaded = kexec.crash_loaded or reload_unloaded
-    if not crash_loaded or kexec.kernel_updates or snap.file_load or snap.header is None:
+    stand_aside = kexec.kernel_updates and not kernel_missed
+    if not crash_loaded or stand_aside or snap.file_load or snap.header is None:
         blocked = (
             "the kernel updates this image's header itself, so kexecd does not reload it"
-            if kexec.kernel_updates
+            if stand_aside
             else "kexecd reloads this image only whole, by running its command again"
         )
         return Plan(
             snap,
             kexec,
-            decide(snap, None, None, kexec.kernel_updates, crash_loaded=crash_loaded),
+            decide(
+                snap,
+                None,
+                None,
+                kexec.kernel_updates,
+                crash_loaded=crash_loaded,
+                kernel_missed=kernel_missed,
+            ),
             cmdline=_cmdline(snap, root, acpi_no_memhotplug, blocked) if crash_loaded else None,
         )
     loaded = snap.loaded_header()
@@ -307,6 +332,7 @@ def make(
             crash_loaded=crash_loaded,
             uncertain=snap.intent is not None,
             cmdline=line,
+            kernel_missed=kernel_missed,
         ),
         system=system,
         loaded=loaded,

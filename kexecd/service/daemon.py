@@ -55,6 +55,7 @@ from kexecd.service.statefile import (
     UpdateRecord,
     write_state,
 )
+from kexecd.system.kmsg import KmsgWatch
 from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
 from kexecd.timing import Spans
@@ -86,6 +87,7 @@ class Daemon:
         self.backoff = Backoff()
         self.verified = False  # hashed since the snapshot watch last saw a change
         self.snapshot: Snapshot | None = None  # kept open while the watch sees no change
+        self.kernel_missed = False  # the kernel logged a dropped header update
         self.snapshot_watch: SnapshotWatch | None = None
         self.lost_image = False  # our own failed load left no crash kernel
         self.stopping = False
@@ -117,12 +119,14 @@ class Daemon:
                 observe=self._saw,
                 spans=spans,
                 snapshot=self.snapshot if self.snapshot_watch is not None else None,
+                kernel_missed=self.kernel_missed,
                 **self._tracer(),
             )
         except KexecdError as e:
             self.snapshot = None
             return self._failed(record, "refresh", e)
         self.snapshot = r.plan.snapshot
+        self.kernel_missed = False  # carried out (or the kernel no longer updates)
         if r.verified and self.snapshot_watch is not None:
             self.verified = True
         out = self._record(record, r, start, first_event)
@@ -310,6 +314,36 @@ class Daemon:
             self.coalescer.event(now)
             self.state.last_event_mono = now
 
+    def _watch_kernel_log(self) -> KmsgWatch | None:
+        # Only a kernel with crash hotplug (Linux 6.6+: a crash_hotplug file)
+        # can drop an update of its own.
+        if not any(
+            self.root.exists(f"sys/devices/system/{s}/crash_hotplug") for s in ("cpu", "memory")
+        ):
+            return None
+        kmsg = KmsgWatch.open(self.root)
+        if kmsg is None:
+            log.info(
+                "cannot read %s: an update of the header the kernel keeps that it drops "
+                "would go unnoticed until the next hotplug",
+                self.root.path("dev/kmsg"),
+            )
+        return kmsg
+
+    def on_kernel_log(self, missed: bool) -> None:
+        """New kernel log records were read; ``missed``: among them, the kernel
+        saying it dropped an update of the header it keeps. Refresh then, as
+        for an event: that image is loaded once by kexecd."""
+        if not missed:
+            return
+        if not self.kernel_missed:
+            log.warning(
+                "the kernel dropped an update of the crash kernel's header "
+                "(kexec_trylock() failed); loading a current one"
+            )
+        self.kernel_missed = True
+        self.coalescer.event(self.clock())
+
     def due(self) -> bool:
         deadline = self.coalescer.deadline()
         return deadline is not None and self.clock() >= deadline
@@ -401,6 +435,9 @@ class Daemon:
         self.snapshot_watch = SnapshotWatch.start(self.cfg.state_dir)
         if self.snapshot_watch is not None:
             sel.register(self.snapshot_watch.fd, selectors.EVENT_READ, "snapshot")
+        kmsg = self._watch_kernel_log()
+        if kmsg is not None:
+            sel.register(kmsg.fd, selectors.EVENT_READ, kmsg)
         try:
             if self.adopt_if_needed("start") is None:
                 self.reconcile("start")
@@ -441,6 +478,8 @@ class Daemon:
             if self.snapshot_watch is not None:
                 self.snapshot_watch.close()
                 self.snapshot_watch = None
+            if kmsg is not None:
+                kmsg.close()
         return 0
 
     def _dispatch(
@@ -457,6 +496,8 @@ class Daemon:
             server.on_connect(sel)
         elif isinstance(data, control.Client):
             server.on_client(data, sel)
+        elif isinstance(data, KmsgWatch):
+            self.on_kernel_log(data.drain())
         elif data == "snapshot":
             self.on_snapshot_change()
         elif data == "kexec_cmd":

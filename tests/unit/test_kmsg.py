@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A kernel that keeps the header itself, and drops an update: the message in
+the kernel log, the decision, and the daemon loading a current image once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kexecd.core import KexecCall, LoadCapture
+from kexecd.image import loader
+from kexecd.image.plan import Action, Why
+from kexecd.service.daemon import Daemon
+from kexecd.system.kmsg import KmsgWatch, is_missed_update
+from kexecd.system.root import Root
+from testbed.capture import Capture
+from testbed.images import image, loaded_root
+from tests.unit.data import DATA
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, run_until, tracer_for
+
+# As kernel/crash_core.c logs them: 6.6-6.12, and since 6.13.
+OLD = "6,2071,78724423,-;crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate"
+NEW = "6,2071,78724423,-;crash hp: kexec_trylock() failed, kdump image may be inaccurate"
+
+
+@pytest.mark.parametrize(
+    ("record", "missed"),
+    [
+        (OLD, True),
+        (NEW, True),
+        (OLD + "\n SUBSYSTEM=cpu", True),
+        ("6,1,2,-;crash hp: hp_action 1, cpu 2", False),
+        ("crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", False),  # no header
+        ("6,1,2,-;x crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", False),
+        ("", False),
+    ],
+)
+def test_the_message(record: str, missed: bool) -> None:
+    assert is_missed_update(record) is missed
+
+
+def _fifo_root(root: Path) -> Path:
+    (root / "dev").mkdir(exist_ok=True)
+    os.mkfifo(root / "dev/kmsg")
+    return root / "dev/kmsg"
+
+
+def test_watch_reads_what_comes_after_it_opened(tmp_path: Path) -> None:
+    fifo = _fifo_root(tmp_path)
+    watch = KmsgWatch.open(Root(tmp_path))
+    assert watch is not None
+    try:
+        assert watch.drain() is False  # nothing yet, and no wait
+        with fifo.open("w") as w:
+            w.write("6,1,2,-;memory32 online\n")
+            w.flush()
+            assert watch.drain() is False
+            w.write(NEW + "\n")
+            w.flush()
+            assert watch.drain() is True
+    finally:
+        watch.close()
+    assert KmsgWatch.open(Root(tmp_path / "none")) is None
+
+
+def _updating(root: Path) -> None:
+    for s in ("cpu", "memory"):
+        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")
+
+
+def test_hotplug_image_gets_a_current_header_once(tmp_path: Path) -> None:
+    # A kexec_load --hotplug image: the header is not in purgatory's digest,
+    # so kexecd can load a current one; the kernel goes on updating it.
+    root = loaded_root("hotadd", tmp_path)
+    _updating(root)
+    state = tmp_path / "state"
+    cap = image("boot", header_hashed=False)
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
+    backend = FakeBackend()
+    r = loader.refresh(state, root=Root(root), backend=backend)
+    assert r.decision.why is Why.KERNEL_UPDATES and backend.loads == []
+    r = loader.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    assert r.decision.action is Action.RELOAD_HEADER and r.decision.why is Why.KERNEL_MISSED
+    ((_, _, segs),) = backend.loads
+    assert segs[5] == Capture(DATA / "hotadd").header
+    assert segs[4] == bytes(cap.segments[4].buf)  # purgatory as it was: not hashed
+
+
+def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
+    # What the kernel holds is unknown: kexecd's record says nothing of it.
+    root = loaded_root("boot", tmp_path)
+    _updating(root)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(header_hashed=False)))
+    backend = FakeBackend()
+    r = loader.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    assert r.decision.why is Why.KERNEL_MISSED and len(backend.loads) == 1
+
+
+def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
+    cap = LoadCapture(KexecCall.KEXEC_FILE_LOAD, 0, 0, 0, (), b"elfcorehdr=1K\0", 1, 0, 1, 0, 0)
+    root = loaded_root("boot", tmp_path)
+    _updating(root)
+    state = tmp_path / "state"
+    loader.load([*ARGV, "-s"], state, root=Root(root), tracer=tracer_for(cap))
+    tracer = tracer_for(replace(cap))
+    r = loader.refresh(
+        state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=True
+    )
+    assert r.decision.action is Action.FULL_RELOAD and r.decision.why is Why.KERNEL_MISSED
+    assert tracer.calls == [(*ARGV, "-s")]  # type: ignore[attr-defined]
+
+
+def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
+    cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
+    # daemon_env loaded the boot image with its header hashed; load one the
+    # kernel could update (kexec-tools --hotplug leaves the header out).
+    root = tmp_path / "root-boot"
+    loader.load(
+        ARGV, cfg.state_dir, root=Root(root), tracer=tracer_for(image(header_hashed=False))
+    )
+    _updating(root)
+    fifo = _fifo_root(root)
+    backend, monitor = FakeBackend(), FakeMonitor()
+    daemon = Daemon(cfg, monitor, backend=backend)
+    writer: list[int] = []
+
+    def log_it() -> None:
+        while daemon.state.reconciles == 0:  # standing aside at start
+            threading.Event().wait(0.01)
+        fd = os.open(fifo, os.O_WRONLY)
+        writer.append(fd)
+        os.write(fd, (OLD + "\n").encode())
+
+    t = threading.Thread(target=log_it)
+    t.start()
+    try:
+        run_until(daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.kernel_missed)
+    finally:
+        t.join()
+        for fd in writer:
+            os.close(fd)
+    assert len(backend.loads) == 1
+    assert daemon.state.last_update is not None
+    assert "dropped an update" in str(daemon.state.last_update.reason)
+    assert daemon.reconcile("events").action == "stand-aside"  # and then it stands aside again
