@@ -60,7 +60,24 @@ from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
 from kexecd.timing import Spans
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "changes_header"]
+
+# Uevents after which the header kexec-tools would build is the same as
+# before: onlining or offlining a memory block leaves /proc/iomem as it was
+# (mm/memory_hotplug.c: the "System RAM" resource is registered when the
+# memory is added and released when it is removed, online or not), and a
+# CPU's crash_notes stays while it is present, online or not
+# (drivers/base/cpu.c). Every other action (add, remove, bind, change ...)
+# may change it.
+_SAME_HEADER = frozenset(
+    {("memory", "online"), ("memory", "offline"), ("cpu", "online"), ("cpu", "offline")}
+)
+
+
+def changes_header(ev: Event) -> bool:
+    """Whether a uevent may change the ELF core header: only then is it refreshed for."""
+    return (ev.subsystem, ev.action) not in _SAME_HEADER
+
 
 log = logging.getLogger("kexecd")
 
@@ -311,8 +328,9 @@ class Daemon:
                 timestamp(), ev.action, ev.subsystem, ev.devpath, ev.seqnum
             )
             log.debug("uevent %s %s", ev.action, ev.devpath)
-            self.coalescer.event(now)
             self.state.last_event_mono = now
+            if changes_header(ev):
+                self.coalescer.event(now)
 
     def _watch_kernel_log(self) -> KmsgWatch | None:
         # Only a kernel with crash hotplug (Linux 6.6+: a crash_hotplug file)

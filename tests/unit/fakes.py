@@ -27,8 +27,8 @@ __all__ = [
     "FakeBackend",
     "FakeMonitor",
     "FakeSystemd",
+    "added",
     "daemon_env",
-    "online",
     "run_until",
     "started",
     "switch_root",
@@ -158,9 +158,10 @@ def switch_root(tmp: Path, name: str) -> None:
     os.replace(link, tmp / "root")
 
 
-def online(block: int) -> Event:
-    """The uevent of memory block ``block`` going online."""
-    return Event("online", "memory", f"/devices/system/memory/memory{block}", 1000 + block)
+def added(block: int) -> Event:
+    """The uevent of memory block ``block`` appearing: its range is in
+    /proc/iomem from then on (onlining it later changes nothing there)."""
+    return Event("add", "memory", f"/devices/system/memory/memory{block}", 1000 + block)
 
 
 class FakeSystemd:

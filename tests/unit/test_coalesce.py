@@ -16,7 +16,7 @@ import pytest
 from kexecd.core import Segment
 from kexecd.service.coalesce import Coalescer
 from kexecd.service.config import Config
-from kexecd.service.daemon import Daemon
+from kexecd.service.daemon import Daemon, changes_header
 from kexecd.service.monitor import Event
 from tests.unit.fakes import FakeBackend, FakeMonitor, daemon_env
 
@@ -185,8 +185,8 @@ def test_burst_of_blocks(daemon: tuple[Daemon, Clock, TimedBackend, Config], blo
     _check(run, d)
     if blocks == 1:
         # add, then online 1 ms after the leading refresh began: one reload,
-        # then a trailing refresh that finds the header current.
-        assert [a for _, _, a in run.refreshes] == ["reload-header", "nothing"]
+        # and the online asks for no refresh at all.
+        assert [a for _, _, a in run.refreshes] == ["reload-header"]
     assert d.state.phnum == 7 + blocks  # every range listed
 
 
@@ -219,6 +219,38 @@ def test_cpu_add_racing_a_dimm_add(daemon: tuple[Daemon, Clock, TimedBackend, Co
     _check(run, d)
     assert run.loads == 2  # the CPU at once, the DIMM in the trailing refresh
     assert d.state.header_cpus == 3
+
+
+def test_online_and_offline_ask_for_no_refresh(
+    daemon: tuple[Daemon, Clock, TimedBackend, Config],
+) -> None:
+    d, clock, backend, _ = daemon
+    steps = [Step(0.001 * n, _online_block(n).event) for n in range(64)]
+    steps += [Step(0.2, Event("offline", "memory", "/devices/system/memory/memory8192", 1))]
+    steps += [Step(0.3, Event("online", "cpu", "/devices/system/cpu/cpu1", 2))]
+    steps += [Step(0.4, Event("offline", "cpu", "/devices/system/cpu/cpu1", 3))]
+    run = _simulate(d, clock, backend, steps)
+    assert run.refreshes == [] and run.loads == 0
+    assert d.state.events == 67  # counted all the same
+
+
+@pytest.mark.parametrize(
+    ("subsystem", "action", "changes"),
+    [
+        ("memory", "add", True),
+        ("memory", "remove", True),
+        ("memory", "online", False),
+        ("memory", "offline", False),
+        ("cpu", "add", True),
+        ("cpu", "remove", True),
+        ("cpu", "bind", True),
+        ("cpu", "online", False),
+        ("cpu", "offline", False),
+        ("memory", "change", True),
+    ],
+)
+def test_which_events_may_change_the_header(subsystem: str, action: str, changes: bool) -> None:
+    assert changes_header(Event(action, subsystem, "/devices/system/x", 1)) is changes
 
 
 def test_quiet_events_each_refresh_at_once(

@@ -22,8 +22,8 @@ from tests.unit.fakes import (
     FakeBackend,
     FakeMonitor,
     FakeSystemd,
+    added,
     daemon_env,
-    online,
     run_until,
     started,
     switch_root,
@@ -61,7 +61,7 @@ def test_burst_gives_one_reload(
             time.sleep(0.01)
         switch_root(tmp, "hotadd")
         for block in range(32, 48):  # 16 blocks onlined at once, as in a burst
-            monitor.push(online(block))
+            monitor.push(added(block))
             time.sleep(0.005)
 
     t = threading.Thread(target=hotplug)

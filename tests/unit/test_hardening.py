@@ -39,8 +39,8 @@ from tests.unit.data import DATA
 from tests.unit.fakes import (
     FakeBackend,
     FakeMonitor,
+    added,
     daemon_env,
-    online,
     run_until,
     started,
     switch_root,
@@ -83,7 +83,7 @@ def test_daemon_does_not_load_a_snapshot_tampered_after_a_current_start(
             time.sleep(0.01)
         tamper(cfg.state_dir / "snapshot/seg-02.bin")
         switch_root(tmp, "hotadd")
-        monitor.push(online(32))
+        monitor.push(added(32))
 
     t = threading.Thread(target=attack_then_hotplug)
     t.start()
@@ -106,13 +106,13 @@ def test_daemon_hashes_again_after_any_write_to_a_verified_snapshot(
         while not up():
             time.sleep(0.01)
         switch_root(tmp, "hotadd")
-        monitor.push(online(32))  # a verified reload
+        monitor.push(added(32))  # a verified reload
         while len(backend.loads) < 1:
             time.sleep(0.01)
         time.sleep(0.05)
         tamper(cfg.state_dir / "snapshot/seg-02.bin")
         switch_root(tmp, "boot")
-        monitor.push(online(33))
+        monitor.push(added(33))
 
     t = threading.Thread(target=hotplug_attack_hotplug)
     t.start()
@@ -374,7 +374,7 @@ def test_a_failed_reload_is_retried_with_backoff(env: tuple[Config, Path]) -> No
         while not up():
             time.sleep(0.01)
         switch_root(tmp, "hotadd")
-        monitor.push(online(32))
+        monitor.push(added(32))
 
     t = threading.Thread(target=hotplug)
     t.start()

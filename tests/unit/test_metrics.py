@@ -26,8 +26,8 @@ from kexecd.system.root import Root
 from tests.unit.fakes import (
     FakeBackend,
     FakeMonitor,
+    added,
     daemon_env,
-    online,
     run_until,
     started,
     switch_root,
@@ -304,7 +304,7 @@ def test_events_and_latency_reach_the_file(tmp_path: Path) -> None:
         while not started(cfg)():
             time.sleep(0.01)
         switch_root(tmp_path, "hotadd")
-        monitor.push(online(32), online(33))
+        monitor.push(added(32), added(33))
 
     t = threading.Thread(target=hotplug)
     t.start()

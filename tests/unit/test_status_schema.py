@@ -31,7 +31,7 @@ from kexecd.service.statefile import (
 )
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, image, loaded_root
-from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, online, tracer_for
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, added, tracer_for
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
 
@@ -130,7 +130,7 @@ def daemon_current(tmp: Path) -> tuple[Path, Path, int]:
     (root / "lib/udev/rules.d/50-kdump-tools.rules").write_text("\n")
     udevmask.mask(Root(root), tmp / "run", reload=lambda: None)
     daemon = _daemon(tmp, state, root, FakeBackend())
-    daemon.on_events([online(32), online(33)])
+    daemon.on_events([added(32), added(33)])
     daemon.reconcile("events", first_event=daemon.clock() - 0.1)
     daemon.state.stopped = daemon.state.started
     daemon.reconcile("request")
