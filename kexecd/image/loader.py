@@ -321,6 +321,7 @@ def execute(
         snap = load(p.snapshot.argv, state_dir, root=root, tracer=tracer, source=p.snapshot.source)
         result.loaded = True
         _amend_after_full_reload(p, snap, result, state_dir, root, backend, tracer, patch_digest)
+        spans.mark("full reload")
         result.seconds = time.monotonic() - start
         return result
 

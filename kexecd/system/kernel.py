@@ -50,7 +50,6 @@ class KexecState:
     """The kexec and crash-hotplug files of sysfs; ``None`` where absent."""
 
     crash_loaded: bool
-    crash_size: int
     cpu_crash_hotplug: bool | None  # Linux 6.6+
     memory_crash_hotplug: bool | None  # Linux 6.6+
     elfcorehdr_size: int | None  # Linux 6.6+
@@ -196,7 +195,6 @@ def read_kexec_state(root: Root) -> KexecState:
 
     return KexecState(
         crash_loaded=bool(flag("sys/kernel/kexec_crash_loaded")),
-        crash_size=_int(root, "sys/kernel/kexec_crash_size") or 0,
         cpu_crash_hotplug=flag("sys/devices/system/cpu/crash_hotplug"),
         memory_crash_hotplug=flag("sys/devices/system/memory/crash_hotplug"),
         elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),

@@ -5,10 +5,16 @@ own header update was dropped.
 Linux 6.6+ kernel/crash_core.c crash_handle_hotplug_event(): when the kexec
 lock is taken (a ``kexec_load`` in progress, for one), the kernel skips the
 update of the loaded image's header for that hotplug event and logs
-"crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate" (Linux
-6.13 says "kdump image" instead of "elfcorehdr"). No later event repairs it
+"crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate" (later
+kernels, Debian's 6.12.95 among them, say "kdump image" instead). No later event repairs it
 unless another hotplug comes, so the header may miss that CPU or memory until
-then: the daemon then loads a corrected image itself.
+then: the daemon then loads a corrected image itself. (Seen in the test
+bed's 6.12.95 guest, as "kdump image may be inaccurate", with a loop of
+``kexec -s -l`` and ``kexec -u`` holding the lock while blocks were onlined.)
+
+The same words come from crash_check_hotplug_support() when a read of a
+``crash_hotplug`` file finds the lock taken (it then reads 0): kexecd's own
+read during another program's load can thus set off one reload too many.
 """
 
 from __future__ import annotations

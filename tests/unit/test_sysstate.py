@@ -157,7 +157,12 @@ def test_kernel_map(tmp_path: Path) -> None:
 def test_kexec_state(tmp_path: Path) -> None:
     root = fake_root("boot", tmp_path)
     st = read_kexec_state(Root(root))
-    assert st.crash_size == 256 << 20
+    assert st.crash_loaded is False
+    # Linux 6.12 answers EBUSY on kexec_crash_size while the kexec lock is
+    # held (seen in the test bed): kexecd does not read it.
+    (root / "sys/kernel/kexec_crash_size").unlink()
+    (root / "sys/kernel/kexec_crash_size").mkdir()
+    assert read_kexec_state(Root(root)).uevent_seqnum == st.uevent_seqnum
     # 6.1 has no crash_hotplug files: the kernel cannot update the header.
     assert st.cpu_crash_hotplug is None and st.memory_crash_hotplug is None
     (root / "sys/devices/system/cpu/crash_hotplug").write_text("1\n")

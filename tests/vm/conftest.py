@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from testbed.vm import Guest, boot
+from testbed.vm import Guest, Machine, boot
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -22,8 +23,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-def _guest(request: pytest.FixtureRequest, name: str) -> Iterator[Guest]:
-    guest = boot(name)
+def _guest(request: pytest.FixtureRequest, name: str, **how: Any) -> Iterator[Guest]:
+    guest = boot(name, **how)
     yield guest
     guest.close()
     failed = (
@@ -47,3 +48,15 @@ def guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
 def shared_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
     """One guest for a whole module of tests that leave it running."""
     yield from _guest(request, request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture
+def guest_612(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """A guest on bookworm-backports' Linux 6.12, its hot-added memory left offline."""
+    yield from _guest(
+        request,
+        request.node.name,
+        kernel_version="6.12",
+        machine=Machine(slots=8, maxmem_mib=1024 + 8 * 256),
+        append=["memhp_default_state=offline"],
+    )
