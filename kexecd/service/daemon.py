@@ -105,6 +105,7 @@ class Daemon:
         self.verified = False  # hashed since the snapshot watch last saw a change
         self.snapshot: Snapshot | None = None  # kept open while the watch sees no change
         self.kernel_missed = False  # the kernel logged a dropped header update
+        self.publish_due: float | None = None  # events counted, not yet in state.json
         self.snapshot_watch: SnapshotWatch | None = None
         self.lost_image = False  # our own failed load left no crash kernel
         self.stopping = False
@@ -305,6 +306,7 @@ class Daemon:
         return f"in sync: {shape}{st.events} events, {st.reloads} reloads{tail}"
 
     def _publish(self) -> None:
+        self.publish_due = None
         write_state(self.cfg.runtime_dir, self.state)
         notify(f"STATUS={self.summary()}")
         self.export()
@@ -331,6 +333,10 @@ class Daemon:
             self.state.last_event_mono = now
             if changes_header(ev):
                 self.coalescer.event(now)
+        # Events that ask for no refresh are still counted in state.json and
+        # kexecd.prom: once a burst of them settles, not once per event.
+        if events and self.publish_due is None:
+            self.publish_due = now + self.coalescer.settle
 
     def _watch_kernel_log(self) -> KmsgWatch | None:
         # Only a kernel with crash hotplug (Linux 6.6+: a crash_hotplug file)
@@ -465,6 +471,7 @@ class Daemon:
             while not self.stopping:
                 now = self.clock()
                 timers = [self.coalescer.deadline(), self.backoff.due, next_wd, end]
+                timers.append(self.publish_due)
                 timers += [self.exporter.deadline(), *server.deadlines()]
                 times = [t for t in timers if t is not None]
                 timeout = max(0.0, min(times) - now) if times else None
@@ -476,6 +483,8 @@ class Daemon:
                 if next_wd is not None and wd is not None and now >= next_wd:
                     notify("WATCHDOG=1")
                     next_wd = now + wd
+                if self.publish_due is not None and now >= self.publish_due:
+                    self._publish()
                 if self.exporter.due():
                     self.export()
                 if end is not None and now >= end:

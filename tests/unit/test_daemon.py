@@ -15,6 +15,7 @@ import pytest
 
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
+from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from testbed.capture import Capture
 from tests.unit.data import DATA
@@ -203,3 +204,30 @@ def test_records_what_is_loaded_and_what_the_system_has(env: tuple[Config, Path]
     assert st.in_sync is True and st.reconciled is not None
     saved = read_state(cfg.runtime_dir)
     assert saved is not None and saved.to_json() == st.to_json()
+
+
+def test_events_that_ask_for_no_refresh_are_still_published(env: tuple[Config, Path]) -> None:
+    cfg, _ = env
+    monitor, backend = FakeMonitor(), FakeBackend()
+    daemon = Daemon(cfg, monitor, backend=backend)
+    up = started(cfg)
+
+    def onlined() -> None:
+        while not up():
+            time.sleep(0.01)
+        for block in (32, 33, 34):
+            monitor.push(Event("online", "memory", f"/devices/system/memory/memory{block}", block))
+
+    t = threading.Thread(target=onlined)
+    t.start()
+
+    def published() -> bool:
+        st = read_state(cfg.runtime_dir) if up() else None
+        return st is not None and st.events == 3
+
+    assert run_until(daemon, monitor, published) == 0
+    t.join()
+    st = read_state(cfg.runtime_dir)
+    assert st is not None and st.events == 3 and st.reconciles == 1  # only the start's
+    assert st.last_event is not None and st.last_event.action == "online"
+    assert backend.loads == []
