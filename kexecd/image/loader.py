@@ -29,7 +29,7 @@ from kexecd.image.changes import HeaderDiff
 from kexecd.image.cmdline import Amendment
 from kexecd.image.plan import Action, Decision, Plan, Why
 from kexecd.image.purgatory import digest_of, patched
-from kexecd.image.snapshot import Snapshot, Source, create, open_snapshot, recover
+from kexecd.image.snapshot import Snapshot, Source, create, recover, reopen
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from kexecd.timing import Spans
@@ -250,8 +250,7 @@ def refresh(
     with statedir.locked(state_dir):
         spans.mark("lock")
         notes = [n for n in [recover(state_dir)] if n]
-        kept = snapshot is not None and snapshot.path.parent == state_dir and snapshot.unchanged()
-        snap = snapshot if kept and snapshot is not None else open_snapshot(state_dir)
+        snap = reopen(state_dir, snapshot)
         spans.mark("open snapshot")
         p = plan.make(
             snap,

@@ -37,6 +37,7 @@ __all__ = [
     "create",
     "open_snapshot",
     "recover",
+    "reopen",
 ]
 
 SNAPSHOT = "snapshot"
@@ -58,10 +59,10 @@ def _sha256(data: Buffer) -> Any:
     return hashlib.sha256(data)
 
 
-def _rmtree(path: Path, ignore_errors: bool = True) -> None:
+def _rmtree(path: Path) -> None:
     import shutil
 
-    shutil.rmtree(path, ignore_errors=ignore_errors)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _segment_file(index: int) -> str:
@@ -84,8 +85,8 @@ class Snapshot:
         images carry theirs in a segment: :mod:`kexecd.image.cmdline`).
     :ivar durable: what is loaded is recorded with fsync: the state
         directory is on a disk, not on tmpfs, which a reboot empties anyway.
-    :ivar ident: the snapshot directory's and manifest's identity when it
-        was opened (:meth:`unchanged`).
+    :ivar ident: the identity of the snapshot directory, its manifest and
+        segment files when it was opened (:meth:`unchanged`).
     """
 
     path: Path
@@ -288,7 +289,7 @@ def create(
     statedir.ready(state_dir)
     recover(state_dir)
     new = state_dir / f".{SNAPSHOT}.new"
-    _rmtree(new, ignore_errors=True)
+    _rmtree(new)
     new.mkdir(mode=0o700)
     file_load = cap.call is KexecCall.KEXEC_FILE_LOAD
     bufs = [s.buf for s in cap.segments]
@@ -328,12 +329,12 @@ def create(
     _fsync_dir(new)
     final = state_dir / SNAPSHOT
     old = state_dir / f".{SNAPSHOT}.old"
-    _rmtree(old, ignore_errors=True)
+    _rmtree(old)
     if final.exists():
         final.rename(old)
     new.rename(final)
     _fsync_dir(state_dir)
-    _rmtree(old, ignore_errors=True)
+    _rmtree(old)
     return open_snapshot(state_dir)
 
 
@@ -345,7 +346,7 @@ def recover(state_dir: Path) -> str | None:
     final = state_dir / SNAPSHOT
     new, old = state_dir / f".{SNAPSHOT}.new", state_dir / f".{SNAPSHOT}.old"
     if os.path.lexists(final):
-        _rmtree(old, ignore_errors=True)
+        _rmtree(old)
         return None
     for candidate, what in ((new, "the new snapshot"), (old, "the previous snapshot")):
         if candidate.is_dir() and not candidate.is_symlink():
@@ -358,8 +359,8 @@ def recover(state_dir: Path) -> str | None:
                 continue  # incomplete: the other one, if any
             candidate.rename(final)
             _fsync_dir(state_dir)
-            _rmtree(old, ignore_errors=True)
-            _rmtree(new, ignore_errors=True)
+            _rmtree(old)
+            _rmtree(new)
             return f"an interrupted 'kexecd load' was completed: {what} is in place"
     return None
 
@@ -440,3 +441,14 @@ def open_snapshot(state_dir: Path) -> Snapshot:
         ident = ()
     data = statedir.read_file(path, MANIFEST, MAX_MANIFEST)
     return _parse(path, decode(data, str(path / MANIFEST)), ident)
+
+
+def reopen(state_dir: Path, kept: Snapshot | None) -> Snapshot:
+    """``kept`` if it is still the snapshot in ``state_dir`` (:meth:`Snapshot.unchanged`),
+    else the snapshot there opened anew (:func:`open_snapshot`).
+
+    :raises SnapshotError: as :func:`open_snapshot`.
+    """
+    if kept is not None and kept.path.parent == state_dir and kept.unchanged():
+        return kept
+    return open_snapshot(state_dir)

@@ -38,7 +38,7 @@ from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
 from kexecd.image import loader, statedir
 from kexecd.image.plan import Action, Plan, Why
-from kexecd.image.snapshot import Snapshot, open_snapshot
+from kexecd.image.snapshot import Snapshot, reopen
 from kexecd.service import control, metrics, udevmask
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.coalesce import Backoff, Coalescer
@@ -403,9 +403,7 @@ class Daemon:
             return
         try:
             with statedir.locked(self.cfg.state_dir, shared=True):
-                snap = self.snapshot
-                if snap is None or not snap.unchanged():
-                    snap = open_snapshot(self.cfg.state_dir)
+                snap = reopen(self.cfg.state_dir, self.snapshot)
                 snap.verify()
         except KexecdError as e:
             log.debug("not verified ahead: %s", e)

@@ -44,13 +44,13 @@ class Root:
 
     def read_bytes(self, rel: str, limit: int = -1, *, hint: str = "") -> bytes:
         """Read a regular file (procfs and sysfs files are); never wait on a FIFO."""
-        data = self._read(rel, limit, hint)
+        data = self._read(rel, limit)
         if data is None:
             fix = hint or "is procfs/sysfs mounted, and does the kernel have it?"
             raise SystemStateError(f"{self.path(rel)}: missing; {fix}")
         return data
 
-    def _read(self, rel: str, limit: int, hint: str) -> bytes | None:
+    def _read(self, rel: str, limit: int) -> bytes | None:
         # One open, fstat and read loop (no buffered file object): a refresh
         # reads a few dozen small files, and each costs several times more
         # under emulation than on hardware. None: the file is missing.
@@ -85,8 +85,6 @@ class Root:
 
     def _error(self, rel: str, e: OSError) -> NoReturn:
         path = self.path(rel)
-        if isinstance(e, FileNotFoundError):
-            raise SystemStateError(f"{path}: vanished while read; try again") from None
         if isinstance(e, PermissionError):
             raise SystemStateError(f"{path}: permission denied; run kexecd as root") from None
         if e.errno == errno.EISDIR:
@@ -95,5 +93,5 @@ class Root:
 
     def read_optional(self, rel: str) -> str | None:
         """Read a file that may be absent (older kernels); ``None`` if it is."""
-        data = self._read(rel, -1, "")
+        data = self._read(rel, -1)
         return None if data is None else data.decode("utf-8", errors="replace")

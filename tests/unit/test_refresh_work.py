@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,15 +37,16 @@ def watched(tmp_path: Path) -> Iterator[tuple[Daemon, Config, Path]]:
     d.snapshot_watch.close()
 
 
-def _count_verifies(monkeypatch: pytest.MonkeyPatch) -> list[Snapshot]:
-    calls: list[Snapshot] = []
-    real = Snapshot.verify
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:
+    """Record the first argument of every call to ``owner.name``, which still runs."""
+    calls: list[object] = []
+    real = getattr(owner, name)
 
-    def verify(self: Snapshot) -> None:
-        calls.append(self)
-        real(self)
+    def spy(first: object) -> Any:
+        calls.append(first)
+        return real(first)
 
-    monkeypatch.setattr(Snapshot, "verify", verify)
+    monkeypatch.setattr(owner, name, spy)
     return calls
 
 
@@ -81,7 +83,7 @@ def test_verified_ahead_so_the_first_event_does_not_hash(
     watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, _, tmp = watched
-    calls = _count_verifies(monkeypatch)
+    calls = _spy(monkeypatch, Snapshot, "verify")
     d.reconcile("start")  # current: nothing to load, nothing hashed
     assert calls == [] and not d.verified
     d.verify_ahead()
@@ -116,18 +118,6 @@ def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Conf
     assert not d.verified
 
 
-def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    real = os.fsync
-
-    def fsync(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return calls
-
-
 def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # /dev/shm is tmpfs on Debian; the pytest tmp_path is not.
     shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
@@ -137,7 +127,7 @@ def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             loader.load(ARGV, state, root=root, tracer=tracer_for(image()))
             snap = open_snapshot(state)
             assert snap.durable is durable
-            calls = _fsyncs(monkeypatch)
+            calls = _spy(monkeypatch, os, "fsync")
             header = Capture(DATA / "hotadd").header
             snap.record_intent(header)
             snap.record_loaded(header, None, "test")
