@@ -522,7 +522,12 @@ class Daemon:
         elif isinstance(data, control.Client):
             server.on_client(data, sel)
         elif isinstance(data, KmsgWatch):
-            self.on_kernel_log(data.drain())
+            try:
+                self.on_kernel_log(data.drain())
+            except OSError as e:  # a kernel log that cannot be read is not a reason to stop
+                log.warning("stopped reading %s: %s", self.root.path("dev/kmsg"), e.strerror)
+                sel.unregister(data.fd)
+                data.close()
         elif data == "snapshot":
             self.on_snapshot_change()
         elif data == "kexec_cmd":

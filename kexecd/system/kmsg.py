@@ -84,4 +84,7 @@ class KmsgWatch:
         return missed
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Close the log (again is fine)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

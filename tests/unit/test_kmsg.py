@@ -5,6 +5,7 @@ the kernel log, the decision, and the daemon loading a current image once."""
 from __future__ import annotations
 
 import os
+import selectors
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -148,3 +149,21 @@ def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
     assert daemon.state.last_update is not None
     assert "dropped an update" in str(daemon.state.last_update.reason)
     assert daemon.reconcile("events").action == "stand-aside"  # and then it stands aside again
+
+
+def test_unreadable_log_is_dropped_not_fatal(tmp_path: Path) -> None:
+    # A read error other than EPIPE/EAGAIN stops the watch with a warning;
+    # the daemon's loop goes on (here: a directory read as the log).
+    cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
+    daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
+    watch = KmsgWatch(os.open(tmp_path, os.O_RDONLY))
+    sel = selectors.SelectSelector()  # epoll takes no directory
+    sel.register(watch.fd, selectors.EVENT_READ, watch)
+    other = KmsgWatch(os.open(tmp_path, os.O_RDONLY))
+    with pytest.raises(IsADirectoryError):
+        other.drain()
+    other.close()
+    daemon._dispatch(watch, None, sel, None, -1)  # type: ignore[arg-type]
+    assert watch.fd == -1 and not sel.get_map()
+    watch.close()  # again: nothing to do
+    assert not daemon.kernel_missed
