@@ -33,7 +33,7 @@ from pathlib import Path
 from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
 from kexecd.image.snapshot import Snapshot
-from kexecd.system.iomem import MAX_RANGES
+from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from testbed.images import CMD_LINE_PTR, SETUP, image, kexec_tools_digest, loaded_root

@@ -19,6 +19,8 @@
 // include/uapi/linux/kexec.h KEXEC_SEGMENT_MAX: at most 16 segments per load
 // (trace.c asserts the two agree).
 #define KEXECD_MAX_SEGMENTS 16
+// The largest executable kexecd_trace_run() reads (64 MiB).
+#define KEXECD_MAX_PROGRAM 67108864
 
 /** Which syscall the traced program made. */
 enum kexecd_syscall {
@@ -65,6 +67,11 @@ struct kexecd_load {
 	// kexec_file_load only
 	char *cmdline;
 	uint64_t cmdline_len;
+	// The executable of the process that made the crash load, read from
+	// /proc/PID/exe at the call (NULL when it could not be read or is
+	// larger than KEXECD_MAX_PROGRAM): which kexec-tools built the image.
+	uint8_t *program;
+	uint64_t program_len;
 	int calls;		// every kexec syscall the tree made
 	int crash_loads;	// loads of a crash kernel (kexec -p); the last is above
 	int unloads;		// kexec_load with no segment, kexec_file_load with

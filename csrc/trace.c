@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -95,6 +96,9 @@ void kexecd_load_deinit(struct kexecd_load *load)
 	}
 	free(load->cmdline);
 	load->cmdline = NULL;
+	free(load->program);
+	load->program = NULL;
+	load->program_len = 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -184,6 +188,45 @@ static int copy_out(pid_t pid, uint64_t addr, uint64_t len, uint8_t **ret)
 	}
 	*ret = buf;
 	return 0;
+}
+
+// The executable of pid, whole, into ret->program. Not being able to read it
+// is no error: the load is captured all the same, without it.
+static void capture_program(pid_t pid, struct kexecd_load *ret)
+{
+	char path[32];
+	struct stat st;
+	uint8_t *buf;
+	size_t done = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    st.st_size > KEXECD_MAX_PROGRAM)
+		goto out;
+	buf = malloc((size_t)st.st_size);
+	if (!buf)
+		goto out;
+	while (done < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + done, (size_t)st.st_size - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	if (done != (size_t)st.st_size) {
+		free(buf);
+		goto out;
+	}
+	ret->program = buf;
+	ret->program_len = done;
+out:
+	close(fd);
 }
 
 // On error ret may hold buffers: kexecd_load_deinit() frees them.
@@ -325,6 +368,7 @@ static int on_kexec(struct tracer *tr, struct tracee *t)
 			kexecd_load_deinit(&cap);
 			return r;
 		}
+		capture_program(t->pid, &cap);
 		// Until its exit is seen, the call's result is not known.
 		cap.result = tr->mode == KEXECD_TRACE_SKIP ? 0 : -EINPROGRESS;
 		record(tr, &cap);

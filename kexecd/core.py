@@ -92,6 +92,9 @@ class LoadCapture:
     :ivar reboot_loads: how many loads without the crash flag (``kexec -l``): of
         the kernel a kexec reboot boots. Passed or skipped like the others, never
         captured.
+    :ivar program: the executable of the process that made the last crash load,
+        read from ``/proc/PID/exe`` at the call (which kexec-tools built the
+        image); ``None`` when it could not be read.
     """
 
     call: KexecCall
@@ -105,6 +108,7 @@ class LoadCapture:
     crash_loads: int
     unloads: int
     reboot_loads: int
+    program: bytes | None = None
 
 
 def _check(ret: int, what: str) -> None:
@@ -159,6 +163,11 @@ def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
             crash_loads=load.crash_loads,
             unloads=load.unloads,
             reboot_loads=load.reboot_loads,
+            program=(
+                bytes(ffi.buffer(load.program, load.program_len))
+                if load.program != ffi.NULL
+                else None
+            ),
         )
     finally:
         lib.kexecd_load_deinit(load)

@@ -33,12 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.core import KexecCall, LoadCapture, trace_kexec
+from kexecd.system.kexectools import version_in
 from testbed import assets
 from testbed.guest_safety import require_guest
 
 KEEP_BYTES = 256 * 1024
 # kexec-tools reads _stext; the others help place the kernel text by hand.
-KALLSYMS = ("_text", "_stext", "_etext", "_edata", "_end")
+# page_offset_base: whether kexec-tools 2.0.20 takes page_offset from kcore
+# (kexecd/system/kexectools.py).
+KALLSYMS = ("_text", "_stext", "_etext", "_edata", "_end", "page_offset_base")
 
 SYSFS_FILES = (
     "sys/devices/system/cpu/possible",
@@ -170,6 +173,7 @@ def write_load(out: Path, argv: list[str], cap: LoadCapture) -> dict[str, Any]:
         "purgatory_segment": purgatory,
         "purgatory_digest": expected.hex(),
         "purgatory_digest_offset": found if found >= 0 else None,
+        "kexec_tools": version_in(cap.program),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

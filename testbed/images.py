@@ -99,7 +99,13 @@ def image(
         crash_loads=1,
         unloads=0,
         reboot_loads=0,
+        program=_program(m.get("kexec_tools")),
     )
+
+
+def _program(version: str | None) -> bytes | None:
+    # What kexecd reads of the program that loaded: its version string.
+    return None if version is None else b"\0kexec-tools " + version.encode() + b"\0"
 
 
 def loaded_root(name: str, tmp: Path, *, memory_hotplug: bool = False) -> Path:

@@ -52,6 +52,25 @@ static void check_crash_load(const struct kexecd_load *load, uint64_t entry)
 	CHECK(load->segments[2].bufsz == 3 && !memcmp(load->segments[2].buf, "xyz", 3));
 }
 
+// The program that made the load is recorded whole: the file at path.
+static void check_program(const struct kexecd_load *load, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	uint8_t *want;
+	long n;
+
+	CHECK(f != NULL);
+	CHECK(fseek(f, 0, SEEK_END) == 0);
+	n = ftell(f);
+	CHECK(n > 0 && fseek(f, 0, SEEK_SET) == 0);
+	want = malloc((size_t)n);
+	CHECK(want && fread(want, 1, (size_t)n, f) == (size_t)n);
+	fclose(f);
+	CHECK(load->program && load->program_len == (uint64_t)n);
+	CHECK(!memcmp(load->program, want, (size_t)n));
+	free(want);
+}
+
 // One crash load and nothing else.
 static void check_one_crash_load(const struct kexecd_load *load, uint64_t entry)
 {
@@ -78,6 +97,7 @@ static void test_load(void)
 	CHECK(load.segments[0].buf && load.segments[0].buf[4999] == (uint8_t)(4999 * 7));
 	CHECK(load.segments[1].bufsz == 0 && load.segments[1].buf == NULL);
 	CHECK(load.segments[2].bufsz == 3 && !memcmp(load.segments[2].buf, "xyz", 3));
+	check_program(&load, fake);
 	kexecd_load_deinit(&load);
 }
 
@@ -129,6 +149,8 @@ static void test_shell_wrappers(void)
 		CHECK(r == 0);
 		CHECK(exited_0(status));
 		check_one_crash_load(&load, 0x1234);
+		// The program that made the call, not the shell that ran it.
+		check_program(&load, fake);
 		kexecd_load_deinit(&load);
 	}
 }

@@ -148,6 +148,9 @@ def _render_snapshot(
     if src:
         st.image["adopted_from"] = src.path
     st.image["syscall"] = snap.syscall
+    if not snap.file_load:  # the kernel builds a file-loaded image's header
+        st.image["kexec_tools"] = snap.kexec_tools
+        st.image["header_rules"] = snap.rules.describe()
     info = snap.loaded_info()
     st.image["loaded"], st.image["how"] = _text(info.get("time")), _text(info.get("how"))
     p = plan.make(snap, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug)
@@ -245,6 +248,8 @@ def render(st: Status) -> str:
         rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
         if img.get("adopted_from"):
             rows.append(("adopted from", str(img["adopted_from"])))
+        if img.get("header_rules"):
+            rows.append(("built by", str(img["header_rules"])))
     if st.header:
         h = st.header
         rows.append(

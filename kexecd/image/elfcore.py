@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """ELF core headers: read one, and build the one kexec-tools would build now.
 
-Two ways to build, both byte for byte what kexec-tools 2.0.25 writes:
+Two ways to build, both byte for byte what kexec-tools writes (2.0.20 to
+2.0.29, by the rules of the version that built the image, which
+:class:`~kexecd.system.state.SystemState` carries):
 
 * :func:`spec_fresh` reads everything from the system, as ``kexec -p`` does;
   only the backup segment's address, which kexec-tools picks while loading,
@@ -156,7 +158,9 @@ def spec_fresh(state: SystemState, backup_start: int | None) -> HeaderSpec:
         builds the header without the remap.
     """
     kmap = read_kernel_map(
-        state.root, kernel_code_start(state.iomem, str(state.root.path("proc/iomem")))
+        state.root,
+        kernel_code_start(state.iomem, str(state.root.path("proc/iomem"))),
+        state.rules,
     )
     return HeaderSpec(
         machine=EM_X86_64,

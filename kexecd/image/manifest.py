@@ -30,6 +30,7 @@ MAX_SEGMENTS = 16
 U64 = 1 << 64
 MAX_ARGV = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,14 @@ class Manifest:
     purgatory: int | None
     digest: DigestLocation | None
     source: Source | None
+    # The kexec-tools version that made the load (its header rules), if known:
+    # written since kexecd follows it; older manifests lack it.
+    kexec_tools: str | None = None
 
 
 def encode(m: Manifest) -> bytes:
-    """The JSON form (format 1: what kexecd 0.1 wrote, plus ``source`` and the
-    digest's ``setup`` and ``setup_state``)."""
+    """The JSON form (format 1: what kexecd 0.1 wrote, plus ``source``, the
+    digest's ``setup`` and ``setup_state``, and ``kexec_tools``)."""
     d = m.digest
     data = {
         "format": FORMAT,
@@ -98,6 +102,7 @@ def encode(m: Manifest) -> bytes:
         "header": m.header,
         "purgatory": m.purgatory,
         "source": None if m.source is None else asdict(m.source),
+        "kexec_tools": m.kexec_tools,
         "digest": None
         if d is None
         else {
@@ -207,6 +212,14 @@ def _source(v: object) -> Source | None:
     )
 
 
+def _version(v: object) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not _VERSION.match(v):
+        raise _Bad(f"kexec_tools must be a version like '2.0.25' or null, not {v!r:.40}")
+    return v
+
+
 def decode(data: bytes, name: str) -> Manifest:
     """Parse and check ``manifest.json``.
 
@@ -256,6 +269,7 @@ def decode(data: bytes, name: str) -> Manifest:
             purgatory=purgatory,
             digest=_digest(m.get("digest"), segments, purgatory),
             source=_source(m.get("source")),
+            kexec_tools=_version(m.get("kexec_tools")),
         )
     except _Bad as e:
         raise SnapshotError(f"{name}: malformed: {e}; {fix}") from None

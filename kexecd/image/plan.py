@@ -307,7 +307,7 @@ def make(
     notes: list[str] = []
     for _ in range(SEQNUM_RETRIES):
         seqnum = kexec.uevent_seqnum
-        system = read_system(root, spans)
+        system = read_system(root, spans, snap.rules)
         wanted = elfcore.build(elfcore.spec_from_template(current, system))
         spans.mark("build")
         after = read_uevent_seqnum(root)

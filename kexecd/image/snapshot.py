@@ -30,6 +30,7 @@ from kexecd.files import timestamp, write_atomic
 from kexecd.image import cmdline, statedir
 from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode
 from kexecd.image.purgatory import DigestLocation, locate
+from kexecd.system.kexectools import HeaderRules, rules_for, version_in
 
 __all__ = [
     "Snapshot",
@@ -87,6 +88,8 @@ class Snapshot:
         directory is on a disk, not on tmpfs, which a reboot empties anyway.
     :ivar ident: the identity of the snapshot directory, its manifest and
         segment files when it was opened (:meth:`unchanged`).
+    :ivar kexec_tools: the version of the kexec-tools that made the load, if
+        known (read from the program at the call).
     """
 
     path: Path
@@ -104,6 +107,12 @@ class Snapshot:
     cmdline: str | None = None
     durable: bool = True
     ident: tuple[int, ...] = ()
+    kexec_tools: str | None = None
+
+    @property
+    def rules(self) -> HeaderRules:
+        """How the kexec-tools that made the load builds the header."""
+        return rules_for(self.kexec_tools)
 
     def unchanged(self) -> bool:
         """Whether the snapshot directory, its manifest and segment files are
@@ -317,6 +326,7 @@ def create(
         purgatory=purgatory,
         digest=digest,
         source=source,
+        kexec_tools=version_in(cap.program),
     )
     data = encode(manifest)
     write_atomic(new / MANIFEST, data)
@@ -404,6 +414,7 @@ def _parse(path: Path, m: Manifest, ident: tuple[int, ...] = ()) -> Snapshot:
         cmdline=None if m.cmdline is None else m.cmdline.rstrip("\0"),
         durable=_durable(path),
         ident=ident,
+        kexec_tools=m.kexec_tools,
     )
 
 

@@ -12,19 +12,20 @@ from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import MemRange, RangeType
 from kexecd.system.kernel import U64_MAX
+from kexecd.system.kexectools import NEW, HeaderRules
 from kexecd.system.root import Root
 
 __all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
 
-# kexec-tools crashdump-x86.h: CRASH_MAX_MEMORY_RANGES; crashdump-x86.c keeps at
-# most CRASH_RESERVED_MEM_NR (8) "Crash kernel" ranges.
-MAX_RANGES = 32768
+# kexec-tools crashdump-x86.c keeps at most CRASH_RESERVED_MEM_NR (8) "Crash
+# kernel" ranges. MAX_RANGES (CRASH_MAX_MEMORY_RANGES) depends on the version:
+# system/kexectools.py.
 MAX_CRASH_RESERVED = 8
 
 _LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
 
-# kexec-tools crashdump-x86.c get_crash_memory_ranges(): exact names, except
-# "System RAM", which is matched anywhere in the name ("System RAM (kmem)").
+# kexec-tools crashdump-x86.c get_crash_memory_ranges(): exact names; "System
+# RAM" is the version's rule (HeaderRules.is_ram).
 _TYPES = {
     "ACPI Tables": RangeType.ACPI,
     "ACPI Non-volatile Storage": RangeType.ACPI_NVS,
@@ -105,27 +106,33 @@ def read_iomem(root: Root) -> list[Resource]:
     return parse_iomem(root.read_text("proc/iomem"), str(root.path("proc/iomem")))
 
 
-def crash_ranges(resources: Sequence[Resource], path: str = "/proc/iomem") -> CrashRanges:
+def crash_ranges(
+    resources: Sequence[Resource], path: str = "/proc/iomem", rules: HeaderRules = NEW
+) -> CrashRanges:
     """The ranges kexec-tools collects for a crash kernel's ELF core header.
 
     kexec-tools crashdump-x86.c get_crash_memory_ranges() reads every line,
     nested or not, keeps RAM, ACPI, NVS, reserved and persistent memory in
-    file order (no sorting, no merging), stops silently at 32768 ranges, then
-    cuts out each "Crash kernel" range and a GART aperture with exclude_region().
+    file order (no sorting, no merging), stops silently at its most ranges,
+    then cuts out each "Crash kernel" range and a GART aperture with
+    exclude_region().
 
     :param path: where ``resources`` were read, for messages.
-    :raises SystemStateError: a cut splits a range when there are 32768
-        already (exclude_region() fails then too, and so does ``kexec -p``).
+    :param rules: the kexec-tools version's: what is RAM, the most ranges.
+    :raises SystemStateError: a cut splits a range when there are as many as
+        the most already (exclude_region() fails then too, and so does
+        ``kexec -p``).
     """
+    limit = rules.max_ranges
     ranges: list[MemRange] = []
     reserved: list[MemRange] = []
     gart: MemRange | None = None
     for res in resources:
         if res.name == "Crash kernel" and len(reserved) < MAX_CRASH_RESERVED:
             reserved.append(MemRange(res.start, res.end))
-        if len(ranges) >= MAX_RANGES:
+        if len(ranges) >= limit:
             continue
-        if "System RAM" in res.name:
+        if rules.is_ram(res.name):
             kind = RangeType.RAM
         elif res.name == "GART":
             gart = MemRange(res.start, res.end)
@@ -138,13 +145,13 @@ def crash_ranges(resources: Sequence[Resource], path: str = "/proc/iomem") -> Cr
     cuts = [("'Crash kernel'", r) for r in reserved] + ([("'GART'", gart)] if gart else [])
     for name, cut in cuts:
         try:
-            ranges = core.exclude_range(ranges, cut.start, cut.end, MAX_RANGES)
+            ranges = core.exclude_range(ranges, cut.start, cut.end, limit)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
             raise SystemStateError(
                 f"{path}: cutting {name} {cut.start:#x}-{cut.end:#x} out of the memory ranges "
-                f"makes more than {MAX_RANGES}, kexec-tools' limit, so 'kexec -p' fails too; "
+                f"makes more than {limit}, kexec-tools' limit, so 'kexec -p' fails too; "
                 "pass the kernel's /proc/iomem"
             ) from None
     return CrashRanges(tuple(ranges), tuple(reserved))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import PT_LOAD, KernelText, Note
+from kexecd.system.kexectools import NEW, PAGE_OFFSET_PRE_4_20, HeaderRules
 from kexecd.system.root import Root
 
 __all__ = [
@@ -108,32 +109,35 @@ def read_vmcoreinfo(root: Root) -> Note | None:
     return Note(addr, size)
 
 
-def _stext(root: Root) -> int | None:
+def _symbol(root: Root, name: str) -> int | None:
     # kexec-tools symbols.c get_kernel_sym(): a zero address counts as absent.
     path = root.path("proc/kallsyms")
     for lineno, line in enumerate(root.read_text("proc/kallsyms").splitlines(), 1):
         parts = line.split()
-        if len(parts) >= 3 and parts[2] == "_stext":
+        if len(parts) >= 3 and parts[2] == name:
             addr = parse_u64(
                 parts[0],
                 f"{path}:{lineno}",
                 base=16,
-                what="'hexaddr T _stext'",
+                what=f"'hexaddr T {name}'",
                 fix="pass the kernel's /proc/kallsyms",
             )
             return addr or None
     return None
 
 
-def read_kernel_map(root: Root, kernel_paddr: int) -> KernelMap:
+def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules = NEW) -> KernelMap:
     """The direct map's base and the kernel text PT_LOAD, as kexec-tools finds them.
 
     kexec-tools crashdump-x86.c get_kernel_vaddr_and_size(): page_offset is the
-    lowest /proc/kcore PT_LOAD address rounded down to 1 GiB (KASLR moves it);
-    the text is the kcore PT_LOAD holding ``_stext``, its start rounded down to
-    1 MiB and its end up to a page.
+    lowest /proc/kcore PT_LOAD address rounded down to 1 GiB (KASLR moves it;
+    before 2.0.22 only when /proc/kallsyms has ``page_offset_base``, else a
+    constant: :class:`~kexecd.system.kexectools.HeaderRules`); the text is the
+    kcore PT_LOAD holding ``_stext``, its start rounded down to 1 MiB and its
+    end up to a page.
 
     :param kernel_paddr: the physical start of "Kernel code" in /proc/iomem.
+    :param rules: the kexec-tools version's.
     """
     path = root.path("proc/kcore")
     data = root.read_bytes("proc/kcore", KCORE_HEADERS)
@@ -148,7 +152,9 @@ def read_kernel_map(root: Root, kernel_paddr: int) -> KernelMap:
     lowest = min((p.vaddr for p in loads), default=0) & ~(GIB - 1)
     if not lowest:
         raise SystemStateError(f"{path}: no PT_LOAD, so the direct map's base is unknown")
-    stext = _stext(root)
+    if rules.page_offset_symbol and _symbol(root, "page_offset_base") is None:
+        lowest = PAGE_OFFSET_PRE_4_20
+    stext = _symbol(root, "_stext")
     text = None
     for p in loads:
         if stext is not None and p.vaddr <= stext < p.vaddr + p.memsz:

@@ -9,6 +9,7 @@ from kexecd.model import Note
 from kexecd.system.cpus import Cpus, read_cpus
 from kexecd.system.iomem import CrashRanges, Resource, crash_ranges, read_iomem
 from kexecd.system.kernel import read_vmcoreinfo
+from kexecd.system.kexectools import NEW, HeaderRules
 from kexecd.system.root import Root
 from kexecd.timing import Spans
 
@@ -24,10 +25,14 @@ class SystemState:
     iomem: tuple[Resource, ...]
     memory: CrashRanges
     vmcoreinfo: Note | None
+    rules: HeaderRules = NEW
 
 
-def read_system(root: Root | None = None, spans: Spans | None = None) -> SystemState:
-    """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``).
+def read_system(
+    root: Root | None = None, spans: Spans | None = None, rules: HeaderRules = NEW
+) -> SystemState:
+    """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``), as
+    the kexec-tools version of ``rules`` reads them.
 
     :raises SystemStateError: a file is missing, unreadable or malformed; the
         message names it.
@@ -36,7 +41,7 @@ def read_system(root: Root | None = None, spans: Spans | None = None) -> SystemS
     spans = spans or Spans()
     resources = read_iomem(root)
     spans.mark("iomem")
-    memory = crash_ranges(resources, str(root.path("proc/iomem")))
+    memory = crash_ranges(resources, str(root.path("proc/iomem")), rules)
     spans.mark("ranges")
     cpus = read_cpus(root)
     spans.mark("cpus")
@@ -48,4 +53,5 @@ def read_system(root: Root | None = None, spans: Spans | None = None) -> SystemS
         iomem=tuple(resources),
         memory=memory,
         vmcoreinfo=vmcoreinfo,
+        rules=rules,
     )

@@ -12,7 +12,7 @@ from bench.bench_header import main, make_spec, python_build
 from kexecd import core
 from kexecd.image import loader
 from kexecd.image.snapshot import open_snapshot
-from kexecd.system.iomem import MAX_RANGES
+from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from testbed.images import loaded_root
 

@@ -137,10 +137,16 @@ def test_acpi_no_memhotplug_appended(tmp_path: Path, capsys: pytest.CaptureFixtu
         "(crash_acpi_no_memhotplug = false turns it off)" in lines
     )
     assert "hazards        none" in lines
+    # The kexec-tools that made the load, whose rules the header follows.
+    assert (
+        "built by       kexec-tools 2.0.25: every 'System RAM ...' range, at most 32,768 ranges"
+        in lines
+    )
     rc, out = status(capsys, state, root, tmp_path / "run", "--json")
     d = json.loads(out)
     assert rc == 0 and d["acpi_no_memhotplug"] == "appended" and d["hazards"] == []
     assert d["image"]["cmdline"].endswith(" acpi_no_memhotplug")
+    assert d["image"]["kexec_tools"] == "2.0.25"
 
 
 def test_acpi_no_memhotplug_off_is_a_hazard(
