@@ -20,6 +20,7 @@ from kexecd.files import write_atomic
 from kexecd.image import elfcore
 from kexecd.image.elfcore import CoreHeader
 from kexecd.model import human
+from kexecd.system.kexectools import rules_for
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 
@@ -146,13 +147,14 @@ def run(
     root: str,
     template: str | None,
     backup_start: int | None,
-    output: str | None,
+    kexec_tools: str | None = None,
+    output: str | None = None,
     as_json: bool,
 ) -> int:
     """Carry out ``kexecd inspect``; return the exit code (2 on bad input)."""
     try:
         if system:
-            state = read_system(Root(root))
+            state = read_system(Root(root), rules=rules_for(kexec_tools))
             if template:
                 _, tmpl = elfcore.read_header(template)
                 spec = elfcore.spec_from_template(tmpl, state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,8 +190,21 @@ def _inspect_command(sub: Any) -> None:
         metavar="ADDR",
         help="without --template: where kexec-tools put the backup segment",
     )
+    p.add_argument(
+        "--kexec-tools",
+        type=_kexec_tools_version,
+        metavar="VERSION",
+        help="build by the rules of this kexec-tools version (2.0.20 leaves 'System RAM "
+        "(kmem)' out; default: those of 2.0.22 and later)",
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write the raw header here")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _kexec_tools_version(text: str) -> str:
+    if not re.fullmatch(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a kexec-tools version like 2.0.25")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -279,6 +293,7 @@ def _main(argv: Sequence[str] | None) -> int:
             root=args.root,
             template=args.template,
             backup_start=args.backup_start,
+            kexec_tools=args.kexec_tools,
             output=args.output,
             as_json=args.json,
         )

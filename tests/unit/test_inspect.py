@@ -110,6 +110,15 @@ def test_system_fresh(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert rc == 0 and "system under" in out and "backup copy" not in out
 
 
+def test_system_by_an_older_kexec_tools(capsys: pytest.CaptureFixture[str]) -> None:
+    # The capture's kallsyms has no page_offset_base: 2.0.20 takes its constant.
+    root = str(DATA / "hotadd/root")
+    rc, out, _ = run(capsys, "--system", "--root", root, "--kexec-tools", "2.0.20", "--json")
+    assert rc == 0 and json.loads(out)["page_offset"] == 0xFFFF880000000000
+    rc, out, _ = run(capsys, "--system", "--root", root, "--kexec-tools", "2.0.25", "--json")
+    assert rc == 0 and json.loads(out)["page_offset"] != 0xFFFF880000000000
+
+
 @pytest.mark.parametrize(
     ("content", "match"),
     [
@@ -144,7 +153,12 @@ def test_bad_system_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in ([], [HOTADD_HDR, "--system"], [HOTADD_HDR, "--template", HOTADD_HDR]):
+    for args in (
+        [],
+        [HOTADD_HDR, "--system"],
+        [HOTADD_HDR, "--template", HOTADD_HDR],
+        ["--system", "--kexec-tools", "2.0"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(["inspect", *args])
         assert e.value.code == 2
