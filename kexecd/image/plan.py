@@ -279,6 +279,8 @@ def make(
     """
     spans = spans or Spans()
     kexec = kexec or read_kexec_state(root)
+    if snap.asks_kernel_updates:  # whatever a busy kexec lock made sysfs say
+        kexec = kexec.kernel_updating()
     spans.mark("kexec state")
     crash_loaded = kexec.crash_loaded or reload_unloaded
     stand_aside = kexec.kernel_updates and not kernel_missed

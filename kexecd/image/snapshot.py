@@ -66,6 +66,10 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# include/uapi/linux/kexec.h: KEXEC_UPDATE_ELFCOREHDR, KEXEC_CRASH_HOTPLUG_SUPPORT.
+KERNEL_UPDATE_FLAGS = 0x4 | 0x8
+
+
 def _segment_file(index: int) -> str:
     return f"seg-{index:02d}.bin"
 
@@ -108,6 +112,16 @@ class Snapshot:
     durable: bool = True
     ident: tuple[int, ...] = ()
     kexec_tools: str | None = None
+
+    @property
+    def asks_kernel_updates(self) -> bool:
+        """The load asked the kernel to keep its header current (Linux 6.6+):
+        a kexec_file_load, or a kexec_load with ``KEXEC_UPDATE_ELFCOREHDR``
+        (6.6-6.9 on x86) or ``KEXEC_CRASH_HOTPLUG_SUPPORT`` (6.10+), which
+        kexec-tools 2.0.28+ passes with ``--hotplug``. A kernel without the
+        feature refuses those flags (kernel/kexec.c kexec_load_check()), so a
+        load that succeeded with them has it."""
+        return self.file_load or bool(self.flags & KERNEL_UPDATE_FLAGS)
 
     @property
     def rules(self) -> HeaderRules:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kexecd import core
 from kexecd.errors import SystemStateError
@@ -65,6 +65,21 @@ class KexecState:
         ``KEXEC_UPDATE_ELFCOREHDR``).
         """
         return bool(self.cpu_crash_hotplug or self.memory_crash_hotplug)
+
+    def kernel_updating(self) -> KexecState:
+        """This state with ``crash_hotplug`` read as 1 wherever the kernel has
+        it: for an image that asked the kernel to update its header.
+
+        Linux 6.12 kernel/crash_core.c crash_check_hotplug_support(), behind
+        the ``crash_hotplug`` files, answers 0 (and logs "kexec_trylock()
+        failed") while another task holds the kexec lock, whatever the image;
+        the image's own load flags do not change while it is loaded.
+        """
+        return replace(
+            self,
+            cpu_crash_hotplug=None if self.cpu_crash_hotplug is None else True,
+            memory_crash_hotplug=None if self.memory_crash_hotplug is None else True,
+        )
 
 
 def parse_u64(

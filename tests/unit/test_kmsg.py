@@ -167,3 +167,38 @@ def test_unreadable_log_is_dropped_not_fatal(tmp_path: Path) -> None:
     assert watch.fd == -1 and not sel.get_map()
     watch.close()  # again: nothing to do
     assert not daemon.kernel_missed
+
+
+@pytest.mark.parametrize(
+    ("file_load", "flags", "stands_aside"),
+    [(True, 0, True), (False, 0x4, True), (False, 0x8, True), (False, 0, False)],
+)
+def test_busy_lock_does_not_hide_the_kernels_updates(
+    tmp_path: Path, file_load: bool, flags: int, stands_aside: bool
+) -> None:
+    # Linux 6.12's crash_hotplug reads 0 while another task holds the kexec
+    # lock, whatever the image: the image's load flags decide instead.
+    root = loaded_root("boot", tmp_path)
+    for s in ("cpu", "memory"):
+        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("0\n")
+    state = tmp_path / "state"
+    if file_load:
+        cap = LoadCapture(
+            KexecCall.KEXEC_FILE_LOAD, 0, 0, 0, (), b"elfcorehdr=1K\0", 1, 0, 1, 0, 0
+        )
+    else:
+        cap = image(header_hashed=False)
+        cap = replace(cap, flags=cap.flags | flags)
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
+    backend, tracer = FakeBackend(), tracer_for(cap)
+    r = loader.refresh(state, root=Root(root), backend=backend, tracer=tracer)
+    assert (r.decision.why is Why.KERNEL_UPDATES) is stands_aside
+    assert r.plan.kexec.kernel_updates is stands_aside
+    assert backend.loads == [] and tracer.calls == []  # type: ignore[attr-defined]
+    if not stands_aside:
+        assert r.decision.why is Why.CURRENT
+    # A kernel without crash_hotplug (before 6.6) has no updates to keep.
+    for s in ("cpu", "memory"):
+        (root / f"sys/devices/system/{s}/crash_hotplug").unlink()
+    r = loader.refresh(state, root=Root(root), backend=backend, tracer=tracer)
+    assert r.decision.why is not Why.KERNEL_UPDATES
