@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from kexecd import __version__
 from kexecd.cli import commands
 from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 from kexecd.service.udevmask import RULES
+from kexecd.system.kexectools import is_version
 from kexecd.system.root import Root
 
 __all__ = ["main"]
@@ -202,7 +202,7 @@ def _inspect_command(sub: Any) -> None:
 
 
 def _kexec_tools_version(text: str) -> str:
-    if not re.fullmatch(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}", text):
+    if not is_version(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a kexec-tools version like 2.0.25")
     return text
 

@@ -21,6 +21,7 @@ from kexecd.core import Sha256
 from kexecd.errors import SnapshotError
 from kexecd.image.purgatory import DIGEST_SIZE, SHA256_REGIONS, DigestLocation
 from kexecd.model import shell_words
+from kexecd.system.kexectools import is_version
 
 __all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode"]
 
@@ -30,7 +31,6 @@ MAX_SEGMENTS = 16
 U64 = 1 << 64
 MAX_ARGV = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _source(v: object) -> Source | None:
 def _version(v: object) -> str | None:
     if v is None:
         return None
-    if not isinstance(v, str) or not _VERSION.match(v):
+    if not isinstance(v, str) or not is_version(v):
         raise _Bad(f"kexec_tools must be a version like '2.0.25' or null, not {v!r:.40}")
     return v
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["HeaderRules", "rules_for", "version_in"]
+__all__ = ["HeaderRules", "is_version", "rules_for", "version_in"]
 
 # kexec-tools configure.ac: AC_INIT(kexec-tools, X.Y.Z); PACKAGE_STRING is
 # "kexec-tools X.Y.Z" (Debian's builds keep it).
@@ -78,6 +78,11 @@ NEW = HeaderRules(None, ram_exact=False, max_ranges=MAX_RANGES, page_offset_symb
 def _parse(version: str) -> tuple[int, int, int] | None:
     m = _VERSION.fullmatch(b"kexec-tools " + version.encode("ascii", "replace"))
     return None if m is None else (int(m[1]), int(m[2]), int(m[3]))
+
+
+def is_version(text: str) -> bool:
+    """Whether ``text`` is a kexec-tools version as kexecd records one (``2.0.25``)."""
+    return _parse(text) is not None
 
 
 def rules_for(version: str | None) -> HeaderRules:
