@@ -10,41 +10,47 @@ setup script does both).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import lzma
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# The kernels the test bed boots: the host suite's own (Debian 12, 6.1), and
-# bookworm-backports' 6.12 (FIELD-NOTES section 10), fetched from its own apt
-# lists in the cache without touching the host's sources.
-KERNELS: dict[str, str | None] = {"6.1": None, "6.12": "bookworm-backports"}
+from elftools.elf.elffile import ELFFile
+
+from kexecd.system.kexectools import version_in
+
+# The kernels the test bed boots: the host suite's own (Debian 12, 6.1),
+# bookworm-backports' 6.12 and bullseye's 5.10 (FIELD-NOTES section 10),
+# fetched from apt lists of their own in the cache without touching the host's
+# sources.
+KERNELS: dict[str, str | None] = {"6.1": None, "6.12": "bookworm-backports", "5.10": "bullseye"}
 MIRROR = "http://deb.debian.org/debian"
 
 # The kernel modules the guest needs to mount the host root over 9p and to talk
-# to the host over virtio-serial, in load order (no modules.dep is shipped).
-# Those a kernel has built in (modules.builtin; 6.12 builds in virtio and
-# virtio_pci, and fscache into netfs) are skipped.
-GUEST_MODULES = (
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
-    "drivers/char/virtio_console.ko",
-    "fs/netfs/netfs.ko",
-    "fs/fscache/fscache.ko",
-    "net/9p/9pnet.ko",
-    "net/9p/9pnet_virtio.ko",
-    "fs/9p/9p.ko",
-)
-# Linux 6.4 (commit "netfs, fscache: Combine fscache with netfs") made fscache
-# part of the netfs module.
-MERGED = frozenset({"fs/fscache/fscache.ko"})
+# to the host over virtio-serial. Their dependencies come from each module's
+# own .modinfo ``depends=`` (the packages ship no modules.dep), so the set
+# follows the kernel: 5.10 has no virtio_pci_modern_dev (split out in 5.14)
+# nor netfs (5.13), 6.12 builds virtio and virtio_pci in.
+GUEST_MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p")
+
+# The kexec-tools builds the guest can load its crash kernel with: the host's
+# own (bookworm, 2.0.25), bullseye's binary (2.0.20, runs on bookworm's libc),
+# and trixie's, built from its Debian source package (2.0.29's binary needs
+# trixie's newer glibc). The value is (suite, how), how being "binary" or
+# "source"; None is the host's /usr/sbin/kexec.
+KEXEC_TOOLS: dict[str, tuple[str, str] | None] = {
+    "2.0.25": None,
+    "2.0.20": ("bullseye", "binary"),
+    "2.0.29": ("trixie", "source"),
+}
+HOST_KEXEC = Path("/usr/sbin/kexec")
 
 BUSYBOX = Path("/bin/busybox")
 INIT_SCRIPT = Path(__file__).with_name("guest_init.sh")
@@ -62,22 +68,69 @@ class Kernel:
     vmlinuz: Path
     modules: Path  # lib/modules/<release>
 
-    def module(self, rel: str) -> bytes | None:
+    def _index(self) -> dict[str, Path]:
+        # Module name (dashes read as underscores, as modprobe does) -> file.
+        index = {}
+        for path in (self.modules / "kernel").rglob("*.ko*"):
+            name = path.name.split(".ko", 1)[0].replace("-", "_")
+            index[name] = path
+        return index
+
+    def _builtin(self) -> set[str]:
+        path = self.modules / "modules.builtin"
+        if not path.exists():
+            return set()
+        return {
+            Path(line).name.split(".ko", 1)[0].replace("-", "_")
+            for line in path.read_text().split()
+        }
+
+    def module(self, name: str) -> bytes | None:
         """A module's bytes, decompressed (``.ko`` or ``.ko.xz``); ``None``
         when the kernel has it built in.
 
         :raises AssetError: neither a module nor built in.
         """
-        ko = self.modules / "kernel" / rel
-        if ko.exists():
-            return ko.read_bytes()
-        xz = ko.with_name(ko.name + ".xz")
-        if xz.exists():
-            return lzma.decompress(xz.read_bytes())
-        builtin = self.modules / "modules.builtin"
-        if rel in MERGED or (builtin.exists() and f"kernel/{rel}" in builtin.read_text().split()):
+        path = self._index().get(name)
+        if path is not None:
+            data = path.read_bytes()
+            return lzma.decompress(data) if path.name.endswith(".xz") else data
+        if name in self._builtin():
             return None
-        raise AssetError(f"{self.package}: no module {rel} and not built in")
+        raise AssetError(f"{self.package}: no module {name} and not built in")
+
+    def load_order(self, names: Sequence[str]) -> list[tuple[str, bytes]]:
+        """``names`` and the modules they depend on (each module's .modinfo
+        ``depends=``), dependencies first; built-in ones left out."""
+        order: list[tuple[str, bytes]] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            data = self.module(name)
+            if data is None:
+                return
+            for dep in modinfo_depends(data):
+                visit(dep)
+            order.append((name, data))
+
+        for name in names:
+            visit(name)
+        return order
+
+
+def modinfo_depends(ko: bytes) -> list[str]:
+    """The ``depends=`` of a kernel module's .modinfo section (may be empty)."""
+    section = ELFFile(io.BytesIO(ko)).get_section_by_name(".modinfo")
+    if section is None:
+        return []
+    for field in section.data().split(b"\0"):
+        if field.startswith(b"depends="):
+            value = field.removeprefix(b"depends=").decode()
+            return [d.replace("-", "_") for d in value.split(",") if d]
+    return []
 
 
 def cache_dir() -> Path:
@@ -87,14 +140,16 @@ def cache_dir() -> Path:
     return path
 
 
-def _apt_options(suite: str) -> list[str]:
+def _apt_options(name: str, kind: str = "deb") -> list[str]:
     # A sources list and lists of the suite's own, in the cache: the host's
-    # apt configuration is not touched.
-    d = cache_dir() / "apt" / suite
+    # apt configuration is not touched. ``name`` is the suite, with "-src"
+    # for its deb-src list (kind "deb-src").
+    suite = name.removesuffix("-src")
+    d = cache_dir() / "apt" / name
     if not (d / "lists" / "ok").exists():
         (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (d / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        (d / "sources.list").write_text(f"deb {MIRROR} {suite} main\n")
+        (d / "sources.list").write_text(f"{kind} {MIRROR} {suite} main\n")
     opts = [
         f"-oDir::Etc::SourceList={d / 'sources.list'}",
         "-oDir::Etc::SourceParts=/dev/null",
@@ -152,6 +207,100 @@ def ensure_kernel(which: str = "6.1") -> Kernel:
     vmlinuz = next((root / "boot").glob("vmlinuz-*"))
     release = vmlinuz.name.removeprefix("vmlinuz-")
     return Kernel(package, vmlinuz, root / "lib" / "modules" / release)
+
+
+def ensure_kexec_tools(version: str = "2.0.25") -> Path:
+    """The ``kexec`` binary of a kexec-tools build in :data:`KEXEC_TOOLS`,
+    fetched or built once into ``cache_dir()/kexec-tools/VERSION``.
+
+    The version is checked in the binary's own text
+    (:func:`kexecd.system.kexectools.version_in`): nothing here runs kexec.
+    """
+    how = KEXEC_TOOLS.get(version, ())
+    if how == ():
+        raise AssetError(
+            f"no kexec-tools {version} in the test bed; known: {', '.join(KEXEC_TOOLS)}"
+        )
+    if how is None:
+        path = HOST_KEXEC
+        if not path.exists():
+            raise AssetError(f"{path} is missing: apt-get install kexec-tools")
+    else:
+        path = cache_dir() / "kexec-tools" / version / "kexec"
+        if not path.exists():
+            suite, kind = how
+            built = _fetch_kexec_binary(suite) if kind == "binary" else _build_kexec(suite)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            shutil.copyfile(built, tmp)
+            tmp.chmod(0o755)
+            tmp.rename(path)
+            shutil.rmtree(cache_dir() / f"kexec-tools-{suite}", ignore_errors=True)
+    found = version_in(path.read_bytes())
+    if found != version:
+        raise AssetError(
+            f"{path} says kexec-tools {found}, not {version}: remove it to fetch again"
+        )
+    return path
+
+
+def _fetch_kexec_binary(suite: str) -> Path:
+    # The suite's own version, named: without it apt takes the candidate of the
+    # host's dpkg status, the installed (newer) kexec-tools.
+    opts = _apt_options(suite)
+    out = subprocess.run(
+        ["apt-cache", *opts, "madison", "kexec-tools"], capture_output=True, text=True, check=False
+    ).stdout
+    versions = [line.split("|")[1].strip() for line in out.splitlines() if f" {suite}/" in line]
+    if not versions:
+        raise AssetError(f"{suite} has no kexec-tools in its apt lists ({cache_dir() / 'apt'})")
+    deb = _download(f"kexec-tools={versions[0]}", f"kexec-tools-{suite}", opts)
+    unpacked = deb.parent / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    return unpacked / "sbin" / "kexec"
+
+
+def _build_kexec(suite: str) -> Path:
+    # Debian's source package, from a deb-src list of the suite's own; built
+    # with the host's compiler and libc, without the optional libraries the
+    # host may lack (the test bed's kernels and initrds are not compressed by
+    # kexec-tools).
+    work = cache_dir() / f"kexec-tools-{suite}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    r = subprocess.run(
+        [
+            "apt-get",
+            *_apt_options(f"{suite}-src", "deb-src"),
+            "source",
+            "-qq",
+            "--download-only",
+            "kexec-tools",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dsc = list(work.glob("*.dsc"))
+    if r.returncode != 0 or len(dsc) != 1:
+        raise AssetError(f"apt-get source kexec-tools ({suite}) failed: {r.stderr.strip()}")
+    run = functools.partial(subprocess.run, capture_output=True, text=True, check=False)
+    r = run(["dpkg-source", "-x", dsc[0].name, "src"], cwd=work)
+    if r.returncode != 0:
+        raise AssetError(f"dpkg-source -x {dsc[0]} failed: {r.stderr.strip()}")
+    src = work / "src"
+    for step in (
+        ["./configure", "--without-zlib", "--without-lzma", "--without-xen"],
+        ["make", f"-j{os.cpu_count() or 1}"],
+    ):
+        r = run(step, cwd=src)
+        if r.returncode != 0:
+            raise AssetError(
+                f"building kexec-tools ({suite}): {' '.join(step)} failed:\n"
+                f"{r.stdout[-2000:]}{r.stderr[-2000:]}"
+            )
+    return src / "build" / "sbin" / "kexec"
 
 
 def _download(package: str, name: str, apt_options: list[str] | None = None) -> Path:
@@ -232,12 +381,9 @@ def build_initramfs(kernel: Kernel) -> Path:
         ("init", 0o100755, INIT_SCRIPT.read_bytes()),
     ]
     order = []
-    for rel in GUEST_MODULES:
-        data = kernel.module(rel)
-        if data is not None:
-            name = Path(rel).stem
-            order.append(name)
-            files.append((f"modules/{name}.ko", 0o100644, data))
+    for name, data in kernel.load_order(GUEST_MODULES):
+        order.append(name)
+        files.append((f"modules/{name}.ko", 0o100644, data))
     files.append(("modules/order", 0o100644, "".join(f"{n}\n" for n in order).encode()))
     blob = b"".join(_cpio_entry(n, m, d, i + 1) for i, (n, m, d) in enumerate(files))
     blob += _cpio_entry("TRAILER!!!", 0)
@@ -254,6 +400,10 @@ def build_initramfs(kernel: Kernel) -> Path:
 def main(argv: list[str]) -> int:
     if argv == ["promtool"]:
         print(f"promtool  {ensure_promtool()}")
+        return 0
+    if argv[:1] == ["kexec-tools"]:
+        for version in argv[1:] or list(KEXEC_TOOLS):
+            print(f"kexec-tools {version}  {ensure_kexec_tools(version)}")
         return 0
     for which in argv or ["6.1"]:
         kernel = ensure_kernel(which)

@@ -38,7 +38,6 @@ from testbed.qmp import QMP
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).with_name("guest_agent.py")
-KEXEC = "/usr/sbin/kexec"
 # The crash kernel's command line. acpi_no_memhotplug keeps the crash kernel
 # from onlining the hot-added DIMMs it is meant to dump (Fedora's default too).
 CRASH_APPEND = (
@@ -49,6 +48,17 @@ CRASH_APPEND = (
 # arch/x86/include/asm/page_64_types.h: __START_KERNEL_map, where the kernel
 # text is mapped; the direct map of RAM (PAGE_OFFSET) lies far below it.
 KERNEL_TEXT_MAP = 0xFFFFFFFF80000000
+# Run in the guest by Guest.fresh_header: trace kexec-tools in skip mode and
+# keep the segment that is an ELF core file (e_type ET_CORE).
+_FRESH_HEADER = """
+import sys
+from kexecd.core import trace_kexec
+cap = trace_kexec(sys.argv[2:], skip=True)
+if cap.exit_code != 0:
+    sys.exit(f"{sys.argv[2]} exited {cap.exit_code}")
+(hdr,) = [s.buf for s in cap.segments if s.buf[:4] == b"\\x7fELF" and s.buf[16] == 4]
+open(sys.argv[1], "wb").write(hdr)
+"""
 # How long boot() waits for another guest on this machine to finish.
 GUEST_LOCK_WAIT = 3600.0
 
@@ -182,6 +192,7 @@ class Guest:
     dimms: dict[str, tuple[int, int]] = field(default_factory=dict)
     cpu_devices: dict[int, str] = field(default_factory=dict)  # hot-added CPU -> QMP id
     locked: bool = False  # holds the guest lock, released by close()
+    kexec: str = str(assets.HOST_KEXEC)  # the kexec-tools build loads run (assets.KEXEC_TOOLS)
 
     # -- logs and failures ------------------------------------------------
 
@@ -383,11 +394,16 @@ class Guest:
 
     # -- kdump ----------------------------------------------------------------
 
-    def kexec_argv(self, append: str = "") -> list[str]:
-        """The ``kexec -p`` command that loads the test bed's crash kernel."""
+    def kexec_argv(self, append: str = "", options: Sequence[str] = ()) -> list[str]:
+        """The ``kexec -p`` command that loads the test bed's crash kernel.
+
+        :param options: more kexec options, before the kernel (``-c``, ``-s``,
+            ``--hotplug``).
+        """
         return [
-            KEXEC,
+            self.kexec,
             "-p",
+            *options,
             str(self.kernel.vmlinuz),
             f"--initrd={self.initramfs}",
             f"--append={CRASH_APPEND} {append}".strip(),
@@ -401,6 +417,13 @@ class Guest:
         out = self.run_dir / "share" / name
         self.python("-m", "testbed.guest_capture", str(out), "--", *self.kexec_argv(append))
         return Capture(out)
+
+    def fresh_header(self, append: str = "", options: Sequence[str] = ()) -> bytes:
+        """The ELF core header ``kexec -p`` would load now, from a traced run whose
+        kexec calls are answered without reaching the kernel (nothing loaded)."""
+        out = self.run_dir / "share" / "fresh-header.bin"
+        self.python("-c", _FRESH_HEADER, str(out), *self.kexec_argv(append, options))
+        return out.read_bytes()
 
     def kexecd_load(self, state_dir: str, append: str = "") -> str:
         """``kexecd load -- kexec -p ...`` in the guest; return what it printed."""
@@ -448,7 +471,7 @@ class Guest:
         then the command written to ``kexec_cmd``. Returns the command line."""
         cmdline = f"{CRASH_APPEND} {append}".strip()
         line = (
-            f'{KEXEC} -p --command-line="{cmdline}" '
+            f'{self.kexec} -p --command-line="{cmdline}" '
             f"--initrd={self.initramfs} {self.kernel.vmlinuz}"
         )
         self.sh(
@@ -568,12 +591,16 @@ def boot(
     timeout: float = 240.0,
     kernel_version: str = "6.1",
     append: Sequence[str] = (),
+    kexec_tools: str = "2.0.25",
 ) -> Guest:
     """Boot a test-bed guest and wait for its agent (after any other guest has closed).
 
     :param kernel_version: which of :data:`testbed.assets.KERNELS`.
     :param append: more words for the kernel command line.
+    :param kexec_tools: which of :data:`testbed.assets.KEXEC_TOOLS` the guest's
+        crash loads run (:attr:`Guest.kexec`).
     """
+    kexec = assets.ensure_kexec_tools(kexec_tools)
     kernel = assets.ensure_kernel(kernel_version)
     initramfs = assets.build_initramfs(kernel)
     run_dir = _new_run_dir(name)
@@ -592,7 +619,11 @@ def boot(
         "-virtfs",
         f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
     ]
-    return launch(name, run_dir, machine or Machine(), kernel, initramfs, append, devices, timeout)
+    guest = launch(
+        name, run_dir, machine or Machine(), kernel, initramfs, append, devices, timeout
+    )
+    guest.kexec = str(kexec)
+    return guest
 
 
 def launch(

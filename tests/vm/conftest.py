@@ -60,3 +60,15 @@ def guest_612(request: pytest.FixtureRequest) -> Iterator[Guest]:
         machine=Machine(slots=8, maxmem_mib=1024 + 8 * 256),
         append=["memhp_default_state=offline"],
     )
+
+
+def guest_for(
+    request: pytest.FixtureRequest, kernel: str, kexec_tools: str, **how: Any
+) -> Iterator[Guest]:
+    """A fresh guest on ``kernel`` (:data:`testbed.assets.KERNELS`) whose crash
+    loads run ``kexec_tools`` (:data:`testbed.assets.KEXEC_TOOLS`), hot-added
+    memory left offline on every kernel (6.12 would online it itself)."""
+    how.setdefault("append", ["memhp_default_state=offline"])
+    yield from _guest(
+        request, request.node.name, kernel_version=kernel, kexec_tools=kexec_tools, **how
+    )

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The reach matrix: kexecd on each Debian kernel with each kexec-tools that
+loads crash kernels there, every scenario ended by a real crash.
+
+Where the loaded header is the one kexecd must keep (``kexec_load`` without
+``--hotplug``), kexecd refreshes it after hot-add and hot-remove, from the CLI
+and from the daemon, and the refreshed header is byte-identical to the one
+that kexec-tools version builds for the same system. Where the kernel keeps
+the header itself (a file-loaded image, or ``kexec_load --hotplug``, both on
+6.12), kexecd stands aside: no reload, and the kernel's own update makes the
+dump whole. The whole existing VM suite covers 6.1 with 2.0.25.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from testbed.vm import Guest
+from tests.vm.conftest import guest_for
+
+pytestmark = pytest.mark.vm
+
+STATE = "/run/kexecd-state"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """A kernel, a kexec-tools build and its load options."""
+
+    kernel: str
+    kexec_tools: str
+    options: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "-".join([self.kernel, self.kexec_tools, *(o.strip("-") for o in self.options)])
+
+
+# kexec_load images whose header kexecd keeps.
+REFRESHED = [
+    Combo("5.10", "2.0.20"),
+    Combo("6.12", "2.0.25"),
+    Combo("6.12", "2.0.29", ("-c",)),
+]
+# Images whose header the kernel keeps: 2.0.29 file-loads by default.
+KERNEL_KEPT = [
+    Combo("6.12", "2.0.29"),
+    Combo("6.12", "2.0.29", ("-c", "--hotplug")),
+]
+
+
+@pytest.fixture
+def combo_guest(request: pytest.FixtureRequest) -> Iterator[tuple[Combo, Guest]]:
+    combo: Combo = request.param
+    for guest in guest_for(request, combo.kernel, combo.kexec_tools):
+        yield combo, guest
+
+
+def load(guest: Guest, combo: Combo) -> str:
+    argv = guest.kexec_argv(options=combo.options)
+    out = guest.run(["kexecd", "load", "--state-dir", STATE, "--", *argv], timeout=300).stdout
+    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
+    return out
+
+
+def status(guest: Guest) -> tuple[int | None, str]:
+    res = guest.run(["kexecd", "status", "--state-dir", STATE], check=False)
+    return res.rc, res.stdout
+
+
+def hot_add(guest: Guest) -> tuple[int, int]:
+    start, end = guest.hot_add_memory(512)
+    guest.set_memory_online(start, end)
+    return start, end
+
+
+def wait_daemon(guest: Guest, done: str, timeout: float = 90.0) -> dict[str, object]:
+    """Wait until the daemon's state has ``done`` > 0 and it is in sync."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = guest.daemon_state()
+        if st[done] and st["in_sync"] and st["retry_in_s"] is None:
+            return st
+        if time.monotonic() > deadline:
+            log = guest.run(["cat", "/run/kexecd.log"], check=False).stdout
+            raise AssertionError(f"the daemon did not settle: {st}\n--- log ---\n{log}")
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("combo_guest", REFRESHED, ids=str, indirect=True)
+def test_refresh_after_hot_add(combo_guest: tuple[Combo, Guest]) -> None:
+    combo, g = combo_guest
+    out = load(g, combo)
+    assert (
+        f"kexec-tools {combo.kexec_tools}"
+        in g.run(["kexecd", "status", "--state-dir", STATE]).stdout
+    ), out
+    start, end = hot_add(g)
+    out = g.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
+    assert "reload the header and purgatory's digest: done in" in out
+    assert f"+ {start:#x}-{end - 1:#x} (512 MiB)" in out
+    ours = g.run_dir / "share" / "ours.bin"
+    g.run(["cp", f"{STATE}/snapshot/loaded-header.bin", str(ours)])
+    assert ours.read_bytes() == g.fresh_header(options=combo.options)
+    assert status(g)[0] == 0
+    vmcore = g.crash()
+    assert vmcore.covers(start, end)
+    assert vmcore.prstatus == 2
+
+
+@pytest.mark.parametrize("combo_guest", REFRESHED, ids=str, indirect=True)
+def test_refresh_after_hot_remove(combo_guest: tuple[Combo, Guest]) -> None:
+    combo, g = combo_guest
+    start, end = hot_add(g)
+    load(g, combo)
+    g.hot_remove_memory("dimm1")
+    assert status(g)[0] == 1
+    out = g.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
+    assert f"- {start:#x}-{end - 1:#x} (512 MiB)" in out
+    vmcore = g.crash()
+    assert not vmcore.overlaps(start, end)
+    assert vmcore.prstatus == 2
+
+
+@pytest.mark.parametrize("combo_guest", REFRESHED, ids=str, indirect=True)
+def test_daemon_keeps_the_dump_whole(combo_guest: tuple[Combo, Guest]) -> None:
+    combo, g = combo_guest
+    first = hot_add(g)
+    load(g, combo)
+    g.start_daemon(STATE)
+    second = hot_add(g)
+    g.hot_remove_memory("dimm1")
+    st = wait_daemon(g, "reloads")
+    assert st["full_reloads"] == 0 and st["failed"] == 0
+    assert status(g)[0] == 0
+    vmcore = g.crash()
+    assert vmcore.covers(*second)
+    assert not vmcore.overlaps(*first)
+
+
+@pytest.mark.parametrize("combo_guest", KERNEL_KEPT, ids=str, indirect=True)
+def test_stand_aside_where_the_kernel_keeps_the_header(combo_guest: tuple[Combo, Guest]) -> None:
+    combo, g = combo_guest
+    load(g, combo)
+    assert g.read("/sys/devices/system/memory/crash_hotplug").strip() == "1"
+    g.start_daemon(STATE)
+    start, end = hot_add(g)
+    rc, out = status(g)
+    assert rc == 0, out
+    assert "the kernel keeps the header current" in out
+    time.sleep(2)  # the events have reached the daemon: it did nothing with them
+    st = g.daemon_state()
+    assert st["events"] >= 1
+    assert st["reloads"] == 0 and st["full_reloads"] == 0
+    vmcore = g.crash()
+    assert vmcore.covers(start, end)
