@@ -25,6 +25,8 @@ bench:
 
 captures:
 	$(PY) -m tests.vm.captures tests/data
+	$(PY) -m tests.vm.captures --set 5.10-2.0.20 tests/data
+	$(PY) -m tests.vm.captures --set 6.12-2.0.29-c tests/data
 
 # Every fuzz target for FUZZ_SECONDS each (scripts/fuzz; see README, Fuzzing).
 FUZZ_SECONDS = 60

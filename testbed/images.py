@@ -36,8 +36,10 @@ def kexec_tools_digest(
     return h.digest()
 
 
-# The boot parameters segment of the captures, and where in boot_params the
-# command line's address is (Documentation/x86/zero-page.rst: cmd_line_ptr).
+# The boot parameters segment of the 6.1 captures (boot, hotadd, hotremove;
+# kexec-tools 2.0.20 on 5.10 puts it at 2, with no setup_data segment before
+# it), and where in boot_params the command line's address is
+# (Documentation/x86/zero-page.rst: cmd_line_ptr).
 SETUP = 3
 CMD_LINE_PTR = 0x228
 NO_MEMHOTPLUG = b"acpi_no_memhotplug"
@@ -69,6 +71,7 @@ def image(
     """
     cap = Capture(DATA / name)
     m = cap.manifest
+    header = cap.header_segment["index"]
     segs = []
     for rec in m["segments"]:
         if rec["file"]:
@@ -77,11 +80,10 @@ def image(
             buf = bytes(rec["bufsz"])
         else:
             buf = random.Random(rec["index"]).randbytes(rec["bufsz"])
-        if strip is not None and rec["index"] == SETUP:
+        if strip is not None and b"elfcorehdr=" in buf:
             buf = without_word(buf, rec["mem"], strip, spare)
         segs.append(Segment(buf, rec["mem"], rec["memsz"]))
-    purg, header = m["purgatory_segment"], 5
-    assert segs[header].buf[:4] == b"\x7fELF"
+    purg = m["purgatory_segment"]
     digest = kexec_tools_digest(segs, purg, () if header_hashed else (header,))
     off = m["purgatory_digest_offset"]
     pbuf = bytearray(segs[purg].buf)

@@ -409,13 +409,14 @@ class Guest:
             f"--append={CRASH_APPEND} {append}".strip(),
         ]
 
-    def capture_load(self, name: str, append: str = "") -> Capture:
+    def capture_load(self, name: str, append: str = "", options: Sequence[str] = ()) -> Capture:
         """``kexec -p`` under kexecd's tracer, with the files it read (a capture).
 
         Written to the share as ``name``; see :mod:`testbed.guest_capture`.
         """
         out = self.run_dir / "share" / name
-        self.python("-m", "testbed.guest_capture", str(out), "--", *self.kexec_argv(append))
+        argv = self.kexec_argv(append, options)
+        self.python("-m", "testbed.guest_capture", str(out), "--", *argv)
         return Capture(out)
 
     def fresh_header(self, append: str = "", options: Sequence[str] = ()) -> bytes:

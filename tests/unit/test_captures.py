@@ -19,7 +19,7 @@ import pytest
 from testbed import assets
 from testbed.capture import Capture
 from testbed.guest_capture import portable, strip_host_paths
-from tests.unit.data import CAPTURES, DATA, manifest
+from tests.unit.data import ALL_CAPTURES, CAPTURES, DATA, manifest
 
 
 def header(name: str) -> tuple[dict[str, Any], bytes]:
@@ -37,7 +37,7 @@ def root_file(name: str, rel: str) -> str:
     return (DATA / name / "root" / rel).read_text()
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_stored_segments_match_their_hashes(name: str) -> None:
     m = manifest(name)
     assert (m["syscall"], m["result"], m["exit_code"]) == ("kexec_load", 0, 0)
@@ -52,7 +52,7 @@ def test_stored_segments_match_their_hashes(name: str) -> None:
             assert hashlib.sha256(data).hexdigest() == seg["sha256"]
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_purgatory_holds_the_digest_of_the_other_segments(name: str) -> None:
     m = manifest(name)
     purg = m["segments"][m["purgatory_segment"]]
@@ -63,7 +63,7 @@ def test_purgatory_holds_the_digest_of_the_other_segments(name: str) -> None:
     assert data.find(digest) == m["purgatory_digest_offset"]
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_boot_parameters_name_the_header(name: str) -> None:
     m = manifest(name)
     seg, _ = header(name)
@@ -78,7 +78,7 @@ def test_boot_parameters_name_the_header(name: str) -> None:
     assert seg["memsz"] == 16384
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_header_lists_the_cpus_and_ram_of_its_root(name: str) -> None:
     _, data = header(name)
     ph = phdrs(data)

@@ -29,11 +29,11 @@ from kexecd.system.kexectools import (
 )
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
-from testbed.images import image, loaded_root
-from tests.unit.data import fake_root
-from tests.unit.fakes import ARGV, tracer_for
+from testbed.capture import Capture
+from testbed.images import image, kexec_tools_digest, loaded_root
+from tests.unit.data import DATA, SETS, fake_root, header_bytes, manifest
+from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
-FAKE_KEXEC = Path(__file__).resolve().parents[2] / "csrc" / "build" / "fake_kexec"
 KMEM = (
     "00001000-0009fbff : System RAM\n"
     "00100000-3fffffff : System RAM\n"
@@ -82,10 +82,10 @@ def test_version_of_the_host_kexec() -> None:
     assert version_in(Path(kexec).read_bytes()) == "2.0.25"  # bookworm's
 
 
-def test_tracer_reads_the_program_that_made_the_load() -> None:
+def test_tracer_reads_the_program_that_made_the_load(fake_kexec: Path) -> None:
     # Through a shell: the program is fake_kexec, not sh.
-    cap = core.trace_kexec(["sh", "-c", f"{FAKE_KEXEC} crash"], skip=True)
-    assert cap.program == FAKE_KEXEC.read_bytes()
+    cap = core.trace_kexec(["sh", "-c", f"{fake_kexec} crash"], skip=True)
+    assert cap.program == fake_kexec.read_bytes()
     assert version_in(cap.program) is None
 
 
@@ -167,3 +167,31 @@ def test_plan_builds_by_the_recorded_version(tmp_path: Path) -> None:
         fresh = read_system(root, rules=snap.rules)
         assert any(r.start == 0x100000000 for r in fresh.memory.ram) is counted
         assert elfcore.build(elfcore.spec_from_template(p.target, fresh)) == p.wanted
+
+
+@pytest.mark.parametrize("name", list(SETS))
+def test_refresh_of_each_set_matches_its_kexec_tools(name: str, tmp_path: Path) -> None:
+    # Loaded at boot by the set's kexec-tools, refreshed on the system after
+    # hot-add: the header is the one that kexec-tools built then, the other
+    # segments are the loaded ones, and purgatory holds their digest.
+    boot, hotadd = SETS[name]
+    root = Root(loaded_root(boot, tmp_path))
+    state = tmp_path / "state"
+    cap = image(boot)
+    loader.load(ARGV, state, root=root, tracer=tracer_for(cap))
+    assert open_snapshot(state).kexec_tools == manifest(boot)["kexec_tools"]
+    shutil.rmtree(root.path(""))
+    root = Root(loaded_root(hotadd, tmp_path))
+    backend = FakeBackend()
+    result = loader.refresh(state, root=root, backend=backend)
+    assert result.loaded
+    ((_, _, bufs),) = backend.loads
+    header = Capture(DATA / hotadd).header_segment["index"]
+    assert bufs[header] == header_bytes(hotadd)
+    purg = manifest(boot)["purgatory_segment"]
+    for i, (old, new) in enumerate(zip(cap.segments, bufs, strict=True)):
+        if i not in (header, purg):
+            assert new == old.buf, i
+    segs = [replace(s, buf=b) for s, b in zip(cap.segments, bufs, strict=True)]
+    off = manifest(boot)["purgatory_digest_offset"]
+    assert bufs[purg][off : off + 32] == kexec_tools_digest(segs, purg)

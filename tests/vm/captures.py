@@ -11,6 +11,10 @@ writes three captures to DIR (default ``tests/data``):
 Each is ``root/`` (a fake root) plus ``load/`` (the kexec_load arguments), as
 :mod:`testbed.guest_capture` writes them, and ``scenario.json`` saying what
 was plugged where.
+
+``python -m tests.vm.captures --set NAME [DIR]`` writes one of :data:`SETS`
+instead: captures of another kernel and kexec-tools, ``NAME-boot`` and
+``NAME-hotadd``, their scenario.json naming the command that made them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +32,29 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 
 
-def capture(guest: Guest, out: Path, scenario: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CaptureSet:
+    """Captures of one kernel and kexec-tools (:data:`SETS`)."""
+
+    kernel: str
+    kexec_tools: str
+    options: tuple[str, ...] = ()
+    hot_add_cpu: bool = True
+
+
+# The captures of kernels and kexec-tools besides 6.1 and 2.0.25. 6.12 hot-adds
+# memory only: under TCG its CPUs need the test bed's ACPI table upgrade.
+SETS = {
+    "5.10-2.0.20": CaptureSet("5.10", "2.0.20"),
+    "6.12-2.0.29-c": CaptureSet("6.12", "2.0.29", ("-c",), hot_add_cpu=False),
+}
+
+
+def capture(
+    guest: Guest, out: Path, scenario: dict[str, Any], options: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Capture the guest's state and a traced ``kexec -p`` into ``out``."""
-    made = guest.capture_load(out.name)
+    made = guest.capture_load(out.name, options=options)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(made.path, out)
     (out / "scenario.json").write_text(json.dumps(scenario, indent=2) + "\n")
@@ -70,9 +95,44 @@ def make_captures(dest: Path = DATA) -> list[Path]:
         guest.close()
 
 
+def make_set(name: str, dest: Path = DATA) -> list[Path]:
+    """Boot the set's kernel, capture it at boot and after hot-adding two DIMMs
+    (and a CPU where the set does), with the set's kexec-tools."""
+    how = SETS[name]
+    dest.mkdir(parents=True, exist_ok=True)
+    guest = boot(
+        f"captures-{name}",
+        kernel_version=how.kernel,
+        kexec_tools=how.kexec_tools,
+        append=["memhp_default_state=offline"],
+    )
+    made = f"python -m tests.vm.captures --set {name} tests/data"
+    try:
+        out = [dest / f"{name}-boot", dest / f"{name}-hotadd"]
+        scenario: dict[str, Any] = {"made_by": made, "cpus_online": guest.online_cpus()}
+        capture(guest, out[0], {**scenario, "dimms": {}}, how.options)
+        if how.hot_add_cpu:
+            cpu = guest.hot_add_cpu()
+            guest.set_cpu_online(cpu)
+            scenario["added_cpu"] = cpu
+        for _ in range(2):
+            start, end = guest.hot_add_memory(512)
+            guest.set_memory_online(start, end)
+        dimms = {k: [hex(s), hex(e)] for k, (s, e) in guest.dimms.items()}
+        scenario["cpus_online"] = guest.online_cpus()
+        capture(guest, out[1], {**scenario, "dimms": dimms}, how.options)
+        return out
+    finally:
+        guest.close()
+
+
 def main(argv: list[str]) -> int:
-    dest = Path(argv[0]) if argv else DATA
-    for path in make_captures(dest):
+    if argv[:1] == ["--set"]:
+        dest = Path(argv[2]) if len(argv) > 2 else DATA
+        paths = make_set(argv[1], dest)
+    else:
+        paths = make_captures(Path(argv[0]) if argv else DATA)
+    for path in paths:
         print(path)
     return 0
 

@@ -50,6 +50,10 @@ KERNEL_KEPT = [
     Combo("6.12", "2.0.29"),
     Combo("6.12", "2.0.29", ("-c", "--hotplug")),
 ]
+# A file-loaded image on a kernel that does not update it (no crash_hotplug
+# before 6.6): the kernel built its boot parameters and header, so kexecd can
+# only load it again whole, with the command that loaded it.
+RELOADED_WHOLE = [Combo("6.1", "2.0.25", ("-s",))]
 
 
 @pytest.fixture
@@ -155,5 +159,18 @@ def test_stand_aside_where_the_kernel_keeps_the_header(combo_guest: tuple[Combo,
     st = g.daemon_state()
     assert st["events"] >= 1
     assert st["reloads"] == 0 and st["full_reloads"] == 0
+    vmcore = g.crash()
+    assert vmcore.covers(start, end)
+
+
+@pytest.mark.parametrize("combo_guest", RELOADED_WHOLE, ids=str, indirect=True)
+def test_file_load_is_reloaded_whole(combo_guest: tuple[Combo, Guest]) -> None:
+    combo, g = combo_guest
+    load(g, combo)
+    g.start_daemon(STATE)
+    start, end = hot_add(g)
+    st = wait_daemon(g, "full_reloads")
+    assert st["failed"] == 0
+    assert status(g)[0] == 0
     vmcore = g.crash()
     assert vmcore.covers(start, end)
