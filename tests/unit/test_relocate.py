@@ -1,0 +1,204 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Moving the header, checked byte by byte against independent readers:
+pyelftools for the header, a parse of boot_params written here for the
+command line and the e820 table, hashlib for purgatory's digest; everything
+else must be the bytes kexec-tools passed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from kexecd.core import Segment
+from kexecd.errors import HeaderError
+from kexecd.image import purgatory, relocate
+from kexecd.image.relocate import E820Entry
+from testbed.capture import Capture
+from testbed.images import image
+from tests.unit.data import ALL_CAPTURES, DATA
+
+CRASH = (0x2F000000, 0x3F000000)  # every capture's crashkernel=256M range
+
+
+def _e820(setup: bytes) -> list[tuple[int, int, int]]:
+    # boot_params (Documentation/arch/x86/zero-page.rst), read here on its own.
+    n = setup[0x1E8]
+    return [struct.unpack_from("<QQI", setup, 0x2D0 + 20 * i) for i in range(n)]
+
+
+def _line(setup: bytes, mem: int) -> bytes:
+    at = struct.unpack_from("<I", setup, 0x228)[0] - mem
+    return setup[at : setup.index(b"\0", at)]
+
+
+def _parts(name: str) -> tuple[list[Segment], int, int, int]:
+    cap = image(name)
+    m = Capture(DATA / name).manifest
+    header = Capture(DATA / name).header_segment["index"]
+    setup = next(i for i, s in enumerate(cap.segments) if b"elfcorehdr=" in bytes(s.buf))
+    return list(cap.segments), m["purgatory_segment"], header, setup
+
+
+def _diff(a: bytes, b: bytes) -> set[int]:
+    assert len(a) == len(b)
+    return {i for i in range(len(a)) if a[i] != b[i]}
+
+
+def test_capacity_and_growth() -> None:
+    assert relocate.capacity(16384) == 291  # kexec-tools' 16 KiB minimum
+    assert relocate.grown_memsz(292, 16384) == 32768  # 582 headers, in whole pages
+    assert relocate.capacity(relocate.grown_memsz(292, 16384)) >= 582
+    assert relocate.grown_memsz(2000, 16384) == -(-(64 + 2000 * 56) // 4096) * 4096
+    assert relocate.grown_memsz(1, 0) == 16384
+
+
+@pytest.mark.parametrize("name", ALL_CAPTURES)
+def test_relocation_changes_only_what_purgatory_and_the_crash_kernel_read(name: str) -> None:
+    segs, purg, header, setup = _parts(name)
+    old = segs[header]
+    memsz = relocate.grown_memsz(300, old.memsz)
+    ram = [E820Entry(a, a + s, t) for a, s, t in _e820(bytes(segs[setup].buf))]
+    others = [s for i, s in enumerate(segs) if i != header]
+    mem = relocate.place(CRASH, others, ram, memsz)
+    assert mem is not None and mem % 4096 == 0
+    assert all(mem + memsz <= s.mem or s.mem + s.memsz <= mem for s in others)
+    loc = purgatory.locate(segs, purg, header, setup)
+    assert loc is not None
+    # The same header (it does not say where it lives), in a bigger segment.
+    r = relocate.relocated(
+        segs,
+        header=header,
+        purgatory_index=purg,
+        location=loc,
+        new_header=bytes(old.buf),
+        mem=mem,
+        memsz=memsz,
+    )
+    new = r.segments
+    assert r.changed == tuple(sorted({header, setup, purg}))
+    # Untouched segments: the very bytes and places kexec-tools chose.
+    for i, (a, b) in enumerate(zip(segs, new, strict=True)):
+        if i not in r.changed:
+            assert (bytes(a.buf), a.mem, a.memsz) == (bytes(b.buf), b.mem, b.memsz)
+    # The header: where it was asked to go, an ELF core file pyelftools reads.
+    assert (new[header].mem, new[header].memsz) == (mem, memsz)
+    elf = ELFFile(io.BytesIO(bytes(new[header].buf)))
+    was = ELFFile(io.BytesIO(bytes(old.buf)))
+    assert elf["e_type"] == "ET_CORE" and elf.num_segments() == was.num_segments() > 3
+    assert [p.header for p in elf.iter_segments()] == [p.header for p in was.iter_segments()]
+    # The command line: only elfcorehdr= changed, to the new place in KiB.
+    a, b = bytes(segs[setup].buf), bytes(new[setup].buf)
+    line_a, line_b = _line(a, segs[setup].mem), _line(b, new[setup].mem)
+    assert line_a.rsplit(b" elfcorehdr=", 1)[0] == line_b.rsplit(b" elfcorehdr=", 1)[0]
+    assert line_b.endswith(b" elfcorehdr=%dK" % (mem >> 10))
+    # The map: the old hole is RAM again, the new range is not RAM, the rest
+    # the same.
+    e_a, e_b = _e820(a), _e820(b)
+
+    def ram_at(table: list[tuple[int, int, int]], lo: int, hi: int) -> bool:
+        return any(s <= lo and hi <= s + n and t == 1 for s, n, t in table)
+
+    assert not ram_at(e_a, old.mem, old.mem + 16384) and ram_at(e_b, old.mem, old.mem + 16384)
+    assert ram_at(e_a, mem, mem + memsz) and not any(
+        s < mem + memsz and mem < s + n for s, n, _ in e_b
+    )
+    assert [e for e in e_a if e[2] != 1] == [e for e in e_b if e[2] != 1]
+    ram_total = sum(n for _, n, t in e_a if t == 1)
+    assert sum(n for _, n, t in e_b if t == 1) == ram_total + 16384 - memsz
+    # The setup segment changed in the line and the e820 table, nowhere else.
+    line_at = struct.unpack_from("<I", a, 0x228)[0] - segs[setup].mem
+    allowed = set(range(0x1E8, 0x1E9)) | set(range(0x2D0, 0x2D0 + 20 * 128))
+    allowed |= set(range(line_at, line_at + len(line_b) + 1))
+    assert _diff(a, b) <= allowed
+    # Purgatory: its regions name every hashed segment where it now is, in
+    # segment order; its digest is hashlib's over them; nothing else moved.
+    p_a, p_b = bytes(segs[purg].buf), bytes(new[purg].buf)
+    want = b"".join(
+        struct.pack("<QQ", s.mem, s.memsz) for i, s in enumerate(new) if i != purg
+    ).ljust(16 * 16, b"\0")
+    assert p_b[loc.regions_offset : loc.regions_offset + 256] == want  # type: ignore[operator]
+    h = hashlib.sha256()
+    for i, s in enumerate(new):
+        if i != purg:
+            h.update(bytes(s.buf) + bytes(s.memsz - len(s.buf)))
+    assert p_b[loc.digest_offset : loc.digest_offset + 32] == h.digest()
+    assert loc.regions_offset is not None
+    assert _diff(p_a, p_b) <= set(range(loc.digest_offset, loc.digest_offset + 32)) | set(
+        range(loc.regions_offset, loc.regions_offset + 256)
+    )
+
+
+def test_moved_hole_splits_shrinks_and_gives_back() -> None:
+    ram = [
+        E820Entry(0x1000, 0x9FC00, 1),
+        E820Entry(0x2F000000, 0x3EF5D000, 1),
+        E820Entry(0x3EFFFC00, 0x3F000000, 1),
+        E820Entry(0x3FFDF000, 0x40000000, 2),
+    ]
+    old = (0x3EF5D000, 0x3EF61000)
+    # In the middle of the big entry: split in two; the old hole joins its neighbour.
+    got = relocate.moved_hole(ram, old, (0x30000000, 0x30008000))
+    assert got == [
+        ram[0],
+        E820Entry(0x2F000000, 0x30000000, 1),
+        E820Entry(0x30008000, 0x3EF61000, 1),
+        ram[2],
+        ram[3],
+    ]
+    # At an entry's start: shrunk, no new entry.
+    got = relocate.moved_hole(ram, old, (0x2F000000, 0x2F008000))
+    assert got[1] == E820Entry(0x2F008000, 0x3EF61000, 1) and len(got) == 4
+    # Back where it was: the map kexec-tools built.
+    assert relocate.moved_hole(ram, old, old) == ram
+    with pytest.raises(HeaderError, match="not inside one RAM entry"):
+        relocate.moved_hole(ram, old, (0x3FFDF000, 0x3FFE0000))  # reserved
+    with pytest.raises(HeaderError, match="not 1 KiB aligned"):
+        relocate.moved_hole(ram, old, (0x30000100, 0x30008000))
+    with pytest.raises(HeaderError, match="not the hole kexec-tools cut"):
+        relocate.moved_hole(ram, (0x3FFDF000, 0x3FFE0000), (0x30000000, 0x30008000))
+
+
+def test_place_skips_segments_and_what_is_not_ram() -> None:
+    ram = [E820Entry(0x2F000000, 0x2F100000, 1), E820Entry(0x2F200000, 0x2F400000, 1)]
+    segs = [Segment(b"", 0x2F000000, 0x1000), Segment(b"", 0x2F002000, 0xFE000)]
+    assert relocate.place(CRASH, segs, ram, 0x1000) == 0x2F001000
+    assert relocate.place(CRASH, segs, ram, 0x2000) == 0x2F200000  # the gap is one page
+    assert relocate.place(CRASH, segs, ram, 0x300000) is None
+    assert relocate.place((0x2F200000, 0x2F201000), segs, ram, 0x2000) is None
+
+
+def test_refused_where_purgatory_does_not_hash_the_header() -> None:
+    segs, purg, header, setup = _parts("boot")
+    loc = purgatory.locate(segs, purg, header, setup)
+    assert loc is not None
+    for bad, match in (
+        (
+            purgatory.DigestLocation(loc.digest_offset, loc.regions_offset, False, None),
+            "--hotplug",
+        ),
+        (purgatory.DigestLocation(loc.digest_offset, None, True, None), "regions were not found"),
+    ):
+        with pytest.raises(HeaderError, match=match):
+            relocate.relocated(
+                segs,
+                header=header,
+                purgatory_index=purg,
+                location=bad,
+                new_header=bytes(segs[header].buf),
+                mem=0x30000000,
+                memsz=0x8000,
+            )
+    with pytest.raises(HeaderError, match="cannot go at"):
+        relocate.relocated(
+            segs,
+            header=header,
+            purgatory_index=purg,
+            location=loc,
+            new_header=bytes(0x9000),
+            mem=0x30000000,
+            memsz=0x8000,
+        )
