@@ -24,12 +24,12 @@ from typing import Protocol
 from kexecd import core
 from kexecd.core import KexecCall, LoadCapture, Segment
 from kexecd.errors import KexecdError, LoadError, SnapshotError, TraceError
-from kexecd.image import cmdline, plan, statedir
+from kexecd.image import cmdline, plan, relocate, statedir
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.cmdline import Amendment
 from kexecd.image.plan import Action, Decision, Plan, Why
 from kexecd.image.purgatory import digest_of, patched
-from kexecd.image.snapshot import Snapshot, Source, create, recover, reopen
+from kexecd.image.snapshot import Snapshot, Source, commit, create, prepare, recover, reopen
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from kexecd.timing import Spans
@@ -158,6 +158,7 @@ class RefreshResult:
     load_seconds: float | None = None
     verified: bool = False  # the snapshot's segments were hashed and matched
     cmdline: str = ""
+    relocated: tuple[int, int, int] | None = None  # header moved: (from, to, memsz)
 
     @property
     def decision(self) -> Decision:
@@ -309,7 +310,7 @@ def execute(
     backend = backend or KernelBackend()
     result = RefreshResult(p, dry_run=dry_run, notes=list(p.notes))
     action = p.decision.action
-    if action is Action.RELOAD_HEADER and (verify or dry_run):
+    if action in (Action.RELOAD_HEADER, Action.RELOCATE) and (verify or dry_run):
         p.snapshot.verify()
         result.verified = True
         spans.mark("verify")
@@ -328,6 +329,10 @@ def execute(
     assert wanted is not None and loaded is not None
     if not p.kexec.crash_loaded:
         result.notes.append("no crash kernel was loaded; loading the snapshot's image")
+    if action is Action.RELOCATE:
+        _relocate(p, state_dir, root, backend, result, spans, patch_digest)
+        result.seconds = time.monotonic() - start
+        return result
     line = p.cmdline
     words = () if line is None else line.wanted
     segs, digest = _image(snap, line, wanted, words, digest=patch_digest)
@@ -349,6 +354,79 @@ def execute(
     result.cmdline = "" if line is None else line.done
     result.seconds = time.monotonic() - start
     return result
+
+
+def _relocate(
+    p: Plan,
+    state_dir: Path,
+    root: Root,
+    backend: Backend,
+    result: RefreshResult,
+    spans: Spans,
+    patch_digest: bool,
+) -> None:
+    # The header moves to the plan's hole: kexec-tools' own segments are
+    # rewritten (relocate.relocated) into a new snapshot beside the current
+    # one, kexecd's words go on the line, and the kernel gets it in one
+    # kexec_load. Only once it took it does the new snapshot replace the
+    # current one; if it refused, the previous image is loaded again as after
+    # any failed refresh. Killed in between, the current snapshot's intent
+    # makes the next run plan again: the move is redone.
+    snap, wanted, loaded = p.snapshot, p.wanted, p.loaded
+    assert wanted is not None and loaded is not None and p.move is not None
+    assert snap.header is not None and snap.purgatory is not None and snap.digest is not None
+    mem, memsz = p.move
+    moved = relocate.relocated(
+        snap.segments,
+        header=snap.header,
+        purgatory_index=snap.purgatory,
+        location=snap.digest,
+        new_header=wanted,
+        mem=mem,
+        memsz=memsz,
+    )
+    cap = LoadCapture(
+        call=KexecCall.KEXEC_LOAD,
+        result=0,
+        entry=snap.entry,
+        flags=snap.flags,
+        segments=moved.segments,
+        cmdline=None,
+        calls=1,
+        exit_code=0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
+        program=None,
+    )
+    how = f"kexecd relocate (header moved from {moved.old[0]:#x} to {mem:#x})"
+    new = prepare(state_dir, snap.argv, cap, snap.source, kexec_tools=snap.kexec_tools, how=how)
+    if new.header != snap.header or new.digest is None or not new.digest.header_hashed:
+        raise LoadError(
+            f"{new.path}: the moved image does not verify (purgatory's digest not found); "
+            "nothing was loaded"
+        )
+    spans.mark("relocate")
+    line = p.cmdline
+    words = () if line is None else line.wanted
+    if line is not None:
+        line = replace(line, found=cmdline.find(new.segments))
+    segs, digest = _image(new, line, wanted, words, digest=patch_digest)
+    spans.mark("digest")
+    snap.record_intent(wanted, words)
+    load_start = time.monotonic()
+    try:
+        backend.load(new.entry, new.flags, segs)
+    except OSError as e:
+        _failed(snap, p.cmdline, backend, loaded, root, e)
+    result.load_seconds = time.monotonic() - load_start
+    spans.mark("kexec_load")
+    done = commit(state_dir)
+    done.record_loaded(wanted, digest, how, words)
+    spans.mark("record")
+    result.loaded = True
+    result.relocated = (moved.old[0], mem, memsz)
+    result.cmdline = "" if line is None else line.done
 
 
 def _amend_after_full_reload(

@@ -150,8 +150,14 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
         sha = _str(s.get("sha256"), f"segment {i} sha256")
         if not _HEX64.match(sha):
             raise _Bad(f"segment {i} sha256 is not a SHA-256 in hex")
-        if out and mem < out[-1].mem + out[-1].memsz:
-            raise _Bad(f"segment {i} at {mem:#x} overlaps or precedes segment {i - 1}")
+        # In any order (a moved header keeps its index, so purgatory's
+        # regions keep theirs), never overlapping: the kernel's
+        # sanity_check_segment_list() (kernel/kexec_core.c) asks no more.
+        clash = next(
+            (j for j, o in enumerate(out) if mem < o.mem + o.memsz and o.mem < mem + memsz), None
+        )
+        if clash is not None:
+            raise _Bad(f"segment {i} at {mem:#x} overlaps segment {clash}")
         out.append(SegmentInfo(mem, memsz, bufsz, sha))
     return tuple(out)
 

@@ -22,11 +22,12 @@ import enum
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from kexecd.errors import CmdlineError, SnapshotError
-from kexecd.image import cmdline, elfcore
+from kexecd.errors import CmdlineError, HeaderError, SnapshotError
+from kexecd.image import cmdline, elfcore, relocate
 from kexecd.image.changes import HeaderDiff, diff_headers
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
+from kexecd.image.relocate import capacity
 from kexecd.image.snapshot import Snapshot
 from kexecd.system.kernel import (
     KexecState,
@@ -52,6 +53,8 @@ class Action(enum.Enum):
     STAND_ASIDE = "stand-aside"  # the kernel updates the header itself
     # kexec_load with the new header (and command line, and digest)
     RELOAD_HEADER = "reload-header"
+    # kexec_load with the header moved to a bigger hole (kexecd.image.relocate)
+    RELOCATE = "relocate"
     FULL_RELOAD = "full-reload"  # run the recorded kexec command again
 
 
@@ -93,6 +96,8 @@ class Plan:
     :ivar cmdline: the crash kernel's command line (``None`` when no crash
         kernel is loaded).
     :ivar notes: what happened while planning, for people.
+    :ivar move: where a header that outgrew its segment goes: (address,
+        memsz), when a hole was found (:func:`kexecd.image.relocate.place`).
     """
 
     snapshot: Snapshot
@@ -105,6 +110,7 @@ class Plan:
     target: CoreHeader | None = None
     cmdline: Amendment | None = None
     notes: tuple[str, ...] = ()
+    move: tuple[int, int] | None = None
 
     @property
     def action(self) -> Action:
@@ -176,6 +182,7 @@ def decide(
     uncertain: bool = False,
     cmdline: Amendment | None = None,
     kernel_missed: bool = False,
+    move: tuple[int, int] | None = None,
 ) -> Decision:
     """Choose what to do; every decision rule of kexecd is here.
 
@@ -192,6 +199,8 @@ def decide(
     :param kernel_missed: the kernel logged that it dropped an update of the
         header it keeps (:mod:`kexecd.system.kmsg`): what it holds is
         unknown, so kexecd loads the image itself once.
+    :param move: a hole for a header that outgrew its segment (address,
+        memsz): the header moves there instead of a full reload.
     """
     if not crash_loaded:
         return Decision(
@@ -224,11 +233,16 @@ def decide(
         return Decision(Action.NOTHING, Why.CURRENT, "the loaded header is current")
     memsz = snap.segments[snap.header].memsz
     if len(wanted) > memsz:
-        return Decision(
-            Action.FULL_RELOAD,
-            Why.TOO_BIG,
-            f"the header needs {len(wanted)} bytes but its segment holds {memsz}",
-        )
+        outgrown = f"the header needs {len(wanted)} bytes but its segment holds {memsz}"
+        if move is not None and movable(snap):
+            to, size = move
+            return Decision(
+                Action.RELOCATE,
+                Why.TOO_BIG,
+                f"{outgrown}: move it to {to:#x} ({size} bytes, room for "
+                f"{capacity(size)} program headers) and reload it with purgatory's digest",
+            )
+        return Decision(Action.FULL_RELOAD, Why.TOO_BIG, outgrown)
     if snap.digest is None:
         return Decision(
             Action.FULL_RELOAD,
@@ -321,6 +335,10 @@ def make(
     target = elfcore.parse(wanted)
     spans.mark("parse wanted")
     _check_placement(snap, system)
+    move = None
+    if len(wanted) > snap.segments[snap.header].memsz and movable(snap):
+        move = _hole(snap, system, len(target.phdrs))
+        spans.mark("hole")
     line = _cmdline(snap, root, acpi_no_memhotplug, None)
     spans.mark("cmdline")
     plan = Plan(
@@ -335,6 +353,7 @@ def make(
             uncertain=snap.intent is not None,
             cmdline=line,
             kernel_missed=kernel_missed,
+            move=move,
         ),
         system=system,
         loaded=loaded,
@@ -343,6 +362,7 @@ def make(
         target=target,
         cmdline=line,
         notes=tuple(notes),
+        move=move,
     )
     spans.mark("decide")
     return plan
@@ -389,3 +409,35 @@ def _check_placement(snap: Snapshot, system: SystemState) -> None:
                 "kernel reservation in /proc/iomem (a snapshot from another boot?); "
                 "load again with 'kexecd load' or 'kexecd adopt'"
             )
+
+
+def movable(snap: Snapshot) -> bool:
+    """Whether kexecd can move this image's header: a ``kexec_load`` image
+    whose purgatory hashes the header and whose regions were found."""
+    d = snap.digest
+    return (
+        not snap.file_load
+        and snap.header is not None
+        and snap.purgatory is not None
+        and d is not None
+        and d.header_hashed
+        and d.regions_offset is not None
+    )
+
+
+def _hole(snap: Snapshot, system: SystemState, phnum: int) -> tuple[int, int] | None:
+    # Where a grown header goes: a hole of the crash kernel reservation that
+    # no other segment uses and that the crash kernel's e820 calls RAM.
+    assert snap.header is not None
+    try:
+        found = cmdline.find(snap.segments)
+        e820 = relocate.read_e820(snap.segments[found.segment].buf)
+    except (CmdlineError, HeaderError):
+        return None
+    memsz = relocate.grown_memsz(phnum, snap.segments[snap.header].memsz)
+    others = [s for i, s in enumerate(snap.segments) if i != snap.header]
+    for r in system.memory.crash_reserved:
+        at = relocate.place((r.start, r.end + 1), others, e820, memsz)
+        if at is not None:
+            return at, memsz
+    return None

@@ -306,8 +306,33 @@ def create(
 ) -> Snapshot:
     """Write the snapshot of a traced kexec-tools load, replacing any older one.
 
-    The new directory is written and synced beside the old one, then swapped
-    in with two renames; :func:`recover` finishes a swap that was cut short.
+    The new directory is written and synced beside the old one
+    (:func:`prepare`), then swapped in with two renames (:func:`commit`);
+    :func:`recover` finishes a swap that was cut short.
+    """
+    prepare(state_dir, argv, cap, source)
+    return commit(state_dir)
+
+
+def prepare(
+    state_dir: Path,
+    argv: Sequence[str],
+    cap: LoadCapture,
+    source: Source | None = None,
+    *,
+    kexec_tools: str | None = None,
+    how: str = "kexec-tools",
+) -> Snapshot:
+    """Write a new snapshot beside the current one, not yet in its place.
+
+    For an image kexecd loads itself (a moved header: :mod:`kexecd.image.relocate`),
+    :func:`commit` swaps it in once the kernel took it; until then the
+    current snapshot stays, and a later :func:`prepare` or :func:`create`
+    replaces what was left.
+
+    :param kexec_tools: the version of the kexec-tools that built the
+        segments, when ``cap`` is not a traced run of it.
+    :param how: who loaded it, for the record of what is loaded.
     """
     statedir.ready(state_dir)
     recover(state_dir)
@@ -340,17 +365,23 @@ def create(
         purgatory=purgatory,
         digest=digest,
         source=source,
-        kexec_tools=version_in(cap.program),
+        kexec_tools=kexec_tools or version_in(cap.program),
     )
     data = encode(manifest)
     write_atomic(new / MANIFEST, data)
     snap = _parse(new, decode(data, str(new / MANIFEST)))
     if header is not None:
-        snap.record_loaded(bytes(bufs[header]), None, "kexec-tools")
+        snap.record_loaded(bytes(bufs[header]), None, how)
     else:
-        info = {"time": timestamp(), "how": "kexec-tools"}
+        info = {"time": timestamp(), "how": how}
         write_atomic(new / LOADED, (json.dumps(info) + "\n").encode())
     _fsync_dir(new)
+    return snap
+
+
+def commit(state_dir: Path) -> Snapshot:
+    """Swap the snapshot :func:`prepare` wrote in place of the current one."""
+    new = state_dir / f".{SNAPSHOT}.new"
     final = state_dir / SNAPSHOT
     old = state_dir / f".{SNAPSHOT}.old"
     _rmtree(old)

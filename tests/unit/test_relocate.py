@@ -9,17 +9,23 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
 from kexecd.core import Segment
-from kexecd.errors import HeaderError
-from kexecd.image import purgatory, relocate
+from kexecd.errors import HeaderError, LoadError
+from kexecd.image import elfcore, loader, plan, purgatory, relocate
+from kexecd.image.plan import Action
 from kexecd.image.relocate import E820Entry
+from kexecd.image.snapshot import open_snapshot
+from kexecd.system.kernel import read_kexec_state
+from kexecd.system.root import Root
 from testbed.capture import Capture
-from testbed.images import image
+from testbed.images import image, kexec_tools_digest, loaded_root
 from tests.unit.data import ALL_CAPTURES, DATA
+from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
 CRASH = (0x2F000000, 0x3F000000)  # every capture's crashkernel=256M range
 
@@ -202,3 +208,87 @@ def test_refused_where_purgatory_does_not_hash_the_header() -> None:
             mem=0x30000000,
             memsz=0x8000,
         )
+
+
+# -- the plan and the load --------------------------------------------------------
+
+
+def _many_ranges(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:
+    """Add ``n`` 16 MiB System RAM ranges above 8 GiB to the fake /proc/iomem."""
+    iomem = root / "proc/iomem"
+    added = [(0x2_0000_0000 + (first + i) * 0x200_0000, 0x100_0000) for i in range(n)]
+    lines = "".join(f"{s:x}-{s + n_ - 1:x} : System RAM\n" for s, n_ in added)
+    iomem.write_text(iomem.read_text() + lines)
+    return [(s, s + n_) for s, n_ in added]
+
+
+def test_an_outgrown_header_moves_in_one_load(tmp_path: Path) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    cap = image("boot")
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
+    before = open_snapshot(state)
+    assert before.header_capacity == 291
+    ranges = _many_ranges(root, 300)
+    p = plan.make(before, Root(root), read_kexec_state(Root(root)))
+    assert p.action is Action.RELOCATE and p.move is not None
+    assert "move it to" in p.decision.reason
+    backend = FakeBackend(root=root)
+    r = loader.refresh(state, root=Root(root), backend=backend)
+    assert r.loaded and r.relocated is not None
+    old_mem, mem, memsz = r.relocated
+    assert (old_mem, mem) == (before.segments[before.header].mem, p.move[0])
+    after = open_snapshot(state)
+    assert after.header == before.header and after.header_capacity >= 582
+    assert (after.segments[after.header].mem, after.segments[after.header].memsz) == (mem, memsz)
+    # What the kernel got: the wanted header where the snapshot says, the
+    # line naming it, purgatory's digest over exactly those segments.
+    ((entry, flags, bufs),) = backend.loads
+    assert (entry, flags) == (cap.entry, cap.flags)
+    segs = [Segment(b, s.mem, s.memsz) for b, s in zip(bufs, after.segments, strict=True)]
+    assert bufs[after.header] == p.wanted
+    loads = {(ph.paddr, ph.paddr + ph.memsz) for ph in elfcore.parse(bufs[after.header]).ram}
+    assert set(ranges) <= loads
+    setup = next(i for i, b in enumerate(bufs) if b"elfcorehdr=" in b)
+    assert _line(bufs[setup], segs[setup].mem).endswith(b" elfcorehdr=%dK" % (mem >> 10))
+    assert not any(s < mem + memsz and mem < s + n for s, n, _ in _e820(bufs[setup]))
+    off = after.digest.digest_offset if after.digest else -1
+    assert bufs[after.purgatory or 0][off : off + 32] == kexec_tools_digest(
+        segs, after.purgatory or 0
+    )
+    # Current now; one more range is a header-only reload in the new place.
+    assert plan.make(after, Root(root)).action is Action.NOTHING
+    _many_ranges(root, 1, first=300)
+    r = loader.refresh(state, root=Root(root), backend=backend)
+    assert r.loaded and r.relocated is None and r.decision.action is Action.RELOAD_HEADER
+    assert open_snapshot(state).segments[after.header].mem == mem
+
+
+def test_a_refused_move_keeps_the_previous_image(tmp_path: Path) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    before = open_snapshot(state)
+    _many_ranges(root, 300)
+    backend = FakeBackend(fail=1, root=root)
+    with pytest.raises(LoadError, match="the previous image was loaded again"):
+        loader.refresh(state, root=Root(root), backend=backend)
+    assert len(backend.loads) == 2
+    # The second load is the image as it was, and the snapshot still says so.
+    assert backend.loads[1][2] == [bytes(s.buf) for s in before.segments]
+    again = open_snapshot(state)
+    assert again.segments[again.header or 0].mem == before.segments[before.header or 0].mem
+    assert plan.make(again, Root(root)).action is Action.RELOCATE
+
+
+def test_no_hole_falls_back_to_a_full_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    _many_ranges(root, 300)
+    monkeypatch.setattr(relocate, "place", lambda *a: None)  # a reservation with no room
+    p = plan.make(open_snapshot(state), Root(root))
+    assert p.move is None and p.action is Action.FULL_RELOAD
+    assert p.decision.reason == "the header needs 18432 bytes but its segment holds 16384"
