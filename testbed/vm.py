@@ -187,6 +187,13 @@ def _ost(dev_id: str, source: int) -> Callable[[dict[str, Any]], bool]:
     return match
 
 
+def _ejected(data: dict[str, Any], slot: str) -> bool:
+    """Whether ACPI_DEVICE_OST data is the guest's last word on an eject
+    request (source 3) for the CPU slot: any status but 0x84 (in progress)."""
+    info = data.get("info", {})
+    return bool(info.get("source") == 3 and info.get("slot") == slot and info["status"] != 0x84)
+
+
 @dataclass
 class Guest:
     """A running test-bed guest. Use :func:`boot` to get one."""
@@ -207,7 +214,8 @@ class Guest:
     cpu_devices: dict[int, str] = field(default_factory=dict)  # hot-added CPU -> QMP id
     locked: bool = False  # holds the guest lock, released by close()
     acpi_key: str | None = None  # the shape whose upgraded ACPI tables it booted with
-    removed_cpu_slots: set[str] = field(default_factory=set)  # QMP ids unplugged
+    removed_cpu_slots: set[str] = field(default_factory=set)  # QMP ids of unplugged CPUs
+    _cpu_acpi_slots: dict[str, str] = field(default_factory=dict)  # QMP id -> ACPI slot
 
     # -- logs and failures ------------------------------------------------
 
@@ -317,22 +325,23 @@ class Guest:
         this guest has no udev); if something onlined it, it is taken offline
         again so that every kernel hands it over the same way.
 
-        :raises TestbedError: no free slot, only slots a CPU was unplugged from
-            (QEMU 7.2 under TCG aborts on a second plug into one), or the guest
-            did not take the CPU.
+        :raises TestbedError: no free slot, a CPU was unplugged from this guest
+            before (QEMU 7.2 under TCG aborts on any CPU plug after that), or
+            the guest did not take the CPU.
         """
+        if self.removed_cpu_slots:
+            # Seen with a second plug into the unplugged slot and into another.
+            gone = ", ".join(sorted(self.removed_cpu_slots))
+            raise TestbedError(
+                f"a CPU was unplugged from this guest ({gone}); QEMU 7.2 under TCG then "
+                "aborts ('double free or corruption') on the next "
+                "CPU plug, so the test bed refuses it: boot another guest"
+            )
         before = set(self.present_cpus())
         free = [c for c in self.qmp.execute("query-hotpluggable-cpus") if "qom-path" not in c]
         if not free:
             raise self.fail("no free CPU slot (raise Machine.maxcpus)")
-        fresh = [c for c in free if _cpu_device_id(c["props"]) not in self.removed_cpu_slots]
-        if not fresh:
-            raise TestbedError(
-                "every free CPU slot had a CPU unplugged from it; QEMU 7.2 under TCG aborts "
-                "('double free or corruption') when a CPU is plugged into such a slot again, "
-                "so the test bed refuses: raise Machine.maxcpus to have a never-used slot"
-            )
-        slot = min(fresh, key=lambda c: sorted(c["props"].items()))
+        slot = min(free, key=lambda c: sorted(c["props"].items()))
         dev_id = _cpu_device_id(slot["props"])
         self.qmp.execute("device_add", driver=slot["type"], id=dev_id, **slot["props"])
         try:
@@ -356,25 +365,35 @@ class Guest:
                 raise self.fail(f"the guest did not register the CPU {dev_id} within {timeout} s")
             time.sleep(0.2)
         self.cpu_devices[cpu] = dev_id
+        self._cpu_acpi_slots[dev_id] = ost["data"]["info"]["slot"]
         if self.read(_cpu_sysfs(cpu, "online")).strip() != "0":
             self.set_cpu_online(cpu, False)
         return cpu
 
     def hot_remove_cpu(self, cpu: int, timeout: float = 60.0) -> None:
-        """Offline a hot-added CPU, unplug it, wait until QEMU has deleted the
-        device and the guest has let go of it (no ``cpuN`` in sysfs).
+        """Offline a hot-added CPU, unplug it, wait until the guest has ejected
+        it (its last ``_OST`` on the request, status 0) and let go of it (no
+        ``cpuN`` in sysfs, not present).
 
-        Its slot is not used again (see :meth:`hot_add_cpu`).
+        No CPU can be plugged in afterwards (see :meth:`hot_add_cpu`).
         """
         dev_id = self.cpu_devices.pop(cpu)
         self.set_cpu_online(cpu, False)
+        slot = self._cpu_acpi_slots.pop(dev_id)
         self.qmp.execute("device_del", id=dev_id)
         self.removed_cpu_slots.add(dev_id)
-        # QEMU also reports its lapic child deleted: wait for the CPU itself.
+        # QEMU 7.2 (TCG) reports only the CPU's lapic child deleted, never the
+        # CPU itself: the guest's last _OST on the eject request says it is
+        # done (0x84, "ejection in progress", comes first; the final one
+        # names the slot only, the device being gone).
         try:
-            self.qmp.wait_event("DEVICE_DELETED", timeout, device=dev_id)
+            ost = self.qmp.wait_event(
+                "ACPI_DEVICE_OST", timeout, where=lambda d: _ejected(d, slot)
+            )
         except QMPError:
-            raise self.fail(f"QEMU did not delete {dev_id} within {timeout} s") from None
+            raise self.fail(f"the guest did not eject {dev_id} within {timeout} s") from None
+        if ost["data"]["info"]["status"] != 0:
+            raise self.fail(f"the guest refused to eject {dev_id}: {ost['data']['info']}")
         deadline = time.monotonic() + timeout
         while (
             cpu in self.present_cpus()
