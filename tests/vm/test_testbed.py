@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
 from testbed import acpi
-from testbed.vm import Guest, TestbedError, read_acpi_tables
+from testbed.vm import Guest, TestbedError, boot, read_acpi_tables
 
 pytestmark = pytest.mark.vm
 
@@ -100,6 +101,19 @@ def test_cpu_hot_add_and_remove_on_612(guest_612: Guest) -> None:
     with pytest.raises(TestbedError, match="double free or corruption"):
         g.hot_add_cpu()
     assert g.proc.poll() is None and "Unable to map lapic" not in g.sh("dmesg")
+
+
+def test_612_without_the_upgrade_cannot_hot_add_a_cpu(request: pytest.FixtureRequest) -> None:
+    # The control: QEMU 7.2's own tables (FADT revision 3), TCG, Linux 6.12.
+    g = boot(request.node.name, kernel_version="6.12", acpi_upgrade=False)
+    try:
+        assert g.acpi_key is None
+        assert "Allowing 2 present CPUs plus 0 hotplug CPUs" in g.sh("dmesg")
+        with pytest.raises(TestbedError, match="Unable to map lapic"):
+            g.hot_add_cpu()
+    finally:
+        g.close()
+    shutil.rmtree(g.run_dir, ignore_errors=True)
 
 
 def test_crash_dump_is_read_back(guest: Guest) -> None:
