@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,23 @@ class QMP:
             elif "return" in reply:
                 return reply["return"]
 
-    def wait_event(self, name: str, timeout: float, **data: Any) -> dict[str, Any]:
-        """Wait for (or take an already received) event whose data matches."""
+    def wait_event(
+        self,
+        name: str,
+        timeout: float,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        **data: Any,
+    ) -> dict[str, Any]:
+        """Wait for (or take an already received) event whose data matches:
+        has the items ``data`` and, if given, ``where(data)`` is true."""
 
         def matches(ev: dict[str, Any]) -> bool:
             got = ev.get("data", {})
-            return ev["event"] == name and all(got.get(k) == v for k, v in data.items())
+            return (
+                ev["event"] == name
+                and all(got.get(k) == v for k, v in data.items())
+                and (where is None or where(got))
+            )
 
         deadline = time.monotonic() + timeout
         while True:

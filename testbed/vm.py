@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from kexecd.system.cpus import parse_cpu_list
-from testbed import assets
+from testbed import acpi, assets
 from testbed.capture import Capture
 from testbed.guest_safety import MARK
-from testbed.qmp import QMP
+from testbed.qmp import QMP, QMPError
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).with_name("guest_agent.py")
@@ -61,6 +61,10 @@ open(sys.argv[1], "wb").write(hdr)
 """
 # How long boot() waits for another guest on this machine to finish.
 GUEST_LOCK_WAIT = 3600.0
+# The kernels that boot with upgraded ACPI tables (testbed/acpi.py): 6.12
+# drops the MADT's disabled CPUs under TCG unless the FADT claims ACPI 6.3
+# and the MADT marks them Online Capable, so no CPU could be hot-added.
+NEEDS_ACPI_UPGRADE = frozenset({"6.12"})
 
 
 class TestbedError(RuntimeError):
@@ -173,6 +177,33 @@ class Machine:
     crashkernel: str = "256M"
 
 
+def _cpu_device_id(props: dict[str, Any]) -> str:
+    # One QMP id per CPU slot: cpu-<core-id>-<die-id>-<socket-id>-<thread-id>...
+    return "cpu-" + "-".join(str(v) for _, v in sorted(props.items()))
+
+
+def _cpu_sysfs(cpu: int, attr: str = "") -> str:
+    return f"/sys/devices/system/cpu/cpu{cpu}" + (f"/{attr}" if attr else "")
+
+
+def _ost(dev_id: str, source: int) -> Callable[[dict[str, Any]], bool]:
+    """Matches the data of an ACPI_DEVICE_OST event for one device and _OST
+    source event (1: insertion, 3: eject request)."""
+
+    def match(data: dict[str, Any]) -> bool:
+        info = data.get("info", {})
+        return bool(info.get("device") == dev_id and info.get("source") == source)
+
+    return match
+
+
+def _ejected(data: dict[str, Any], slot: str) -> bool:
+    """Whether ACPI_DEVICE_OST data is the guest's last word on an eject
+    request (source 3) for the CPU slot: any status but 0x84 (in progress)."""
+    info = data.get("info", {})
+    return bool(info.get("source") == 3 and info.get("slot") == slot and info["status"] != 0x84)
+
+
 @dataclass
 class Guest:
     """A running test-bed guest. Use :func:`boot` to get one."""
@@ -193,6 +224,9 @@ class Guest:
     cpu_devices: dict[int, str] = field(default_factory=dict)  # hot-added CPU -> QMP id
     locked: bool = False  # holds the guest lock, released by close()
     kexec: str = str(assets.HOST_KEXEC)  # the kexec-tools build loads run (assets.KEXEC_TOOLS)
+    acpi_key: str | None = None  # the shape whose upgraded ACPI tables it booted with
+    removed_cpu_slots: set[str] = field(default_factory=set)  # QMP ids of unplugged CPUs
+    _cpu_acpi_slots: dict[str, str] = field(default_factory=dict)  # QMP id -> ACPI slot
 
     # -- logs and failures ------------------------------------------------
 
@@ -292,30 +326,102 @@ class Guest:
         return parse_cpu_list(self.read("/sys/devices/system/cpu/present"))
 
     def hot_add_cpu(self, timeout: float = 60.0) -> int:
-        """Plug one CPU in over QMP; return its id once the guest sees it."""
+        """Plug one CPU in over QMP; return its number once the guest can online it.
+
+        Waits for the guest's ACPI ``_OST`` on the insertion (QMP
+        ``ACPI_DEVICE_OST``, source 1, status 0), then for ``cpuN/online`` in
+        sysfs. A 6.12 guest without upgraded ACPI tables answers 0 too but
+        logs "Unable to map lapic": that is reported at once.
+
+        The CPU is left **present and offline**, as 6.1 and 6.12 both leave a
+        hot-added CPU (neither onlines it by itself; this guest has no udev);
+        if something onlined it, it is taken offline again so that every
+        kernel hands it over the same way.
+
+        :raises TestbedError: no free slot, a CPU was unplugged from this guest
+            before (QEMU 7.2 under TCG aborts on any CPU plug after that), or
+            the guest did not take the CPU.
+        """
+        if self.removed_cpu_slots:
+            # Seen with a second plug into the unplugged slot and into another.
+            gone = ", ".join(sorted(self.removed_cpu_slots))
+            raise TestbedError(
+                f"a CPU was unplugged from this guest ({gone}); QEMU 7.2 under TCG then "
+                "aborts ('double free or corruption') on the next "
+                "CPU plug, so the test bed refuses it: boot another guest"
+            )
         before = set(self.present_cpus())
         free = [c for c in self.qmp.execute("query-hotpluggable-cpus") if "qom-path" not in c]
         if not free:
             raise self.fail("no free CPU slot (raise Machine.maxcpus)")
         slot = min(free, key=lambda c: sorted(c["props"].items()))
-        props = slot["props"]
-        dev_id = "cpu-" + "-".join(str(v) for _, v in sorted(props.items()))
-        self.qmp.execute("device_add", driver=slot["type"], id=dev_id, **props)
+        dev_id = _cpu_device_id(slot["props"])
+        self.qmp.execute("device_add", driver=slot["type"], id=dev_id, **slot["props"])
+        try:
+            ost = self.qmp.wait_event("ACPI_DEVICE_OST", timeout, where=_ost(dev_id, 1))
+        except QMPError:
+            raise self.fail(f"the guest did not answer the plug of {dev_id} (no _OST)") from None
+        status = ost["data"]["info"]["status"]
+        if status != 0:
+            dmesg = self.run(["dmesg"], check=False).stdout.splitlines()
+            raise self.fail(
+                f"the guest refused the CPU {dev_id}: _OST status {status:#x}\n"
+                + "\n".join(dmesg[-8:])
+            )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            new = set(self.present_cpus()) - before
-            if new:
-                self.cpu_devices[min(new)] = dev_id
-                return min(new)
+        look = time.monotonic() + 2.0  # when to read dmesg for the refusal below
+        while True:
+            new = sorted(set(self.present_cpus()) - before)
+            if new and self.run(["test", "-e", _cpu_sysfs(new[0], "online")], check=False).rc == 0:
+                cpu = new[0]
+                break
+            if not new and look and time.monotonic() > look:
+                look = 0.0
+                # The processor driver's failure does not fail the ACPI scan,
+                # so _OST says 0 (seen on 6.12 without the table upgrade).
+                if "Unable to map lapic to logical cpu number" in self.sh("dmesg"):
+                    raise self.fail(
+                        f"the guest's kernel has no hot-pluggable CPU for {dev_id} ('Unable to "
+                        "map lapic'): boot a 6.12 guest with acpi_upgrade (testbed/acpi.py)"
+                    )
+            if time.monotonic() > deadline:
+                raise self.fail(f"the guest did not register the CPU {dev_id} within {timeout} s")
             time.sleep(0.2)
-        raise self.fail(f"the guest did not see the CPU {dev_id} within {timeout} s")
+        self.cpu_devices[cpu] = dev_id
+        self._cpu_acpi_slots[dev_id] = ost["data"]["info"]["slot"]
+        if self.read(_cpu_sysfs(cpu, "online")).strip() != "0":
+            self.set_cpu_online(cpu, False)
+        return cpu
 
     def hot_remove_cpu(self, cpu: int, timeout: float = 60.0) -> None:
-        """Offline a hot-added CPU, unplug it, wait until the guest lets go of it."""
+        """Offline a hot-added CPU, unplug it, wait until the guest has ejected
+        it (its last ``_OST`` on the request, status 0) and let go of it (no
+        ``cpuN`` in sysfs, not present).
+
+        No CPU can be plugged in afterwards (see :meth:`hot_add_cpu`).
+        """
+        dev_id = self.cpu_devices.pop(cpu)
         self.set_cpu_online(cpu, False)
-        self.qmp.execute("device_del", id=self.cpu_devices.pop(cpu))
+        slot = self._cpu_acpi_slots.pop(dev_id)
+        self.qmp.execute("device_del", id=dev_id)
+        self.removed_cpu_slots.add(dev_id)
+        # QEMU 7.2 (TCG) reports only the CPU's lapic child deleted, never the
+        # CPU itself: the guest's last _OST on the eject request says it is
+        # done (0x84, "ejection in progress", comes first; the final one
+        # names the slot only, the device being gone).
+        try:
+            ost = self.qmp.wait_event(
+                "ACPI_DEVICE_OST", timeout, where=lambda d: _ejected(d, slot)
+            )
+        except QMPError:
+            raise self.fail(f"the guest did not eject {dev_id} within {timeout} s") from None
+        if ost["data"]["info"]["status"] != 0:
+            raise self.fail(f"the guest refused to eject {dev_id}: {ost['data']['info']}")
         deadline = time.monotonic() + timeout
-        while cpu in self.present_cpus():
+        while (
+            cpu in self.present_cpus()
+            or self.run(["test", "-e", _cpu_sysfs(cpu)], check=False).rc == 0
+        ):
             if time.monotonic() > deadline:
                 raise self.fail(f"the guest kept CPU {cpu} after device_del")
             time.sleep(0.2)
@@ -576,6 +682,17 @@ def _guest_unlock() -> None:
         _lock_fd = -1
 
 
+def _check_acpi_upgrade(guest: Guest) -> None:
+    # drivers/acpi/tables.c (6.12) logs each table it takes from the initrd.
+    dmesg = guest.run(["dmesg"]).stdout
+    missing = [t for t in acpi.TABLES if not re.search(rf"Table Upgrade: override \[{t}-", dmesg)]
+    if missing:
+        raise guest.fail(
+            f"the kernel did not take the upgraded ACPI tables {', '.join(missing)} "
+            f"(cache {acpi.cache_path(guest.acpi_key or '?')}); is CONFIG_ACPI_TABLE_UPGRADE on?"
+        )
+
+
 def _new_run_dir(name: str) -> Path:
     runs = assets.cache_dir() / "runs"
     runs.mkdir(exist_ok=True)
@@ -593,6 +710,7 @@ def boot(
     kernel_version: str = "6.1",
     append: Sequence[str] = (),
     kexec_tools: str = "2.0.25",
+    acpi_upgrade: bool | None = None,
 ) -> Guest:
     """Boot a test-bed guest and wait for its agent (after any other guest has closed).
 
@@ -600,6 +718,8 @@ def boot(
     :param append: more words for the kernel command line.
     :param kexec_tools: which of :data:`testbed.assets.KEXEC_TOOLS` the guest's
         crash loads run (:attr:`Guest.kexec`).
+    :param acpi_upgrade: boot with upgraded ACPI tables (see :func:`launch`);
+        by default for the kernels in :data:`NEEDS_ACPI_UPGRADE`.
     """
     kexec = assets.ensure_kexec_tools(kexec_tools)
     kernel = assets.ensure_kernel(kernel_version)
@@ -620,35 +740,36 @@ def boot(
         "-virtfs",
         f"local,path={share},mount_tag=share,security_model=none,multidevs=remap",
     ]
+    if acpi_upgrade is None:
+        acpi_upgrade = kernel_version in NEEDS_ACPI_UPGRADE
     guest = launch(
-        name, run_dir, machine or Machine(), kernel, initramfs, append, devices, timeout
+        name,
+        run_dir,
+        machine or Machine(),
+        kernel,
+        initramfs,
+        append,
+        devices,
+        timeout,
+        acpi_upgrade=acpi_upgrade,
     )
     guest.kexec = str(kexec)
     return guest
 
 
-def launch(
-    name: str,
+def qemu_argv(
     run_dir: Path,
     machine: Machine,
     kernel: assets.Kernel,
     initrd: Path,
-    append: list[str],
+    cmdline: str,
     devices: list[str],
-    timeout: float,
-) -> Guest:
-    """Start QEMU with the test bed's machine shape, its QMP socket and the agent's
-    virtio-serial port; wait for the agent (after any other guest has closed).
-
-    :param append: the kernel command line; ``crashkernel=``, ``panic=1`` and the
-        test bed's guest mark are added.
-    :param devices: more QEMU options (the guest's root: a 9p share or a disk).
-    """
-    cmdline = " ".join([*append, f"crashkernel={machine.crashkernel}", "panic=1", MARK])
+) -> list[str]:
+    """The QEMU command line of a test-bed guest."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
-    argv = [
+    return [
         qemu,
         "-machine",
         "q35",
@@ -687,6 +808,79 @@ def launch(
         "-device",
         "virtserialport,chardev=agent,name=org.kexecd.agent",
     ]
+
+
+def read_acpi_tables(guest: Guest, names: Sequence[str] = acpi.TABLES) -> dict[str, bytes]:
+    """The ACPI tables the guest's kernel uses (``/sys/firmware/acpi/tables``)."""
+    return {
+        name: base64.b64decode(guest.run(["base64", f"/sys/firmware/acpi/tables/{name}"]).stdout)
+        for name in names
+    }
+
+
+def _acpi_tables(
+    name: str,
+    argv: list[str],
+    machine: Machine,
+    kernel: assets.Kernel,
+    initrd: Path,
+    append: list[str],
+    devices: list[str],
+    timeout: float,
+) -> tuple[str, dict[str, bytes]]:
+    """The cache key and raw FADT and MADT of this QEMU shape: from the cache,
+    or read from a guest booted once with the shape (and cached)."""
+    shape = acpi.shape(argv)
+    key = acpi.shape_key(shape)
+    raw = acpi.load_cached(key)
+    if raw is None:
+        # The probe boots with the same options (the devices may name this
+        # run's share: the guests are one after the other, never together).
+        probe_dir = _new_run_dir(f"{name} (reading the ACPI tables)")
+        probe = launch(
+            f"{name}-acpi", probe_dir, machine, kernel, initrd, append, devices, timeout
+        )
+        try:
+            raw = read_acpi_tables(probe)
+        finally:
+            probe.close()
+        try:
+            acpi.store(key, shape, raw)
+        except acpi.AcpiError as e:
+            raise TestbedError(f"QEMU's ACPI tables cannot be upgraded: {e}") from e
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    return key, raw
+
+
+def launch(
+    name: str,
+    run_dir: Path,
+    machine: Machine,
+    kernel: assets.Kernel,
+    initrd: Path,
+    append: list[str],
+    devices: list[str],
+    timeout: float,
+    acpi_upgrade: bool = False,
+) -> Guest:
+    """Start QEMU with the test bed's machine shape, its QMP socket and the agent's
+    virtio-serial port; wait for the agent (after any other guest has closed).
+
+    :param append: the kernel command line; ``crashkernel=``, ``panic=1`` and the
+        test bed's guest mark are added.
+    :param devices: more QEMU options (the guest's root: a 9p share or a disk).
+    :param acpi_upgrade: put QEMU's FADT and MADT, upgraded so that disabled
+        CPUs are hot-pluggable (:mod:`testbed.acpi`), in front of the initrd.
+        The tables of a new machine shape are read from a guest booted once
+        without them, then cached. The guest's ``initramfs`` (the crash
+        kernel's) stays ``initrd``. Raises if the kernel did not take them.
+    """
+    cmdline = " ".join([*append, f"crashkernel={machine.crashkernel}", "panic=1", MARK])
+    argv = qemu_argv(run_dir, machine, kernel, initrd, cmdline, devices)
+    key = None
+    if acpi_upgrade:
+        key, raw = _acpi_tables(name, argv, machine, kernel, initrd, append, devices, timeout)
+        argv[argv.index("-initrd") + 1] = str(acpi.upgraded_initrd(raw, initrd))
     (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
     _guest_lock(GUEST_LOCK_WAIT)
     start = time.monotonic()
@@ -705,11 +899,15 @@ def launch(
     try:
         qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
         sock.connect(str(run_dir / "agent.sock"))
-        guest = Guest(name, run_dir, machine, kernel, initrd, proc, qmp, sock, locked=True)
+        guest = Guest(
+            name, run_dir, machine, kernel, initrd, proc, qmp, sock, locked=True, acpi_key=key
+        )
         ready = guest._recv(time.monotonic() + timeout)
         if not ready.get("ready"):
             raise guest.fail(f"unexpected first message from the agent: {ready}")
         guest.boot_seconds = time.monotonic() - start
+        if acpi_upgrade:
+            _check_acpi_upgrade(guest)
         return guest
     except BaseException as e:
         proc.kill()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.vm import Guest, TestbedError
+from testbed.vm import Guest, TestbedError, parse_elf_core
 
 pytestmark = pytest.mark.vm
 
@@ -35,6 +35,32 @@ def test_refresh_after_hot_add_gives_a_whole_dump(guest: Guest) -> None:
     assert "nothing to do" in refresh(guest)
     vmcore = guest.crash()
     assert vmcore.covers(start, end)
+    assert vmcore.prstatus == len([0, 1, cpu]) == 3
+
+
+def _header_notes(guest: Guest, name: str) -> int:
+    """PT_NOTE program headers of the ELF core header kexecd has loaded (one
+    per CPU, one for vmcoreinfo)."""
+    out = guest.run_dir / "share" / name
+    guest.run(["cp", f"{STATE}/snapshot/loaded-header.bin", str(out)])
+    return sum(1 for p in parse_elf_core(out.read_bytes()).phdrs if p.type == "PT_NOTE")
+
+
+def test_refresh_after_cpu_hot_add_on_612(guest_612: Guest) -> None:
+    # The 6.1 test above, on Linux 6.12: its hot-added CPU needs the test
+    # bed's upgraded ACPI tables (testbed/acpi.py), and the image is a plain
+    # 'kexec -p' one (crash_hotplug 0), so kexecd keeps its header.
+    g = guest_612
+    g.kexecd_load(STATE)
+    assert g.read("/sys/devices/system/cpu/crash_hotplug").strip() == "0"
+    notes = _header_notes(g, "before.bin")
+    cpu = g.hot_add_cpu()
+    g.set_cpu_online(cpu)
+    out = refresh(g)
+    assert "reload the header and purgatory's digest: done in" in out
+    assert f"+ CPU {cpu}" in out
+    assert _header_notes(g, "after.bin") == notes + 1
+    vmcore = g.crash()
     assert vmcore.prstatus == len([0, 1, cpu]) == 3
 
 

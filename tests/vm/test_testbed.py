@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
-from testbed.vm import Guest, TestbedError
+from testbed import acpi
+from testbed.vm import Guest, TestbedError, boot, read_acpi_tables
 
 pytestmark = pytest.mark.vm
 
@@ -63,10 +65,55 @@ def test_cpu_hot_add(shared_guest: Guest) -> None:
     g = shared_guest
     before = g.online_cpus()
     cpu = g.hot_add_cpu()
-    assert cpu not in before and cpu in g.present_cpus()
+    # Present and offline: 6.1 does not online a hot-added CPU itself.
+    assert cpu not in before and cpu in g.present_cpus() and cpu not in g.online_cpus()
     g.set_cpu_online(cpu)
     assert g.online_cpus() == sorted([*before, cpu])
     assert int(g.read(f"/sys/devices/system/cpu/cpu{cpu}/crash_notes"), 16) > 0
+
+
+def test_cpu_hot_add_and_remove_on_612(guest_612: Guest) -> None:
+    # Linux 6.12 drops the MADT's disabled CPUs under TCG unless the FADT
+    # claims ACPI 6.3 and the MADT marks them Online Capable: the test bed
+    # boots it with QEMU's tables so upgraded (testbed/acpi.py).
+    g = guest_612
+    assert g.acpi_key is not None
+    dmesg = g.sh("dmesg")
+    assert "ACPI: Table Upgrade: override [FACP-BOCHS -BXPC    ]" in dmesg
+    assert "ACPI: Table Upgrade: override [APIC-BOCHS -BXPC    ]" in dmesg
+    assert "Allowing 2 present CPUs plus 2 hotplug CPUs" in dmesg
+    tables = read_acpi_tables(g)
+    assert acpi.online_capable_honoured(tables["FACP"])
+    assert [c.online_capable for c in acpi.madt_cpus(tables["APIC"])] == [0, 0, 1, 1]
+    before = g.online_cpus()
+    cpu = g.hot_add_cpu()
+    # Present and offline (6.12 does not online it either), and onlineable.
+    assert cpu not in before and cpu in g.present_cpus() and cpu not in g.online_cpus()
+    g.set_cpu_online(cpu)
+    assert g.online_cpus() == sorted([*before, cpu])
+    assert int(g.read(f"/sys/devices/system/cpu/cpu{cpu}/crash_notes"), 16) > 0
+    other = g.hot_add_cpu()  # the last free slot; left offline
+    assert g.present_cpus() == sorted([*before, cpu, other])
+    g.hot_remove_cpu(cpu)
+    g.hot_remove_cpu(other)
+    assert g.present_cpus() == before and g.online_cpus() == before
+    # QEMU 7.2 under TCG aborts on a CPU plug after an unplug: refused.
+    with pytest.raises(TestbedError, match="double free or corruption"):
+        g.hot_add_cpu()
+    assert g.proc.poll() is None and "Unable to map lapic" not in g.sh("dmesg")
+
+
+def test_612_without_the_upgrade_cannot_hot_add_a_cpu(request: pytest.FixtureRequest) -> None:
+    # The control: QEMU 7.2's own tables (FADT revision 3), TCG, Linux 6.12.
+    g = boot(request.node.name, kernel_version="6.12", acpi_upgrade=False)
+    try:
+        assert g.acpi_key is None
+        assert "Allowing 2 present CPUs plus 0 hotplug CPUs" in g.sh("dmesg")
+        with pytest.raises(TestbedError, match="Unable to map lapic"):
+            g.hot_add_cpu()
+    finally:
+        g.close()
+    shutil.rmtree(g.run_dir, ignore_errors=True)
 
 
 def test_crash_dump_is_read_back(guest: Guest) -> None:
