@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import time
@@ -39,6 +40,7 @@ from kexecd.files import timestamp
 from kexecd.image import loader, statedir
 from kexecd.image.plan import Action, Plan, Why
 from kexecd.image.snapshot import Snapshot, reopen
+from kexecd.model import RangeType
 from kexecd.service import control, metrics, udevmask
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.coalesce import Backoff, Coalescer
@@ -58,6 +60,7 @@ from kexecd.service.statefile import (
 from kexecd.system.kmsg import KmsgWatch
 from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
+from kexecd.system.state import SystemState
 from kexecd.timing import Spans
 
 __all__ = ["Daemon", "changes_header"]
@@ -72,6 +75,19 @@ __all__ = ["Daemon", "changes_header"]
 _SAME_HEADER = frozenset(
     {("memory", "online"), ("memory", "offline"), ("cpu", "online"), ("cpu", "offline")}
 )
+
+
+# mm/memory_hotplug.c try_remove_memory() (5.10 to 6.12): the memory block
+# devices go (their "remove" uevents) before the "System RAM" resource is
+# released, after arch_remove_memory() has torn down the memory map: a
+# refresh for those events can still read the range in /proc/iomem, and no
+# later event says it went. Seen on 5.10 under QEMU TCG: 512 MiB released
+# seconds after its last remove event. So a removed block whose range is
+# still there is looked at again, every REMOVAL_POLL seconds, for at most
+# REMOVAL_WAIT seconds.
+REMOVAL_POLL = 0.25
+REMOVAL_WAIT = 30.0
+_MEMORY_BLOCK = re.compile(r"/devices/system/memory/memory(\d+)$")
 
 
 def changes_header(ev: Event) -> bool:
@@ -115,6 +131,9 @@ class Daemon:
         self.hazards_logged: set[str] = set()
         self.exporter = metrics.Exporter(cfg.metrics_dir, clock=clock)
         self.kexec_tools: str | None = None  # its version, once kexecd.prom is written
+        self.removed: dict[int, float] = {}  # removed memory block -> when to stop looking
+        self.removal_due: float | None = None  # look again at /proc/iomem for them
+        self.last_system: SystemState | None = None  # as the last plan read it
 
     # -- refreshing ------------------------------------------------------------
 
@@ -196,6 +215,7 @@ class Daemon:
         # The plan's facts, as made (the loaded header) or carried out (the
         # wanted one is loaded now).
         st = self.state
+        self.last_system = p.system
         st.cpus, st.ranges, st.ram = p.cpus, p.ranges, p.ram_bytes
         header = p.described(carried_out)
         st.header_cpus = None if header is None else header.cpus
@@ -333,6 +353,9 @@ class Daemon:
             self.state.last_event_mono = now
             if changes_header(ev):
                 self.coalescer.event(now)
+            m = _MEMORY_BLOCK.search(ev.devpath)
+            if ev.subsystem == "memory" and ev.action == "remove" and m:
+                self.removed[int(m.group(1))] = now + REMOVAL_WAIT
         # Events that ask for no refresh are still counted in state.json and
         # kexecd.prom: once a burst of them settles, not once per event.
         if events and self.publish_due is None:
@@ -379,10 +402,38 @@ class Daemon:
         elif self.backoff.due is not None and self.clock() >= self.backoff.due:
             self.backoff.due = None
             record = self.reconcile("retry after a failure")
+        elif self.removal_due is not None and self.clock() >= self.removal_due:
+            self.removal_due = None
+            record = self.reconcile("a removed memory block was still in /proc/iomem")
         else:
             return None
         self.coalescer.finished(self.clock())
+        self._follow_removals()
         return record
+
+    def _follow_removals(self) -> None:
+        # The removed blocks whose range the last refresh still read as RAM
+        # are looked at again soon (see REMOVAL_WAIT); the others are done.
+        if not self.removed:
+            return
+        now = self.clock()
+        system = self.last_system
+        if system is None:  # the kernel keeps the header, or kexecd reloads it whole
+            self.removed.clear()
+            return
+        try:
+            size = int(self.root.read_text("sys/devices/system/memory/block_size_bytes"), 16)
+        except (KexecdError, OSError, ValueError):
+            self.removed.clear()
+            return
+        ram = [r for r in system.memory.ranges if r.type is RangeType.RAM]
+        for block, until in list(self.removed.items()):
+            start, end = block * size, (block + 1) * size - 1
+            if now >= until or not any(r.start <= end and start <= r.end for r in ram):
+                del self.removed[block]
+        if self.removed:
+            self.removal_due = now + REMOVAL_POLL
+            log.debug("removed memory still in /proc/iomem: blocks %s", sorted(self.removed))
 
     # -- watches ----------------------------------------------------------------
 
@@ -469,6 +520,7 @@ class Daemon:
             while not self.stopping:
                 now = self.clock()
                 timers = [self.coalescer.deadline(), self.backoff.due, next_wd, end]
+                timers.append(self.removal_due)
                 timers.append(self.publish_due)
                 timers += [self.exporter.deadline(), *server.deadlines()]
                 times = [t for t in timers if t is not None]

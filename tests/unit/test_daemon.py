@@ -18,6 +18,7 @@ from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from testbed.capture import Capture
+from testbed.images import loaded_root
 from tests.unit.data import DATA
 from tests.unit.fakes import (
     FakeBackend,
@@ -231,3 +232,41 @@ def test_events_that_ask_for_no_refresh_are_still_published(env: tuple[Config, P
     assert st is not None and st.events == 3 and st.reconciles == 1  # only the start's
     assert st.last_event is not None and st.last_event.action == "online"
     assert backend.loads == []
+
+
+def test_a_removal_still_in_iomem_is_looked_at_again(env: tuple[Config, Path]) -> None:
+    # 5.10 releases a removed DIMM's "System RAM" after the remove uevents of
+    # its blocks (mm/memory_hotplug.c try_remove_memory()): the refresh for
+    # them reads it still there, and no event follows its release.
+    cfg, tmp = env
+    loaded_root("hotremove", tmp)
+    switch_root(tmp, "hotadd")
+    monitor, backend = FakeMonitor(), FakeBackend()
+    daemon = Daemon(cfg, monitor, backend=backend)
+    loads: list[int] = []
+
+    def scenario() -> None:
+        deadline = time.monotonic() + 20
+        while not (cfg.runtime_dir / "state.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        loads.append(len(backend.loads))  # the start: loads the hot-added state
+        # dimm1's blocks (0x100000000: blocks 32-35) go; /proc/iomem not yet.
+        monitor.push(
+            *(
+                Event("remove", "memory", f"/devices/system/memory/memory{b}", 2000 + b)
+                for b in range(32, 36)
+            )
+        )
+        time.sleep(1.0)
+        loads.append(len(backend.loads))
+        switch_root(tmp, "hotremove")  # now released
+
+    t = threading.Thread(target=scenario)
+    t.start()
+    run_until(daemon, monitor, lambda: len(loads) == 2 and len(backend.loads) > loads[1])
+    t.join()
+    assert loads[0] == 1 and loads[1] == 1  # nothing to do while the range was there
+    assert len(backend.loads) == 2  # looked at again, with no event: reloaded
+    st = read_state(cfg.runtime_dir)
+    assert st.reloads == 2 and st.last_update is not None
+    assert st.last_update.why == "a removed memory block was still in /proc/iomem"
