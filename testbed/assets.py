@@ -29,12 +29,19 @@ MIRROR = "http://deb.debian.org/debian"
 # to the host over virtio-serial, in load order (no modules.dep is shipped).
 # Those a kernel has built in (modules.builtin; 6.12 builds in virtio and
 # virtio_pci, and fscache into netfs) are skipped.
+#
+# virtio_mem drives a Machine.virtio_mem_mib device. It is always loaded: it
+# binds to a virtio-mem device only, so without one it does nothing, and one
+# initramfs (one digest) serves every machine shape. Its modinfo depends= is
+# "virtio,virtio_ring" on 6.1 and empty on 6.12 (both built in), loaded above.
+# The crash kernel never loads it: guest_init.sh reads /proc/vmcore first.
 GUEST_MODULES = (
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_pci_modern_dev.ko",
     "drivers/virtio/virtio_pci_legacy_dev.ko",
     "drivers/virtio/virtio_pci.ko",
+    "drivers/virtio/virtio_mem.ko",
     "drivers/char/virtio_console.ko",
     "fs/netfs/netfs.ko",
     "fs/fscache/fscache.ko",
