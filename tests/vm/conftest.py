@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from testbed.vm import Guest, Machine, boot
+from tests.vm.captures import VMEM_APPEND, VMEM_MACHINE
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -59,4 +60,18 @@ def guest_612(request: pytest.FixtureRequest) -> Iterator[Guest]:
         kernel_version="6.12",
         machine=Machine(slots=8, maxmem_mib=1024 + 8 * 256),
         append=["memhp_default_state=offline"],
+    )
+
+
+@pytest.fixture(params=["6.1"])
+def vmem_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """A guest with an empty 1 GiB virtio-mem device (128 MiB blocks), its
+    hot-added memory onlined movable; the kernel is the parameter
+    (``@pytest.mark.parametrize("vmem_guest", [...], indirect=True)``)."""
+    yield from _guest(
+        request,
+        request.node.name,
+        kernel_version=request.param,
+        machine=VMEM_MACHINE,
+        append=VMEM_APPEND,
     )
