@@ -10,7 +10,11 @@ from typing import Any
 from testbed.capture import Capture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-CAPTURES = ["boot", "hotadd", "hotremove"]
+CAPTURES = ["boot", "hotadd", "hotremove"]  # one guest, one boot, in this order
+# A guest of its own (tests/vm/captures.py make_virtio_mem_capture): virtio-mem
+# blocks plugged sparsely, nested under the device's "virtioN" in /proc/iomem.
+VIRTIO_MEM = "virtio_mem"
+ALL_CAPTURES = [*CAPTURES, VIRTIO_MEM]
 
 
 def manifest(name: str) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from kexecd.core import Segment, Sha256
 from kexecd.image import purgatory
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest
-from tests.unit.data import CAPTURES, DATA
+from tests.unit.data import ALL_CAPTURES, DATA
 
 
-@pytest.mark.parametrize("name", CAPTURES)
+@pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_finds_the_real_digest_and_regions(name: str) -> None:
     # The digest recorded in the guest was computed from the whole segments.
     cap = Capture(DATA / name)
