@@ -73,6 +73,7 @@ def test_daemon_follows_virtio_mem_and_the_dump_is_whole(vmem_guest: Guest) -> N
         assert not vmcore.overlaps(start, end), f"unplugged {start:#x}-{end:#x} in the dump"
 
 
+@pytest.mark.parametrize("vmem_guest", KERNELS, indirect=True)
 def test_refreshed_header_equals_a_fresh_kexec(vmem_guest: Guest) -> None:
     guest = vmem_guest
     guest.kexecd_load(STATE)
