@@ -94,8 +94,9 @@ def virtio_mem_blocks(guest: Guest, ranges: Ranges) -> Ranges:
 
 
 def virtio_mem_punch(guest: Guest, grown: Ranges) -> tuple[Ranges, Ranges]:
-    """Offline the second plugged block, then shrink the device to
-    :data:`VMEM_SHRUNK_MIB`. Return (the plugged ranges, the unplugged blocks).
+    """Offline the second plugged block (and online movable any other left
+    offline), then shrink the device to :data:`VMEM_SHRUNK_MIB`. Return (the
+    plugged ranges, the unplugged blocks).
 
     The driver unplugs offline blocks first, then online ones from the top
     (drivers/virtio/virtio_mem.c, virtio_mem_bbm_unplug_request(), Linux 6.1:
@@ -103,7 +104,19 @@ def virtio_mem_punch(guest: Guest, grown: Ranges) -> tuple[Ranges, Ranges]:
     Mode), so this leaves a hole in the middle and one at the end.
     """
     blocks = virtio_mem_blocks(guest, grown)
-    guest.set_memory_online(*blocks[1], online=False)
+    bs = guest.memory_block_size()
+    # Writing a block's state again fails (6.1: EIO for "offline" on an
+    # offline block), so each is written only if it must change.
+    script = "set -e; " + "; ".join(
+        f"f=/sys/devices/system/memory/memory{s // bs}/state; "
+        + (
+            '[ "$(cat $f)" = offline ] || echo offline >$f'
+            if i == 1
+            else '[ "$(cat $f)" = online ] || echo online_movable >$f'
+        )
+        for i, (s, _) in enumerate(blocks)
+    )
+    guest.sh(script)
     plugged = guest.resize_virtio_mem(VMEM_SHRUNK_MIB)
     unplugged = [b for b in blocks if not any(s <= b[0] and b[1] <= e for s, e in plugged)]
     return plugged, unplugged
