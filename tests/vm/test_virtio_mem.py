@@ -54,8 +54,9 @@ def test_daemon_follows_virtio_mem_and_the_dump_is_whole(vmem_guest: Guest) -> N
     grown = guest.resize_virtio_mem(VMEM_GROWN_MIB)
     blocks = virtio_mem_blocks(guest, grown)
     assert len(blocks) == 5
+    bs = guest.memory_block_size()
     states = guest.sh(
-        "cat " + " ".join(f"/sys/devices/system/memory/memory{s >> 27}/state" for s, _ in blocks)
+        "cat " + " ".join(f"/sys/devices/system/memory/memory{s // bs}/state" for s, _ in blocks)
     ).split()
     policy = guest.read("/sys/devices/system/memory/auto_online_blocks").strip()
     assert states == ["offline" if policy == "offline" else "online"] * 5
