@@ -38,7 +38,12 @@ MIRROR = "http://deb.debian.org/debian"
 # own .modinfo ``depends=`` (the packages ship no modules.dep), so the set
 # follows the kernel: 5.10 has no virtio_pci_modern_dev (split out in 5.14)
 # nor netfs (5.13), 6.12 builds virtio and virtio_pci in.
-GUEST_MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p")
+#
+# virtio_mem drives a Machine.virtio_mem_mib device. It is always loaded: it
+# binds to a virtio-mem device only, so without one it does nothing, and one
+# initramfs (one digest) serves every machine shape. The crash kernel never
+# loads it: guest_init.sh reads /proc/vmcore first.
+GUEST_MODULES = ("virtio_pci", "virtio_console", "9pnet_virtio", "9p", "virtio_mem")
 
 # The kexec-tools builds the guest can load its crash kernel with: the host's
 # own (bookworm, 2.0.25), bullseye's binary (2.0.20, runs on bookworm's libc),

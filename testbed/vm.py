@@ -31,6 +31,7 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from kexecd.system.cpus import parse_cpu_list
+from kexecd.system.iomem import parse_iomem
 from testbed import acpi, assets
 from testbed.capture import Capture
 from testbed.guest_safety import MARK
@@ -65,6 +66,13 @@ GUEST_LOCK_WAIT = 3600.0
 # drops the MADT's disabled CPUs under TCG unless the FADT claims ACPI 6.3
 # and the MADT marks them Online Capable, so no CPU could be hot-added.
 NEEDS_ACPI_UPGRADE = frozenset({"6.12"})
+# The QMP id of Machine.virtio_mem_mib's device, and its QOM path.
+VIRTIO_MEM_ID = "vmem0"
+VIRTIO_MEM_QOM = f"/machine/peripheral/{VIRTIO_MEM_ID}"
+# What the virtio-mem driver names the RAM it adds (drivers/virtio/virtio_mem.c,
+# add_memory_driver_managed(); Linux 5.8 on), nested under a "virtioN"
+# resource that spans the device's whole region.
+VIRTIO_MEM_RAM = "System RAM (virtio_mem)"
 
 
 class TestbedError(RuntimeError):
@@ -175,6 +183,14 @@ class Machine:
     slots: int = 4
     maxmem_mib: int = 4096
     crashkernel: str = "256M"
+    # A virtio-mem-pci device (QMP id VIRTIO_MEM_ID) this big at most, none
+    # when 0; it starts with nothing plugged (Guest.resize_virtio_mem). Its
+    # memory comes out of maxmem, beside any pc-dimm.
+    virtio_mem_mib: int = 0
+    # Its block size: what it plugs and unplugs at a time. 128 MiB is the
+    # guest's memory block size (x86-64 below 64 GiB of RAM), so each device
+    # block is one Linux memory block, one memoryN in sysfs.
+    virtio_mem_block_mib: int = 128
 
 
 def _cpu_device_id(props: dict[str, Any]) -> str:
@@ -468,6 +484,53 @@ class Guest:
                 raise self.fail(f"the guest did not see the memory blocks {blocks}")
             time.sleep(0.2)
         return ranges
+
+    def virtio_mem_ranges(self) -> list[tuple[int, int]]:
+        """The guest's ``System RAM (virtio_mem)`` resources in /proc/iomem, as
+        (start, end exclusive), in file order."""
+        return [
+            (r.start, r.end + 1)
+            for r in parse_iomem(self.read("/proc/iomem"))
+            if r.name == VIRTIO_MEM_RAM
+        ]
+
+    def virtio_mem_size(self) -> int:
+        """How many bytes the virtio-mem device has plugged (its ``size``)."""
+        size: int = self.qmp.execute("qom-get", path=VIRTIO_MEM_QOM, property="size")
+        return size
+
+    def resize_virtio_mem(self, mib: int, timeout: float = 120.0) -> list[tuple[int, int]]:
+        """Ask the virtio-mem device to hold ``mib`` MiB (``qom-set requested-size``);
+        wait until the guest driver has plugged or unplugged that much (the
+        device's ``size``) and /proc/iomem shows as much ``System RAM
+        (virtio_mem)``; return those ranges (start, end exclusive).
+
+        The driver adds and removes the memory itself; whether an added block
+        is onlined is the kernel's auto-online policy
+        (/sys/devices/system/memory/auto_online_blocks, ``memhp_default_state=``).
+        Unplugging online memory needs the driver to offline it first, which
+        works best for ZONE_MOVABLE (``online_movable``).
+        """
+        if not self.machine.virtio_mem_mib:
+            raise TestbedError("this machine has no virtio-mem device (Machine.virtio_mem_mib)")
+        if not 0 <= mib <= self.machine.virtio_mem_mib:
+            raise TestbedError(f"{mib} MiB is outside 0-{self.machine.virtio_mem_mib} MiB")
+        want = mib << 20
+        self.qmp.execute("qom-set", path=VIRTIO_MEM_QOM, property="requested-size", value=want)
+        deadline = time.monotonic() + timeout
+        while True:
+            size = self.virtio_mem_size()
+            ranges = self.virtio_mem_ranges() if size == want else []
+            if size == want and sum(e - s for s, e in ranges) == want:
+                return ranges
+            if time.monotonic() > deadline:
+                ranges = self.virtio_mem_ranges()
+                raise self.fail(
+                    f"virtio-mem did not reach {mib} MiB within {timeout} s: the device has "
+                    f"{size >> 20} MiB plugged, /proc/iomem "
+                    f"{sum(e - s for s, e in ranges) >> 20} MiB in {len(ranges)} ranges"
+                )
+            time.sleep(0.3)
 
     def _blocks(self, start: int, end: int) -> list[int]:
         bs = self.memory_block_size()
@@ -769,6 +832,20 @@ def qemu_argv(
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
+    if machine.mem_mib + machine.virtio_mem_mib > machine.maxmem_mib:
+        raise TestbedError(
+            f"maxmem {machine.maxmem_mib} MiB is less than RAM {machine.mem_mib} MiB and "
+            f"virtio-mem {machine.virtio_mem_mib} MiB"
+        )
+    if machine.virtio_mem_mib:
+        devices = [
+            *devices,
+            "-object",
+            f"memory-backend-ram,id={VIRTIO_MEM_ID}-mem,size={machine.virtio_mem_mib}M",
+            "-device",
+            f"virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-mem,"
+            f"requested-size=0,block-size={machine.virtio_mem_block_mib}M",
+        ]
     return [
         qemu,
         "-machine",

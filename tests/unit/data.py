@@ -10,7 +10,8 @@ from typing import Any
 from testbed.capture import Capture
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-# Debian 12's kernel 6.1 with kexec-tools 2.0.25 (``make captures``).
+# Debian 12's kernel 6.1 with kexec-tools 2.0.25 (``make captures``): one
+# guest, one boot, in this order.
 CAPTURES = ["boot", "hotadd", "hotremove"]
 # Other kernels and kexec-tools, at boot and after hot-add, as sets
 # (``python -m tests.vm.captures --set NAME``; each scenario.json says so).
@@ -18,10 +19,15 @@ SETS = {
     "5.10-2.0.20": ["5.10-2.0.20-boot", "5.10-2.0.20-hotadd"],
     "6.12-2.0.29-c": ["6.12-2.0.29-c-boot", "6.12-2.0.29-c-hotadd"],
 }
-ALL_CAPTURES = CAPTURES + [name for names in SETS.values() for name in names]
+# A guest of its own (tests/vm/captures.py make_virtio_mem_capture): virtio-mem
+# blocks plugged sparsely, nested under the device's "virtioN" in /proc/iomem.
+VIRTIO_MEM = "virtio_mem"
+ALL_CAPTURES = [*CAPTURES, *(n for names in SETS.values() for n in names), VIRTIO_MEM]
 # Each capture with the others of its set: a header built from one's template
 # with another's system must equal that other's.
-SAME_SET = [(a, b) for names in [CAPTURES, *SETS.values()] for a in names for b in names]
+SAME_SET = [
+    (a, b) for names in [CAPTURES, *SETS.values(), [VIRTIO_MEM]] for a in names for b in names
+]
 
 
 def manifest(name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 from testbed import assets
 from testbed.capture import Capture
 from testbed.guest_capture import portable, strip_host_paths
-from tests.unit.data import ALL_CAPTURES, CAPTURES, DATA, manifest
+from tests.unit.data import ALL_CAPTURES, CAPTURES, DATA, VIRTIO_MEM, manifest
 
 
 def header(name: str) -> tuple[dict[str, Any], bytes]:
@@ -91,7 +91,9 @@ def test_header_lists_the_cpus_and_ram_of_its_root(name: str) -> None:
     ram = [
         (int(a, 16), int(b, 16) + 1)
         for a, b in re.findall(
-            r"^([0-9a-f]+)-([0-9a-f]+) : System RAM$", root_file(name, "proc/iomem"), re.M
+            r"^\s*([0-9a-f]+)-([0-9a-f]+) : System RAM(?: \(virtio_mem\))?$",
+            root_file(name, "proc/iomem"),
+            re.M,
         )
     ]
     lo, hi = (
@@ -123,6 +125,24 @@ def test_hotplug_shows_in_the_headers() -> None:
     assert loads(add) - loads(boot) == set(dimms)
     assert loads(add) - loads(rem) == {dimms[0]}
     assert n_notes(rem) == n_notes(add)
+
+
+def test_virtio_mem_shows_in_the_header_block_by_block() -> None:
+    # kexec-tools 2.0.25 takes the nested "System RAM (virtio_mem)" lines, not
+    # the device's "virtioN" above them: the plugged blocks and nothing else.
+    iomem = root_file(VIRTIO_MEM, "proc/iomem")
+    parent = re.search(r"^([0-9a-f]+)-([0-9a-f]+) : (virtio\d+)$", iomem, re.M)
+    assert parent is not None
+    nested = re.findall(r"^  ([0-9a-f]+)-([0-9a-f]+) : System RAM \(virtio_mem\)$", iomem, re.M)
+    scen = json.loads((DATA / VIRTIO_MEM / "scenario.json").read_text())
+    plugged = {tuple(int(x, 16) for x in r) for r in scen["virtio_mem_plugged"]}
+    unplugged = [tuple(int(x, 16) for x in r) for r in scen["virtio_mem_unplugged"]]
+    assert {(int(a, 16), int(b, 16) + 1) for a, b in nested} == plugged
+    assert len(plugged) == 2 and len(unplugged) == 2
+    lo, hi = int(parent.group(1), 16), int(parent.group(2), 16) + 1
+    loads = {(p[4], p[4] + p[6]) for p in phdrs(header(VIRTIO_MEM)[1]) if p[0] == 1}
+    assert {r for r in loads if lo <= r[0] < hi} == plugged
+    assert not any(s < ue and us < e for s, e in loads for us, ue in unplugged)
 
 
 def test_captures_carry_no_path_of_the_machine_that_made_them() -> None:

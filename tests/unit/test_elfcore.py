@@ -16,6 +16,7 @@ from tests.unit.data import (
     ALL_CAPTURES,
     DATA,
     SAME_SET,
+    VIRTIO_MEM,
     backup_start,
     fake_root,
     header_bytes,
@@ -83,3 +84,32 @@ def test_template_without_ram_is_refused() -> None:
     state = read_system(Root(DATA / "boot" / "root"))
     with pytest.raises(HeaderError, match="page_offset is unknown"):
         elfcore.spec_from_template(tmpl, state)
+
+
+def test_virtio_mem_blocks_plugged_and_unplugged_on_a_template(tmp_path: Path) -> None:
+    # The capture's iomem has two "System RAM (virtio_mem)" ranges nested under
+    # "virtio2", with a 128 MiB hole between them. Plug the hole (the kernel
+    # merges it with both neighbours: one resource) and the header has one
+    # PT_LOAD there; unplug the top range and it has none above the hole.
+    root = fake_root(VIRTIO_MEM, tmp_path)
+    iomem = root / "proc/iomem"
+    text = iomem.read_text()
+    low = "  100000000-107ffffff : System RAM (virtio_mem)\n"
+    high = "  110000000-11fffffff : System RAM (virtio_mem)\n"
+    assert low + high in text
+    tmpl = elfcore.parse(header_bytes(VIRTIO_MEM))
+    assert elfcore.build(elfcore.spec_from_template(tmpl, read_system(Root(root)))) == (
+        header_bytes(VIRTIO_MEM)
+    )
+
+    def ram_above_4g() -> list[tuple[int, int]]:
+        built = elfcore.parse(
+            elfcore.build(elfcore.spec_from_template(tmpl, read_system(Root(root))))
+        )
+        return [(p.paddr, p.memsz) for p in built.ram if p.paddr >= 1 << 32]
+
+    assert ram_above_4g() == [(0x1_0000_0000, 0x800_0000), (0x1_1000_0000, 0x1000_0000)]
+    iomem.write_text(text.replace(low + high, "  100000000-11fffffff : System RAM (virtio_mem)\n"))
+    assert ram_above_4g() == [(0x1_0000_0000, 0x2000_0000)]
+    iomem.write_text(text.replace(high, ""))
+    assert ram_above_4g() == [(0x1_0000_0000, 0x800_0000)]

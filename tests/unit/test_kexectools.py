@@ -195,3 +195,20 @@ def test_refresh_of_each_set_matches_its_kexec_tools(name: str, tmp_path: Path) 
     segs = [replace(s, buf=b) for s, b in zip(cap.segments, bufs, strict=True)]
     off = manifest(boot)["purgatory_digest_offset"]
     assert bufs[purg][off : off + 32] == kexec_tools_digest(segs, purg)
+
+
+def test_nested_virtio_mem_ranges_by_version() -> None:
+    # What a 6.1 guest's /proc/iomem shows (tests/data/virtio_mem): the device's
+    # whole region as "virtio2", each run of plugged blocks nested under it.
+    iomem = (
+        "00100000-3ffdefff : System RAM\n"
+        "  26000000-35ffffff : Crash kernel\n"
+        "100000000-13fffffff : virtio2\n"
+        "  100000000-107ffffff : System RAM (virtio_mem)\n"
+        "  110000000-11fffffff : System RAM (virtio_mem)\n"
+    )
+    res = parse_iomem(iomem)
+    new = [(r.start, r.end) for r in crash_ranges(res, rules=rules_for("2.0.25")).ram]
+    assert new[2:] == [(0x100000000, 0x107FFFFFF), (0x110000000, 0x11FFFFFFF)]
+    old = [(r.start, r.end) for r in crash_ranges(res, rules=rules_for("2.0.20")).ram]
+    assert old == new[:2] == [(0x100000, 0x25FFFFFF), (0x36000000, 0x3FFDEFFF)]

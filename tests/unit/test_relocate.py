@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from testbed.images import image, kexec_tools_digest, loaded_root
 from tests.unit.data import ALL_CAPTURES, DATA
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
-CRASH = (0x2F000000, 0x3F000000)  # every capture's crashkernel=256M range
+CRASH = (0x2F000000, 0x3F000000)  # the 6.1 captures' crashkernel=256M range
 
 
 def _e820(setup: bytes) -> list[tuple[int, int, int]]:
@@ -69,8 +70,12 @@ def test_relocation_changes_only_what_purgatory_and_the_crash_kernel_read(name: 
     memsz = relocate.grown_memsz(300, old.memsz)
     ram = [E820Entry(a, a + s, t) for a, s, t in _e820(bytes(segs[setup].buf))]
     others = [s for i, s in enumerate(segs) if i != header]
-    mem = relocate.place(CRASH, others, ram, memsz)
-    assert mem is not None and mem % 4096 == 0
+    iomem = (DATA / name / "root/proc/iomem").read_text()
+    m = re.search(r"^\s*([0-9a-f]+)-([0-9a-f]+) : Crash kernel$", iomem, re.M)
+    assert m is not None
+    crash = (int(m.group(1), 16), int(m.group(2), 16) + 1)
+    mem = relocate.place(crash, others, ram, memsz)
+    assert mem is not None and mem % 4096 == 0 and crash[0] <= mem < mem + memsz <= crash[1]
     assert all(mem + memsz <= s.mem or s.mem + s.memsz <= mem for s in others)
     loc = purgatory.locate(segs, purg, header, setup)
     assert loc is not None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from testbed.vm import Guest, Machine, boot
+from tests.vm.captures import VMEM_APPEND, VMEM_MACHINE
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -71,4 +72,20 @@ def guest_for(
     how.setdefault("append", ["memhp_default_state=offline"])
     yield from _guest(
         request, request.node.name, kernel_version=kernel, kexec_tools=kexec_tools, **how
+    )
+
+
+@pytest.fixture(params=["6.1"])
+def vmem_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    """A guest with an empty 1 GiB virtio-mem device (128 MiB blocks), its
+    hot-added memory onlined movable; the kernel is the parameter
+    (``@pytest.mark.parametrize("vmem_guest", [...], indirect=True)``), and
+    ``"6.1 offline"`` leaves the kernel's own policy (6.1: offline)."""
+    version, *policy = request.param.split()
+    yield from _guest(
+        request,
+        request.node.name,
+        kernel_version=version,
+        machine=VMEM_MACHINE,
+        append=[] if policy == ["offline"] else VMEM_APPEND,
     )
