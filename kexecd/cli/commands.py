@@ -15,6 +15,7 @@ from kexecd.system.root import Root
 
 if TYPE_CHECKING:  # each command imports what it uses: start-up is most of a short command
     from kexecd.image import loader
+    from kexecd.image.plan import Plan
     from kexecd.image.snapshot import Snapshot
 
 __all__ = ["adopt", "load", "mask", "refresh", "run", "settings", "status", "unmask"]
@@ -115,38 +116,50 @@ def _how(snap: Snapshot) -> str:
     return how
 
 
-def refresh(cfg: Config, *, dry_run: bool = False) -> int:
-    """``kexecd refresh``: 0 when current or reloaded; 1 when a load failed; 2 on bad input."""
+def refresh(cfg: Config, *, dry_run: bool = False, grow: int | None = None) -> int:
+    """``kexecd refresh`` (and ``kexecd grow --capacity N``, with ``grow``): 0 when
+    current or reloaded; 1 when a load failed; 2 on bad input, or a header that
+    cannot grow."""
     from kexecd.image import loader
-    from kexecd.image.plan import Action
+    from kexecd.image.plan import Action, Why
 
+    what = "refresh" if grow is None else "grow"
     try:
         r = loader.refresh(
             cfg.state_dir,
             root=Root(cfg.root),
             dry_run=dry_run,
             acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+            grow=grow,
         )
     except LoadError as e:
-        _err("refresh", e)
+        _err(what, e)
         return 1
     except KexecdError as e:
-        _err("refresh", e)
+        _err(what, e)
         return 2
     ms = r.seconds * 1000
     action = r.decision.action
-    if action is Action.NOTHING:
-        print(f"kexecd refresh: nothing to do: {r.decision.reason} ({ms:.0f} ms)")
-    elif action is Action.STAND_ASIDE:
-        print(f"kexecd refresh: nothing to do: {r.decision.reason}")
-    elif r.dry_run:
-        print(f"kexecd refresh: would {r.decision.reason} (dry run, nothing loaded)")
-    elif action is Action.FULL_RELOAD:
+    room = r.plan.snapshot.header_capacity
+    if grow is not None and r.decision.why is not Why.GROW and (room or 0) < grow:
         print(
-            f"kexecd refresh: re-ran the kexec command because {r.decision.reason} ({ms:.0f} ms)"
+            f"kexecd grow: the header cannot grow to {grow} program headers (room for "
+            f"{room or 0}): {_why_not_movable(r.plan)}; nothing was loaded",
+            file=sys.stderr,
         )
+        return 2
+    if grow is not None and r.decision.why is not Why.GROW:
+        print(f"kexecd grow: nothing to do: the header has room for {room} program headers")
+    elif action is Action.NOTHING:
+        print(f"kexecd {what}: nothing to do: {r.decision.reason} ({ms:.0f} ms)")
+    elif action is Action.STAND_ASIDE:
+        print(f"kexecd {what}: nothing to do: {r.decision.reason}")
+    elif r.dry_run:
+        print(f"kexecd {what}: would {r.decision.reason} (dry run, nothing loaded)")
+    elif action is Action.FULL_RELOAD:
+        print(f"kexecd {what}: re-ran the kexec command because {r.decision.reason} ({ms:.0f} ms)")
     else:
-        print(f"kexecd refresh: {r.decision.reason}: done in {ms:.0f} ms")
+        print(f"kexecd {what}: {r.decision.reason}: done in {ms:.0f} ms")
     _amended(r)
     for note in r.notes:
         print(f"  note: {note}")
@@ -154,6 +167,24 @@ def refresh(cfg: Config, *, dry_run: bool = False) -> int:
         for line in r.diff.lines():
             print(f"  {line}")
     return 0
+
+
+def _why_not_movable(p: Plan) -> str:
+    # Why kexecd cannot move this image's header (plan.movable() is false,
+    # or no hole was found).
+    from kexecd.image.plan import movable
+
+    snap = p.snapshot
+    if p.decision.why.name in ("KERNEL_UPDATES", "NOT_LOADED", "FILE_LOAD", "NO_HEADER"):
+        return str(p.decision.reason)
+    if not movable(snap):
+        d = snap.digest
+        if d is not None and not d.header_hashed:
+            return (
+                "the header is not in purgatory's hash (kexec -p --hotplug): the kernel sizes it"
+            )
+        return "purgatory's digest or its regions were not found in the loaded image"
+    return "no hole that big in the crash kernel reservation (crashkernel=) is free"
 
 
 def run(

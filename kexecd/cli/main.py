@@ -118,6 +118,32 @@ def _image_commands(sub: Any) -> None:
     _root(p, config=True)
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
+    p = sub.add_parser(
+        "grow",
+        help="make room in the header for more program headers, ahead of a scale-up",
+        description="Move the loaded crash kernel's ELF core header to a hole of the crash "
+        "kernel reservation with room for N program headers (one per CPU, per RAM range, "
+        "and two more), rewriting elfcorehdr=, the crash kernel's memory map and "
+        "purgatory's digest; one kexec_load. Nothing is done if it has that room already.",
+    )
+    _config(p)
+    _state_dir(p, config=True)
+    _root(p, config=True)
+    p.add_argument(
+        "--capacity", type=_positive, required=True, metavar="N", help="program headers"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"{n} is not between 1 and 1048576")
+    return n
+
 
 def _distro_commands(sub: Any) -> None:
     """mask, unmask: the distro's per-event reload rule."""
@@ -224,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # What needs root: the state directory is root's (0700), kexec_load needs
 # CAP_SYS_BOOT, the udev rules directory in /run is root's.
-ROOT_ONLY = ("load", "adopt", "mask", "unmask", "refresh", "run", "status")
+ROOT_ONLY = ("load", "adopt", "mask", "unmask", "refresh", "grow", "run", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +278,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "load":
         argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
         return commands.load(argv, args.state_dir)
-    if args.command in ("adopt", "refresh", "status"):
+    if args.command in ("adopt", "refresh", "grow", "status"):
         cfg = commands.settings(
             args.command,
             args.config,
@@ -264,6 +290,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return 2
         if args.command == "refresh":
             return commands.refresh(cfg, dry_run=args.dry_run)
+        if args.command == "grow":
+            return commands.refresh(cfg, dry_run=args.dry_run, grow=args.capacity)
         if args.command == "status":
             return commands.status(cfg, args.json)
         command = args.command_[1:] if args.command_[:1] == ["--"] else args.command_

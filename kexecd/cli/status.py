@@ -20,7 +20,7 @@ from typing import Any
 
 from kexecd.errors import KexecdError
 from kexecd.image import plan, statedir
-from kexecd.image.plan import Plan, Why
+from kexecd.image.plan import Action, Plan, Why
 from kexecd.image.snapshot import Snapshot, open_snapshot
 from kexecd.model import human
 from kexecd.service import udevmask
@@ -188,11 +188,18 @@ def _render_plan(st: Status, p: Plan) -> None:
         "capacity": p.snapshot.header_capacity or 0,
         "bytes": len(p.wanted),
         "segment_bytes": p.segment_bytes,
+        "address": p.snapshot.segments[p.snapshot.header or 0].mem,
     }
-    if why is Why.TOO_BIG:
+    cap = p.snapshot.header_capacity or 0
+    if why is Why.TOO_BIG and p.action is Action.RELOCATE:
+        st.hazards.append(f"{p.decision.reason}: the next refresh does it (one kexec_load)")
+    elif why is Why.TOO_BIG:
         st.hazards.append(f"{p.decision.reason}: the next refresh re-runs kexec")
-    elif p.room is not None and p.room < 16:
-        st.hazards.append(f"only {p.room} program headers of room left")
+    elif p.room is not None and p.room * 10 < cap:
+        st.hazards.append(
+            f"only {p.room} of {cap} program headers free (under 10%): 'kexecd grow "
+            f"--capacity {2 * cap}' makes room ahead of a scale-up"
+        )
     st.current = p.in_sync
     if why is Why.UNCERTAIN:
         st.current = None
@@ -256,7 +263,7 @@ def render(st: Status) -> str:
             (
                 "header",
                 f"{h['cpus']} CPUs, {h['ram_ranges']} RAM ranges ({human(h['ram'])}); "
-                f"{h['phnum']} of {h['capacity']} program headers",
+                f"{h['phnum']} of {h['capacity']} program headers, at {h['address']:#x}",
             )
         )
     for diff in st.differences:

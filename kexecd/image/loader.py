@@ -222,6 +222,7 @@ def refresh(
     spans: Spans | None = None,
     snapshot: Snapshot | None = None,
     kernel_missed: bool = False,
+    grow: int | None = None,
 ) -> RefreshResult:
     """Bring the loaded crash image's header (and command line) up to date.
 
@@ -239,6 +240,7 @@ def refresh(
     :param kernel_missed: the kernel dropped an update of the header it
         keeps: load the image once even though it updates it
         (:func:`kexecd.image.plan.decide`).
+    :param grow: make room for this many program headers (``kexecd grow``).
 
     :raises SnapshotError: the snapshot is missing, corrupt or tampered with;
         nothing was loaded.
@@ -260,6 +262,7 @@ def refresh(
             acpi_no_memhotplug=acpi_no_memhotplug,
             spans=spans,
             kernel_missed=kernel_missed,
+            grow=grow,
         )
         if observe is not None:
             observe(p)

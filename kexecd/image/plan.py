@@ -71,6 +71,7 @@ class Why(enum.Enum):
     NO_DIGEST = enum.auto()
     STALE = enum.auto()
     CMDLINE = enum.auto()  # the header is current, the command line is not
+    GROW = enum.auto()  # an operator asked for room for more program headers
     KERNEL_MISSED = enum.auto()  # the kernel updates it, but dropped an update
 
 
@@ -183,6 +184,7 @@ def decide(
     cmdline: Amendment | None = None,
     kernel_missed: bool = False,
     move: tuple[int, int] | None = None,
+    grow: int | None = None,
 ) -> Decision:
     """Choose what to do; every decision rule of kexecd is here.
 
@@ -201,6 +203,8 @@ def decide(
         unknown, so kexecd loads the image itself once.
     :param move: a hole for a header that outgrew its segment (address,
         memsz): the header moves there instead of a full reload.
+    :param grow: the program headers an operator wants room for (``kexecd
+        grow``): with ``move``, the header moves there even if it fits.
     """
     if not crash_loaded:
         return Decision(
@@ -229,6 +233,15 @@ def decide(
             Action.FULL_RELOAD, Why.NO_HEADER, "no ELF core header among the loaded segments"
         )
     change = "" if cmdline is None else cmdline.change
+    room = capacity(snap.segments[snap.header].memsz)
+    if grow is not None and grow > room and move is not None and movable(snap):
+        to, size = move
+        return Decision(
+            Action.RELOCATE,
+            Why.GROW,
+            f"grow the header from room for {room} to {capacity(size)} program headers: "
+            f"move it to {to:#x} ({size} bytes) and reload it with purgatory's digest",
+        )
     if wanted == loaded and not uncertain and not change and not kernel_updates:
         return Decision(Action.NOTHING, Why.CURRENT, "the loaded header is current")
     memsz = snap.segments[snap.header].memsz
@@ -275,6 +288,7 @@ def make(
     acpi_no_memhotplug: bool = True,
     spans: Spans | None = None,
     kernel_missed: bool = False,
+    grow: int | None = None,
 ) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
@@ -286,6 +300,8 @@ def make(
     :param spans: where the time goes, step by step (the daemon's debug log).
     :param kernel_missed: the kernel dropped an update of a header it keeps
         (see :func:`decide`).
+    :param grow: make room for this many program headers (``kexecd grow``),
+        moving the header if it has less.
     :raises SystemStateError: a file of the system is missing or malformed.
     :raises SnapshotError: the snapshot's loaded header is unreadable, or its
         segments lie outside this boot's crash kernel reservation.
@@ -336,8 +352,10 @@ def make(
     spans.mark("parse wanted")
     _check_placement(snap, system)
     move = None
-    if len(wanted) > snap.segments[snap.header].memsz and movable(snap):
-        move = _hole(snap, system, len(target.phdrs))
+    memsz = snap.segments[snap.header].memsz
+    asked = grow is not None and grow > capacity(memsz)
+    if (len(wanted) > memsz or asked) and movable(snap):
+        move = _hole(snap, system, len(target.phdrs), grow if asked else None)
         spans.mark("hole")
     line = _cmdline(snap, root, acpi_no_memhotplug, None)
     spans.mark("cmdline")
@@ -354,6 +372,7 @@ def make(
             cmdline=line,
             kernel_missed=kernel_missed,
             move=move,
+            grow=grow,
         ),
         system=system,
         loaded=loaded,
@@ -425,16 +444,23 @@ def movable(snap: Snapshot) -> bool:
     )
 
 
-def _hole(snap: Snapshot, system: SystemState, phnum: int) -> tuple[int, int] | None:
+def _hole(
+    snap: Snapshot, system: SystemState, phnum: int, grow: int | None = None
+) -> tuple[int, int] | None:
     # Where a grown header goes: a hole of the crash kernel reservation that
-    # no other segment uses and that the crash kernel's e820 calls RAM.
+    # no other segment uses and that the crash kernel's e820 calls RAM. Sized
+    # by the growth policy, or for exactly ``grow`` program headers (at least
+    # ``phnum``) when an operator asked.
     assert snap.header is not None
     try:
         found = cmdline.find(snap.segments)
         e820 = relocate.read_e820(snap.segments[found.segment].buf)
     except (CmdlineError, HeaderError):
         return None
-    memsz = relocate.grown_memsz(phnum, snap.segments[snap.header].memsz)
+    if grow is not None:
+        memsz = relocate.sized_memsz(max(grow, phnum))
+    else:
+        memsz = relocate.grown_memsz(phnum, snap.segments[snap.header].memsz)
     others = [s for i, s in enumerate(snap.segments) if i != snap.header]
     for r in system.memory.crash_reserved:
         at = relocate.place((r.start, r.end + 1), others, e820, memsz)

@@ -44,6 +44,7 @@ __all__ = [
     "place",
     "read_e820",
     "relocated",
+    "sized_memsz",
     "write_e820",
 ]
 
@@ -173,9 +174,13 @@ def grown_memsz(need: int, current: int) -> int:
     follows the host, not a compile-time worst case (the kernel's
     CRASH_MAX_MEMORY_RANGES sizes every host's header for 8192 ranges).
     """
-    phnum = max(need, 2 * capacity(current))
-    size = EHDR_SIZE + phnum * PHDR_SIZE
-    return max(MIN_MEMSZ, -(-size // PAGE) * PAGE)
+    return sized_memsz(max(need, 2 * capacity(current)))
+
+
+def sized_memsz(phnum: int) -> int:
+    """The memsz of a header segment with room for ``phnum`` program headers,
+    in whole pages, never below kexec-tools' 16 KiB."""
+    return max(MIN_MEMSZ, -(-(EHDR_SIZE + phnum * PHDR_SIZE) // PAGE) * PAGE)
 
 
 def place(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from kexecd.cli.main import main
 from kexecd.core import Segment
 from kexecd.errors import HeaderError, LoadError
 from kexecd.image import elfcore, loader, plan, purgatory, relocate
@@ -297,3 +298,47 @@ def test_no_hole_falls_back_to_a_full_reload(
     p = plan.make(open_snapshot(state), Root(root))
     assert p.move is None and p.action is Action.FULL_RELOAD
     assert p.decision.reason == "the header needs 18432 bytes but its segment holds 16384"
+
+
+def test_cli_grow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    args = ["--state-dir", str(state), "--root", str(root)]
+    room = relocate.capacity(relocate.sized_memsz(1000))
+    assert main(["grow", "--capacity", "1000", *args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would grow the header from room for 291 to {room} program headers: move it to" in out
+    assert open_snapshot(state).header_capacity == 291  # a dry run
+    monkeypatch.setattr(loader, "KernelBackend", lambda: FakeBackend(root=root))
+    assert main(["grow", "--capacity", "1000", *args]) == 0
+    assert "kexecd grow: grow the header from room for 291" in capsys.readouterr().out
+    assert open_snapshot(state).header_capacity == room
+    assert main(["grow", "--capacity", "1000", *args]) == 0
+    assert f"nothing to do: the header has room for {room}" in capsys.readouterr().out
+    # The reserve has no hole that big: refused, nothing loaded, exit 2.
+    monkeypatch.setattr(relocate, "place", lambda *a: None)
+    assert main(["grow", "--capacity", "5000", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kexecd grow: the header cannot grow to 5000 program headers")
+    assert "no hole that big" in err and open_snapshot(state).header_capacity == room
+    with pytest.raises(SystemExit) as e:
+        main(["grow", "--capacity", "0", *args])
+    assert e.value.code == 2 and "not between 1 and 1048576" in capsys.readouterr().err
+
+
+def test_status_warns_below_a_tenth_of_room(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    _many_ranges(root, 270)
+    loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
+    args = ["--state-dir", str(state), "--root", str(root), "--runtime-dir", str(tmp_path / "run")]
+    assert main(["status", *args]) == 0
+    out = capsys.readouterr().out
+    assert "277 of 291 program headers, at 0x3ef5d000" in out
+    assert "only 14 of 291 program headers free (under 10%): 'kexecd grow --capacity 582'" in out
