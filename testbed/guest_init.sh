@@ -21,6 +21,12 @@ fail() {
 if [ -e /proc/vmcore ]; then
 	# The crash kernel: hand the head of the dump to the host over ttyS1.
 	n=$(arg kexecd.dump)
+	# What the crash kernel was told: its command line (elfcorehdr=) and
+	# the memory it took as its own (the e820 map kexec-tools wrote).
+	echo "KEXECD-CMDLINE $(cat /proc/cmdline)" >/dev/ttyS1
+	echo "KEXECD-IOMEM-BEGIN" >/dev/ttyS1
+	cat /proc/iomem >/dev/ttyS1
+	echo "KEXECD-IOMEM-END" >/dev/ttyS1
 	echo "KEXECD-VMCORE-BEGIN size=$(stat -c %s /proc/vmcore)" >/dev/ttyS1
 	head -c "${n:-65536}" /proc/vmcore | base64 >/dev/ttyS1
 	echo "KEXECD-VMCORE-END" >/dev/ttyS1

@@ -680,6 +680,16 @@ class Guest:
             self.proc.wait()
             raise self.fail(f"{what} within {timeout:.0f} s") from None
 
+    def crash_kernel_view(self) -> tuple[str, str]:
+        """The crash kernel's /proc/cmdline and /proc/iomem, as it sent them
+        before the vmcore (after :meth:`crash`)."""
+        text = self.crash_log.read_text(errors="replace") if self.crash_log.exists() else ""
+        line = re.search(r"^KEXECD-CMDLINE (.*)$", text, re.M)
+        iomem = re.search(r"KEXECD-IOMEM-BEGIN\s*\n(.*?)KEXECD-IOMEM-END", text, re.S)
+        if not line or not iomem:
+            raise self.fail("the crash kernel sent no command line or /proc/iomem")
+        return line.group(1).strip(), iomem.group(1).replace("\r", "")
+
     def read_vmcore(self) -> Vmcore:
         text = self.crash_log.read_text(errors="replace") if self.crash_log.exists() else ""
         m = re.search(r"KEXECD-VMCORE-BEGIN size=(\d+)\s*\n(.*?)KEXECD-VMCORE-END", text, re.S)

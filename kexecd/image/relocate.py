@@ -239,6 +239,8 @@ def relocated(
     new_header: Buffer,
     mem: int,
     memsz: int,
+    move_line: bool = True,
+    move_map: bool = True,
 ) -> Relocation:
     """The image with its header at ``mem`` (``memsz`` bytes), holding ``new_header``.
 
@@ -247,6 +249,9 @@ def relocated(
     hole moves with it; purgatory's region for the header and its digest
     match the new segments.
 
+    :param move_line: only for the test bed's control experiment: leave
+        ``elfcorehdr=`` naming the old place.
+    :param move_map: likewise: leave the crash kernel's e820 map as it was.
     :raises HeaderError: the new header does not fit, the place is not
         aligned, purgatory's regions were not found, the header is not
         hashed (``--hotplug``), or the memory map cannot move its hole.
@@ -273,15 +278,16 @@ def relocated(
     matches = _ELFCOREHDR.findall(cl.text)
     if len(matches) != 1:
         raise HeaderError(f"the command line has {len(matches)} elfcorehdr= parameters, not one")
-    text = _ELFCOREHDR.sub(f"elfcorehdr={mem // 1024}K", cl.text)
+    text = _ELFCOREHDR.sub(f"elfcorehdr={mem // 1024}K", cl.text) if move_line else cl.text
     setup = cmdline.patched(segs[cl.segment].buf, cl, text)
     # The hole kexec-tools cut for the header is the memsz it asked for,
     # which may be less than the page-rounded segment.
     asked = max(MIN_MEMSZ, -(-len(old_seg.buf) // HEADER_ALIGN) * HEADER_ALIGN)
-    e820 = moved_hole(
-        read_e820(setup), (old[0], old[0] + min(asked, old_seg.memsz)), (mem, mem + memsz)
-    )
-    setup = write_e820(setup, e820)
+    if move_map:
+        e820 = moved_hole(
+            read_e820(setup), (old[0], old[0] + min(asked, old_seg.memsz)), (mem, mem + memsz)
+        )
+        setup = write_e820(setup, e820)
     segs[cl.segment] = replace(segs[cl.segment], buf=setup)
     segs[header] = Segment(bytes(new_header), mem, memsz)
     regions = purgatory.regions(segs, {purgatory_index})

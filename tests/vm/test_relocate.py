@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The header moved by kexecd (``kexecd grow``, and a refresh when it outgrows
+its segment), proven by real crashes: the crash kernel is told the new place
+(``elfcorehdr=``), keeps its hands off it (its memory map), and dumps whole."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from testbed.vm import Guest, TestbedError
+
+pytestmark = pytest.mark.vm
+
+STATE = "/run/kexecd-state"
+
+
+def system_ram(iomem: str) -> list[tuple[int, int]]:
+    """Every 'System RAM' line of /proc/iomem as (start, end exclusive)."""
+    return [
+        (int(a, 16), int(b, 16) + 1)
+        for a, b in re.findall(r"^\s*([0-9a-f]+)-([0-9a-f]+) : System RAM", iomem, re.M)
+    ]
+
+
+def test_grow_then_hotplug_then_crash(guest: Guest) -> None:
+    g = guest
+    g.kexecd_load(STATE)
+    before = g.run(["kexecd", "status", "--state-dir", STATE]).stdout
+    old = int(re.search(r"program headers, at (0x[0-9a-f]+)", before).group(1), 16)  # type: ignore[union-attr]
+    out = g.run(["kexecd", "grow", "--capacity", "8192", "--state-dir", STATE]).stdout
+    m = re.search(r"to (\d+) program headers: move it to (0x[0-9a-f]+) \((\d+) bytes\)", out)
+    assert m, out
+    room, mem, memsz = int(m.group(1)), int(m.group(2), 16), int(m.group(3))
+    assert room >= 8192 and mem != old and "done in" in out
+    status = g.run(["kexecd", "status", "--state-dir", STATE]).stdout
+    assert f"of {room} program headers, at {mem:#x}" in status
+    start, end = g.hot_add_memory(512)
+    g.set_memory_online(start, end)
+    cpu = g.hot_add_cpu()
+    g.set_cpu_online(cpu)
+    out = g.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
+    assert "reload the header and purgatory's digest: done in" in out  # in place now
+    vmcore = g.crash()
+    assert vmcore.covers(start, end) and vmcore.prstatus == 3
+    cmdline, iomem = g.crash_kernel_view()
+    assert f"elfcorehdr={mem >> 10}K" in cmdline.split()
+    # The crash kernel took none of the header's range as RAM, and took the
+    # old place back.
+    ram = system_ram(iomem)
+    assert not any(s < mem + memsz and mem < e for s, e in ram), iomem
+    assert any(s <= old < e for s, e in ram), iomem
+
+
+# The control experiments: the same move with one of its parts left out.
+_CONTROL = """
+import functools, sys
+from pathlib import Path
+from kexecd.image import loader, relocate
+relocate.relocated = functools.partial(relocate.relocated, **{sys.argv[1]: False})
+r = loader.refresh(Path(sys.argv[2]), grow=8192)
+assert r.relocated is not None, r.decision
+print("%#x %d" % r.relocated[1:])
+"""
+
+
+def _moved_without(g: Guest, part: str) -> tuple[int, int, tuple[int, int]]:
+    g.kexecd_load(STATE)
+    mem, memsz = map(lambda w: int(w, 0), g.python("-c", _CONTROL, part, STATE).stdout.split())
+    start, end = g.hot_add_memory(512)
+    g.set_memory_online(start, end)
+    out = g.run(["kexecd", "refresh", "--state-dir", STATE]).stdout
+    assert "reload the header and purgatory's digest: done in" in out
+    return mem, memsz, (start, end)
+
+
+def test_control_command_line_left_naming_the_old_place(guest: Guest) -> None:
+    # The crash kernel looks for the header at the old place, where nothing
+    # put one (fs/proc/vmcore.c: "Warning: Core image elf header not found"):
+    # no /proc/vmcore, no dump at all.
+    mem, _, _ = _moved_without(guest, "move_line")
+    with pytest.raises(TestbedError, match="the crash kernel sent no vmcore"):
+        guest.crash()
+    console = guest.console_log.read_text(errors="replace")
+    crash_line = [line for line in console.splitlines() if "Command line:" in line][-1]
+    assert "kexecd.crash=1" in crash_line and f"elfcorehdr={mem >> 10}K" not in crash_line
+    assert "Warning: Core image elf header not found" in console
+    assert "Kdump: vmcore not initialized" in console
+
+
+def test_control_memory_map_left_as_it_was(guest: Guest) -> None:
+    # The crash kernel is handed the header's new place as RAM of its own,
+    # and x86 will not read old memory there: __copy_oldmem_page()'s ioremap
+    # warns "ioremap on RAM" and fails (arch/x86/mm/ioremap.c), so
+    # elfcorehdr_read() fails: no /proc/vmcore, no dump at all.
+    mem, _, _ = _moved_without(guest, "move_map")
+    with pytest.raises(TestbedError, match="the crash kernel sent no vmcore"):
+        guest.crash()
+    console = guest.console_log.read_text(errors="replace")
+    crash_line = [line for line in console.splitlines() if "Command line:" in line][-1]
+    assert f"elfcorehdr={mem >> 10}K" in crash_line.split()
+    assert f"ioremap on RAM at {mem:#018x}" in console
+    assert "Kdump: vmcore not initialized" in console
