@@ -6,10 +6,13 @@ its segment), proven by real crashes: the crash kernel is told the new place
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from testbed.vm import Guest, TestbedError
+from testbed.vm import Guest, Machine, TestbedError
+from tests.vm.conftest import _guest
 
 pytestmark = pytest.mark.vm
 
@@ -102,3 +105,47 @@ def test_control_memory_map_left_as_it_was(guest: Guest) -> None:
     assert f"elfcorehdr={mem >> 10}K" in crash_line.split()
     assert f"ioremap on RAM at {mem:#018x}" in console
     assert "Kdump: vmcore not initialized" in console
+
+
+# A real overflow: the loaded header (kexec-tools' 16 KiB: 291 program
+# headers) cannot list what the guest has after 240 hot-added DIMMs (each its
+# own "System RAM" resource) on top of RAM that 60 reserved pages split into
+# 61 ranges at boot.
+HOLES = 60
+DIMMS = 240
+OVERFLOW = Machine(mem_mib=2048, slots=DIMMS, maxmem_mib=2048 + DIMMS * 128)
+OVERFLOW_APPEND = [
+    "memhp_default_state=offline",
+    "memory_hotplug.memmap_on_memory=1",  # the DIMMs' struct pages on themselves
+    *(f"memmap=4K${0x1000_0000 + i * 0x10_0000:#x}" for i in range(HOLES)),
+]
+
+
+@pytest.fixture
+def overflow_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    yield from _guest(request, request.node.name, machine=OVERFLOW, append=OVERFLOW_APPEND)
+
+
+def test_daemon_moves_an_outgrown_header_on_its_own(overflow_guest: Guest) -> None:
+    g = overflow_guest
+    g.kexecd_load(STATE)
+    g.start_daemon(STATE)
+    ranges = g.hot_add_memories([128] * DIMMS, timeout=600)
+    deadline = time.monotonic() + 300
+    while True:
+        rc = g.run(["kexecd", "status", "--state-dir", STATE], check=False)
+        st = g.daemon_state()
+        if rc.rc == 0 and st["retry_in_s"] is None:
+            break
+        assert time.monotonic() < deadline, rc.stdout
+        time.sleep(1)
+    assert st["full_reloads"] == 0 and st["failed"] == 0  # no kexec-tools run
+    log = g.read("/run/kexecd.log")
+    assert "program headers) and reload it with purgatory's digest" in log
+    m = re.search(r"of (\d+) program headers, at (0x[0-9a-f]+)", rc.stdout)
+    assert m and int(m.group(1)) > 291, rc.stdout
+    vmcore = g.crash()
+    assert len(vmcore.phdrs) > 291
+    for start, end in ranges:
+        assert vmcore.covers(start, end), (start, end)
+    assert vmcore.prstatus == 2
