@@ -28,7 +28,7 @@ from kexecd.image import cmdline, plan, relocate, statedir
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.cmdline import Amendment
 from kexecd.image.plan import Action, Decision, Plan, Why
-from kexecd.image.purgatory import digest_of, patched
+from kexecd.image.purgatory import digest_of, patched, rebased
 from kexecd.image.snapshot import Snapshot, Source, commit, create, prepare, recover, reopen
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
@@ -403,7 +403,16 @@ def _relocate(
         program=None,
     )
     how = f"kexecd relocate (header moved from {moved.old[0]:#x} to {mem:#x})"
-    new = prepare(state_dir, snap.argv, cap, snap.source, kexec_tools=snap.kexec_tools, how=how)
+    new = prepare(
+        state_dir,
+        snap.argv,
+        cap,
+        snap.source,
+        kexec_tools=snap.kexec_tools,
+        how=how,
+        digest=rebased(snap.digest, moved.segments, snap.purgatory, snap.header),
+        same_as=snap,
+    )
     if new.header != snap.header or new.digest is None or not new.digest.header_hashed:
         raise LoadError(
             f"{new.path}: the moved image does not verify (purgatory's digest not found); "

@@ -31,6 +31,7 @@ __all__ = [
     "find_digest",
     "locate",
     "patched",
+    "rebased",
     "regions",
 ]
 
@@ -166,6 +167,27 @@ def digest_of(
     h = Sha256(state)
     _hash_on(h, segments, skip, start, len(segments))
     return h.digest()
+
+
+def rebased(
+    loc: DigestLocation, segments: Sequence[Segment], purgatory: int, header: int
+) -> DigestLocation | None:
+    """Where the digest is in an image whose boot parameters and header were
+    rewritten (a moved header: :mod:`kexecd.image.relocate`), without hashing
+    it all again: the segments before the boot parameters are the same, so
+    the state before them still holds; the state before the header is that
+    one carried over the new boot parameters. ``None`` when that does not
+    apply (the header not hashed, no saved state, the boot parameters after
+    the header): :func:`locate` then.
+    """
+    setup = loc.setup
+    if not loc.header_hashed or setup is None or loc.setup_state is None or setup > header:
+        return None
+    h = Sha256(loc.setup_state)
+    _hash_on(h, segments, {purgatory}, setup, header)
+    return DigestLocation(
+        loc.digest_offset, loc.regions_offset, True, h.state(), setup, loc.setup_state
+    )
 
 
 def patched(purgatory_buf: Buffer, loc: DigestLocation, digest: bytes) -> bytes:

@@ -322,6 +322,8 @@ def prepare(
     *,
     kexec_tools: str | None = None,
     how: str = "kexec-tools",
+    digest: DigestLocation | None = None,
+    same_as: Snapshot | None = None,
 ) -> Snapshot:
     """Write a new snapshot beside the current one, not yet in its place.
 
@@ -333,6 +335,11 @@ def prepare(
     :param kexec_tools: the version of the kexec-tools that built the
         segments, when ``cap`` is not a traced run of it.
     :param how: who loaded it, for the record of what is loaded.
+    :param digest: where purgatory's digest is, when the caller knows
+        (:func:`kexecd.image.purgatory.rebased`); else it is located.
+    :param same_as: the current snapshot: the segments whose buffer is the
+        very object it maps are linked from its files, their SHA-256 taken
+        from its manifest, instead of written and hashed again.
     """
     statedir.ready(state_dir)
     recover(state_dir)
@@ -345,11 +352,16 @@ def prepare(
     purgatory = next(
         (i for i, s in enumerate(cap.segments) if s.mem <= cap.entry < s.mem + s.memsz), None
     )
-    digest = None
-    if header is not None and purgatory is not None:
+    if digest is None and header is not None and purgatory is not None:
         digest = locate(cap.segments, purgatory, header, _setup(cap.segments))
+    shas = []
     for i, s in enumerate(cap.segments):
-        write_atomic(new / _segment_file(i), bytes(s.buf))
+        if same_as is not None and i < len(same_as.segments) and s.buf is same_as.segments[i].buf:
+            os.link(same_as.path / _segment_file(i), new / _segment_file(i))
+            shas.append(same_as.sha256[i])
+        else:
+            write_atomic(new / _segment_file(i), bytes(s.buf))
+            shas.append(_sha256(s.buf).hexdigest())
     manifest = Manifest(
         argv=tuple(argv),
         created=timestamp(),
@@ -358,8 +370,8 @@ def prepare(
         flags=cap.flags,
         cmdline=cap.cmdline.decode(errors="replace") if cap.cmdline else None,
         segments=tuple(
-            SegmentInfo(s.mem, s.memsz, len(s.buf), _sha256(s.buf).hexdigest())
-            for s in cap.segments
+            SegmentInfo(s.mem, s.memsz, len(s.buf), sha)
+            for s, sha in zip(cap.segments, shas, strict=True)
         ),
         header=header,
         purgatory=purgatory,

@@ -142,6 +142,9 @@ def test_relocation_changes_only_what_purgatory_and_the_crash_kernel_read(name: 
     assert _diff(p_a, p_b) <= set(range(loc.digest_offset, loc.digest_offset + 32)) | set(
         range(loc.regions_offset, loc.regions_offset + 256)
     )
+    # The moved image's digest location, carried over without hashing it all
+    # again, is the one found by hashing it all.
+    assert purgatory.rebased(loc, new, purg, header) == purgatory.locate(new, purg, header, setup)
 
 
 def test_moved_hole_splits_shrinks_and_gives_back() -> None:
@@ -342,3 +345,18 @@ def test_status_warns_below_a_tenth_of_room(
     out = capsys.readouterr().out
     assert "277 of 291 program headers, at 0x3ef5d000" in out
     assert "only 14 of 291 program headers free (under 10%): 'kexecd grow --capacity 582'" in out
+
+
+def test_growth_policy_sizes() -> None:
+    from bench.bench_relocate import policy_size
+
+    # 4 and 64 ranges fit kexec-tools' 16 KiB (291 headers); 288 ranges and
+    # four more headers double it; 1024 ranges need more than twice: room for
+    # exactly 1028, in whole pages.
+    assert [policy_size(n) for n in (4, 64, 287, 288, 1024)] == [
+        16384,
+        16384,
+        16384,
+        32768,
+        61440,
+    ]

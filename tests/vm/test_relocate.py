@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed.vm import Guest, Machine, TestbedError
+from bench.bench_relocate import APPEND, DIMMS, MACHINE
+from testbed.vm import Guest, TestbedError
 from tests.vm.conftest import _guest
 
 pytestmark = pytest.mark.vm
@@ -110,20 +111,12 @@ def test_control_memory_map_left_as_it_was(guest: Guest) -> None:
 # A real overflow: the loaded header (kexec-tools' 16 KiB: 291 program
 # headers) cannot list what the guest has after 240 hot-added DIMMs (each its
 # own "System RAM" resource) on top of RAM that 60 reserved pages split into
-# 61 ranges at boot.
-HOLES = 60
-DIMMS = 240
-OVERFLOW = Machine(mem_mib=2048, slots=DIMMS, maxmem_mib=2048 + DIMMS * 128)
-OVERFLOW_APPEND = [
-    "memhp_default_state=offline",
-    "memory_hotplug.memmap_on_memory=1",  # the DIMMs' struct pages on themselves
-    *(f"memmap=4K${0x1000_0000 + i * 0x10_0000:#x}" for i in range(HOLES)),
-]
+# 61 ranges at boot (the benchmark's machine).
 
 
 @pytest.fixture
 def overflow_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
-    yield from _guest(request, request.node.name, machine=OVERFLOW, append=OVERFLOW_APPEND)
+    yield from _guest(request, request.node.name, machine=MACHINE, append=APPEND)
 
 
 def test_daemon_moves_an_outgrown_header_on_its_own(overflow_guest: Guest) -> None:
