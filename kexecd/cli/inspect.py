@@ -150,10 +150,40 @@ def run(
     kexec_tools: str | None = None,
     output: str | None = None,
     as_json: bool,
+    loaded: Path | None = None,
 ) -> int:
-    """Carry out ``kexecd inspect``; return the exit code (2 on bad input)."""
+    """Carry out ``kexecd inspect``; return the exit code (2 on bad input).
+
+    :param loaded: the state directory whose loaded header to show, with
+        where it lives (a moved header is not where kexec-tools put it).
+    """
+    place: dict[str, int] | None = None
     try:
-        if system:
+        if loaded is not None:
+            from kexecd.image.snapshot import open_snapshot
+
+            snap = open_snapshot(loaded)
+            if snap.header is None:
+                print(
+                    f"kexecd inspect: {snap.path}: the loaded image has no ELF core header "
+                    "kexecd can see (kexec_file_load?)",
+                    file=sys.stderr,
+                )
+                return 2
+            data = snap.loaded_header()
+            header = elfcore.parse(data, str(snap.path / "loaded-header.bin"))
+            seg = snap.segments[snap.header]
+            place = {
+                "segment": snap.header,
+                "address": seg.mem,
+                "memsz": seg.memsz,
+                "capacity": snap.header_capacity or 0,
+            }
+            title = (
+                f"loaded header ({snap.path}): segment {snap.header} at {seg.mem:#x}, "
+                f"{seg.memsz} bytes, room for {place['capacity']} program headers"
+            )
+        elif system:
             state = read_system(Root(root), rules=rules_for(kexec_tools))
             if template:
                 _, tmpl = elfcore.read_header(template)
@@ -174,6 +204,8 @@ def run(
         print(f"kexecd inspect: {e}", file=sys.stderr)
         return 2
     d = describe(data, header)
+    if place is not None:
+        d["place"] = place
     if as_json:
         print(json.dumps(d, indent=2))
     else:

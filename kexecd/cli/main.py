@@ -203,6 +203,12 @@ def _inspect_command(sub: Any) -> None:
     )
     p.add_argument("file", nargs="?", help="the header file to show")
     p.add_argument("--system", action="store_true", help="build the header for the system")
+    p.add_argument(
+        "--loaded",
+        action="store_true",
+        help="the header loaded now (the state directory's), and where it lives",
+    )
+    _state_dir(p)
     _root(p)
     p.add_argument(
         "--template",
@@ -311,8 +317,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "inspect":
         from kexecd.cli import inspect
 
-        if args.system == bool(args.file):
-            parser.error("inspect takes a FILE or --system, not both or neither")
+        if [bool(args.file), args.system, args.loaded].count(True) != 1:
+            parser.error("inspect takes one of FILE, --system and --loaded")
         if not args.system and (args.template or args.output or args.backup_start is not None):
             parser.error("--template, --backup-start and --output go with --system")
         return inspect.run(
@@ -324,6 +330,7 @@ def _main(argv: Sequence[str] | None) -> int:
             kexec_tools=args.kexec_tools,
             output=args.output,
             as_json=args.json,
+            loaded=args.state_dir if args.loaded else None,
         )
     parser.print_help(sys.stderr)
     return 2

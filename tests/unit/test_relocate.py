@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import struct
 from pathlib import Path
@@ -360,3 +361,30 @@ def test_growth_policy_sizes() -> None:
         32768,
         61440,
     ]
+
+
+def test_inspect_shows_where_the_loaded_header_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    assert main(["inspect", "--loaded", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "segment 5 at 0x3ef5d000, 16384 bytes, room for 291 program headers" in out
+    monkeypatch.setattr(loader, "KernelBackend", lambda: FakeBackend(root=root))
+    args = ["--state-dir", str(state), "--root", str(root)]
+    assert main(["grow", "--capacity", "600", *args]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "--loaded", "--state-dir", str(state), "--json"]) == 0
+    place = json.loads(capsys.readouterr().out)["place"]
+    snap = open_snapshot(state)
+    assert place == {
+        "segment": 5,
+        "address": snap.segments[5].mem,
+        "memsz": 36864,
+        "capacity": 657,
+    }
+    assert place["address"] != 0x3EF5D000
+    with pytest.raises(SystemExit):
+        main(["inspect", "--loaded", "x.bin"])
