@@ -110,6 +110,32 @@ class LoadCapture:
     reboot_loads: int
     program: bytes | None = None
 
+    @classmethod
+    def one_load(
+        cls,
+        entry: int,
+        flags: int,
+        segments: Sequence[Segment],
+        program: bytes | None = None,
+    ) -> LoadCapture:
+        """A successful run that made one ``kexec_load`` crash load and nothing
+        else: what kexecd records for an image it built itself (a moved
+        header), and what the test bed makes of a capture."""
+        return cls(
+            call=KexecCall.KEXEC_LOAD,
+            result=0,
+            entry=entry,
+            flags=flags,
+            segments=tuple(segments),
+            cmdline=None,
+            calls=1,
+            exit_code=0,
+            crash_loads=1,
+            unloads=0,
+            reboot_loads=0,
+            program=program,
+        )
+
 
 def _check(ret: int, what: str) -> None:
     if ret < 0:

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from kexecd.core import KexecCall, LoadCapture, Segment
+from kexecd.core import LoadCapture, Segment
 from testbed.capture import Capture
 
 # The captures (tests/data): the repository's ground truth.
@@ -89,20 +89,7 @@ def image(
     pbuf = bytearray(segs[purg].buf)
     pbuf[off : off + 32] = digest
     segs[purg] = Segment(bytes(pbuf), segs[purg].mem, segs[purg].memsz)
-    return LoadCapture(
-        call=KexecCall.KEXEC_LOAD,
-        result=0,
-        entry=m["entry"],
-        flags=m["flags"],
-        segments=tuple(segs),
-        cmdline=None,
-        calls=1,
-        exit_code=0,
-        crash_loads=1,
-        unloads=0,
-        reboot_loads=0,
-        program=_program(m.get("kexec_tools")),
-    )
+    return LoadCapture.one_load(m["entry"], m["flags"], segs, _program(m.get("kexec_tools")))
 
 
 def _program(version: str | None) -> bytes | None:

@@ -388,20 +388,7 @@ def _relocate(
         mem=mem,
         memsz=memsz,
     )
-    cap = LoadCapture(
-        call=KexecCall.KEXEC_LOAD,
-        result=0,
-        entry=snap.entry,
-        flags=snap.flags,
-        segments=moved.segments,
-        cmdline=None,
-        calls=1,
-        exit_code=0,
-        crash_loads=1,
-        unloads=0,
-        reboot_loads=0,
-        program=None,
-    )
+    cap = LoadCapture.one_load(snap.entry, snap.flags, moved.segments)
     how = f"kexecd relocate (header moved from {moved.old[0]:#x} to {mem:#x})"
     new = prepare(
         state_dir,
