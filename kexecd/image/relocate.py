@@ -227,7 +227,7 @@ class Relocation:
     changed: tuple[int, ...]
 
 
-_ELFCOREHDR = re.compile(r"(?<!\S)elfcorehdr=\S*")
+_ELFCOREHDR = re.compile(rf"(?<!\S){cmdline.ELFCOREHDR}=\S*")
 
 
 def relocated(
@@ -278,7 +278,9 @@ def relocated(
     matches = _ELFCOREHDR.findall(cl.text)
     if len(matches) != 1:
         raise HeaderError(f"the command line has {len(matches)} elfcorehdr= parameters, not one")
-    text = _ELFCOREHDR.sub(f"elfcorehdr={mem // 1024}K", cl.text) if move_line else cl.text
+    text = cl.text
+    if move_line:
+        text = _ELFCOREHDR.sub(f"{cmdline.ELFCOREHDR}={mem // 1024}K", text)
     setup = cmdline.patched(segs[cl.segment].buf, cl, text)
     # The hole kexec-tools cut for the header is the memsz it asked for,
     # which may be less than the page-rounded segment.

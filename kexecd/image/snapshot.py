@@ -30,6 +30,7 @@ from kexecd.files import timestamp, write_atomic
 from kexecd.image import cmdline, statedir
 from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode
 from kexecd.image.purgatory import DigestLocation, locate
+from kexecd.image.relocate import capacity
 from kexecd.system.kexectools import HeaderRules, rules_for, version_in
 
 __all__ = [
@@ -151,7 +152,7 @@ class Snapshot:
         """How many program headers fit in the header segment's memsz."""
         if self.header is None:
             return None
-        return (self.segments[self.header].memsz - 64) // 56
+        return capacity(self.segments[self.header].memsz)
 
     def verify(self) -> None:
         """Check every segment file against its SHA-256 in the manifest.
