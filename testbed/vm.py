@@ -595,11 +595,19 @@ class Guest:
         self.python("-c", _FRESH_HEADER, str(out), *self.kexec_argv(append, options))
         return out.read_bytes()
 
-    def kexecd_load(self, state_dir: str, append: str = "") -> str:
-        """``kexecd load -- kexec -p ...`` in the guest; return what it printed."""
-        out = self.run(
-            ["kexecd", "load", "--state-dir", state_dir, "--", *self.kexec_argv(append)]
-        )
+    def kexecd_load(
+        self,
+        state_dir: str,
+        append: str = "",
+        options: Sequence[str] = (),
+        timeout: float = 120.0,
+    ) -> str:
+        """``kexecd load -- kexec -p ...`` in the guest; return what it printed.
+
+        :param options: more kexec options (:meth:`kexec_argv`).
+        """
+        argv = self.kexec_argv(append, options)
+        out = self.run(["kexecd", "load", "--state-dir", state_dir, "--", *argv], timeout=timeout)
         if self.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
             raise self.fail("kexecd load succeeded but no crash kernel is loaded")
         return out.stdout

@@ -64,10 +64,7 @@ def combo_guest(request: pytest.FixtureRequest) -> Iterator[tuple[Combo, Guest]]
 
 
 def load(guest: Guest, combo: Combo) -> str:
-    argv = guest.kexec_argv(options=combo.options)
-    out = guest.run(["kexecd", "load", "--state-dir", STATE, "--", *argv], timeout=300).stdout
-    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
-    return out
+    return guest.kexecd_load(STATE, options=combo.options, timeout=300)
 
 
 def status(guest: Guest) -> tuple[int | None, str]:
