@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from testbed import acpi
-from testbed.vm import Guest, TestbedError, boot, read_acpi_tables
+from testbed.vm import Guest, GuestBootPanic, TestbedError, boot, read_acpi_tables
 
 pytestmark = pytest.mark.vm
 
@@ -133,3 +134,19 @@ def test_crash_dump_is_read_back(guest: Guest) -> None:
     # ... and has one register note per online CPU, plus vmcoreinfo.
     assert vmcore.prstatus == 2
     assert ("VMCOREINFO", 0) in vmcore.notes
+
+
+def test_a_guest_that_panics_while_booting_is_booted_twice(
+    request: pytest.FixtureRequest,
+) -> None:
+    # A real panic before the agent (no init in the initramfs, no root): the
+    # test bed tries once more, keeps the first boot's console, then fails.
+    with pytest.raises(GuestBootPanic) as raised:
+        boot(request.node.name, append=["rdinit=/no-such-init"], timeout=120)
+    assert "Unable to mount root fs" in raised.value.why or "init" in raised.value.why
+    run_dir = Path(str(raised.value).split("console log: ")[1].split()[0]).parent
+    first = (run_dir / "console.boot1.log").read_text(errors="replace")
+    assert "Kernel panic - not syncing" in first
+    assert "Kernel panic - not syncing" in (run_dir / "console.log").read_text(errors="replace")
+    assert not (run_dir / "console.boot2.log").exists()
+    shutil.rmtree(run_dir, ignore_errors=True)
