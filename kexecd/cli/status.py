@@ -275,7 +275,8 @@ def render(st: Status) -> str:
             (
                 "daemon" if daemon_running(d) else "daemon (gone)",
                 f"pid {d.pid} since {d.started}: {d.events} events, "
-                f"{d.reloads} reloads, {d.full_reloads} full, {d.skipped} skipped, "
+                f"{d.reloads} reloads{f' ({d.moves} moved the header)' if d.moves else ''}, "
+                f"{d.full_reloads} full, {d.skipped} skipped, "
                 f"{d.failed} failed",
             )
         )

@@ -286,6 +286,8 @@ class Daemon:
             st.last_update = record
         else:
             st.reloads += 1
+            if action is Action.RELOCATE:
+                st.moves += 1
             st.last_update = record
         for note in r.notes:
             log.info("%s", note)

@@ -164,6 +164,13 @@ def render(st: DaemonState, host: Host) -> str:
             ('{kind="full"}', st.full_reloads),
         ),
         *_family(
+            "kexecd_header_moves_total",
+            "counter",
+            "Header-only loads that moved the header to a bigger place in crashkernel "
+            "memory (counted in kexecd_reloads_total too).",
+            ("", st.moves),
+        ),
+        *_family(
             "kexecd_reload_failures_total",
             "counter",
             "Refreshes and adoptions that failed; each is tried again with backoff.",

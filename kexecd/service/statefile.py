@@ -125,6 +125,7 @@ class DaemonState:
     reconciles: int = 0
     reloads: int = 0
     full_reloads: int = 0
+    moves: int = 0
     skipped: int = 0
     failed: int = 0
     adoptions: int = 0

@@ -23,12 +23,14 @@ from kexecd.image import elfcore, loader, plan, purgatory, relocate
 from kexecd.image.plan import Action
 from kexecd.image.relocate import E820Entry
 from kexecd.image.snapshot import open_snapshot
+from kexecd.service.daemon import Daemon
+from kexecd.service.statefile import read_state
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root
 from tests.unit.data import ALL_CAPTURES, DATA
-from tests.unit.fakes import ARGV, FakeBackend, tracer_for
+from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, tracer_for
 
 CRASH = (0x2F000000, 0x3F000000)  # the 6.1 captures' crashkernel=256M range
 
@@ -388,3 +390,35 @@ def test_inspect_shows_where_the_loaded_header_lives(
     assert place["address"] != 0x3EF5D000
     with pytest.raises(SystemExit):
         main(["inspect", "--loaded", "x.bin"])
+
+
+def test_the_daemon_counts_a_move(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The daemon's reconcile moves an outgrown header on its own; state.json,
+    # the metrics and status count it as a header-only reload that moved.
+    cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
+    root = tmp_path / "root-boot"
+    _many_ranges(root, 300)
+    daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend(root=root))
+    assert daemon.reconcile("start").action == "relocate"
+    st = read_state(cfg.runtime_dir)
+    assert st is not None
+    assert (st.reloads, st.moves, st.full_reloads, st.failed) == (1, 1, 0, 0)
+    prom = (tmp_path / "metrics/kexecd.prom").read_text()
+    assert "\nkexecd_header_moves_total 1\n" in prom
+    assert '\nkexecd_reloads_total{kind="header"} 1\n' in prom
+    assert daemon.reconcile("again").action == "nothing"
+    assert read_state(cfg.runtime_dir).moves == 1  # type: ignore[union-attr]
+    rc = main(
+        [
+            "status",
+            "--state-dir",
+            str(cfg.state_dir),
+            "--root",
+            str(tmp_path / "root"),
+            "--runtime-dir",
+            str(cfg.runtime_dir),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "1 reloads (1 moved the header), 0 full" in out, out
+    assert rc == 0, out

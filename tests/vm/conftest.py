@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -89,3 +90,24 @@ def vmem_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
         machine=VMEM_MACHINE,
         append=[] if policy == ["offline"] else VMEM_APPEND,
     )
+
+
+@dataclass(frozen=True)
+class Combo:
+    """A kernel, a kexec-tools build and its load options."""
+
+    kernel: str
+    kexec_tools: str
+    options: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "-".join([self.kernel, self.kexec_tools, *(o.strip("-") for o in self.options)])
+
+
+@pytest.fixture
+def combo_guest(request: pytest.FixtureRequest) -> Iterator[tuple[Combo, Guest]]:
+    """A fresh guest for the :class:`Combo` that is the parameter
+    (``@pytest.mark.parametrize("combo_guest", [...], indirect=True)``)."""
+    combo: Combo = request.param
+    for guest in guest_for(request, combo.kernel, combo.kexec_tools):
+        yield combo, guest

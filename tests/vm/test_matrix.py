@@ -14,29 +14,15 @@ dump whole. The whole existing VM suite covers 6.1 with 2.0.25.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from testbed.vm import Guest
-from tests.vm.conftest import guest_for
+from tests.vm.conftest import Combo
 
 pytestmark = pytest.mark.vm
 
 STATE = "/run/kexecd-state"
-
-
-@dataclass(frozen=True)
-class Combo:
-    """A kernel, a kexec-tools build and its load options."""
-
-    kernel: str
-    kexec_tools: str
-    options: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        return "-".join([self.kernel, self.kexec_tools, *(o.strip("-") for o in self.options)])
 
 
 # kexec_load images whose header kexecd keeps.
@@ -54,13 +40,6 @@ KERNEL_KEPT = [
 # before 6.6): the kernel built its boot parameters and header, so kexecd can
 # only load it again whole, with the command that loaded it.
 RELOADED_WHOLE = [Combo("6.1", "2.0.25", ("-s",))]
-
-
-@pytest.fixture
-def combo_guest(request: pytest.FixtureRequest) -> Iterator[tuple[Combo, Guest]]:
-    combo: Combo = request.param
-    for guest in guest_for(request, combo.kernel, combo.kexec_tools):
-        yield combo, guest
 
 
 def load(guest: Guest, combo: Combo) -> str:
