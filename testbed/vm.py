@@ -82,11 +82,16 @@ class TestbedError(RuntimeError):
 
 
 class GuestBootPanic(TestbedError):
-    """The guest's kernel panicked before its agent answered."""
+    """The guest's kernel panicked before its agent answered.
 
-    def __init__(self, message: str, why: str) -> None:
+    :ivar why: the console's first Oops or panic line.
+    :ivar run_dir: the run directory, with the boot's logs.
+    """
+
+    def __init__(self, message: str, why: str, run_dir: Path) -> None:
         super().__init__(message)
         self.why = why
+        self.run_dir = run_dir
 
 
 # How often :func:`launch` starts a guest whose kernel panics while booting.
@@ -1010,23 +1015,22 @@ def launch(
         key, raw = _acpi_tables(name, argv, machine, kernel, initrd, append, devices, timeout)
         argv[argv.index("-initrd") + 1] = str(acpi.upgraded_initrd(raw, initrd))
     (run_dir / "qemu.argv").write_text(shlex.join(argv) + "\n")
-    for attempt in range(1, BOOT_ATTEMPTS + 1):
+    for attempt in range(1, BOOT_ATTEMPTS):
         try:
             return _start(name, run_dir, machine, kernel, initrd, argv, timeout, key)
         except GuestBootPanic as e:
-            if attempt == BOOT_ATTEMPTS:
-                raise
             kept = _keep_logs(run_dir, f"boot{attempt}")
             print(
                 f"testbed: {name}: the guest's kernel panicked while booting ({e.why}); "
                 f"booting it again (logs of the panic: {kept})",
                 file=sys.stderr,
             )
-    raise AssertionError("unreachable")
+    return _start(name, run_dir, machine, kernel, initrd, argv, timeout, key)
 
 
 def _keep_logs(run_dir: Path, tag: str) -> Path:
-    """Move a failed boot's console, QMP and crash logs aside as ``NAME.TAG.log``."""
+    """Move a failed boot's console, QMP and crash logs aside as ``STEM.TAG.EXT``;
+    return where the console went."""
     kept = run_dir / f"console.{tag}.log"
     for log in ("console.log", "qmp.log", "ttyS1.out"):
         if (run_dir / log).exists():
@@ -1084,6 +1088,6 @@ def _start(
         if isinstance(e, TestbedError):
             why = boot_panic(run_dir / "console.log")
             if why is not None:
-                raise GuestBootPanic(str(e), why) from e
+                raise GuestBootPanic(str(e), why, run_dir) from e
             raise
         raise TestbedError(f"booting the guest failed: {e}; logs in {run_dir}") from e

@@ -93,7 +93,7 @@ def no_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_boot_that_panics_is_tried_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    starts = _Starts(tmp_path, [vm.GuestBootPanic("agent gone", "Oops: int3"), "guest"])
+    starts = _Starts(tmp_path, [vm.GuestBootPanic("agent gone", "Oops: int3", tmp_path), "guest"])
     monkeypatch.setattr(vm, "_start", starts)
     assert _launch(tmp_path) == "guest"
     assert starts.calls == 2
@@ -106,7 +106,10 @@ def test_a_boot_that_panics_is_tried_again(
 def test_a_second_panic_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     starts = _Starts(
         tmp_path,
-        [vm.GuestBootPanic("first", "Oops: a"), vm.GuestBootPanic("second", "Oops: b")],
+        [
+            vm.GuestBootPanic("first", "Oops: a", tmp_path),
+            vm.GuestBootPanic("second", "Oops: b", tmp_path),
+        ],
     )
     monkeypatch.setattr(vm, "_start", starts)
     with pytest.raises(vm.GuestBootPanic, match="second"):

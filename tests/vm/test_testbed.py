@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -144,7 +143,7 @@ def test_a_guest_that_panics_while_booting_is_booted_twice(
     with pytest.raises(GuestBootPanic) as raised:
         boot(request.node.name, append=["rdinit=/no-such-init"], timeout=120)
     assert "Unable to mount root fs" in raised.value.why or "init" in raised.value.why
-    run_dir = Path(str(raised.value).split("console log: ")[1].split()[0]).parent
+    run_dir = raised.value.run_dir
     first = (run_dir / "console.boot1.log").read_text(errors="replace")
     assert "Kernel panic - not syncing" in first
     assert "Kernel panic - not syncing" in (run_dir / "console.log").read_text(errors="replace")
