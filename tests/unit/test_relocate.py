@@ -225,6 +225,14 @@ def test_refused_where_purgatory_does_not_hash_the_header() -> None:
 # -- the plan and the load --------------------------------------------------------
 
 
+def _loaded_boot(tmp_path: Path) -> tuple[Path, Path]:
+    """The boot capture's fake root and a state dir that kexecd loaded it into."""
+    root = loaded_root("boot", tmp_path)
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    return root, state
+
+
 def _many_ranges(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:
     """Add ``n`` 16 MiB System RAM ranges above 8 GiB to the fake /proc/iomem."""
     iomem = root / "proc/iomem"
@@ -235,10 +243,8 @@ def _many_ranges(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:
 
 
 def test_an_outgrown_header_moves_in_one_load(tmp_path: Path) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
+    root, state = _loaded_boot(tmp_path)
     cap = image("boot")
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
     before = open_snapshot(state)
     assert before.header_capacity == 291
     ranges = _many_ranges(root, 300)
@@ -277,9 +283,7 @@ def test_an_outgrown_header_moves_in_one_load(tmp_path: Path) -> None:
 
 
 def test_a_refused_move_keeps_the_previous_image(tmp_path: Path) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    root, state = _loaded_boot(tmp_path)
     before = open_snapshot(state)
     _many_ranges(root, 300)
     backend = FakeBackend(fail=1, root=root)
@@ -296,9 +300,7 @@ def test_a_refused_move_keeps_the_previous_image(tmp_path: Path) -> None:
 def test_no_hole_falls_back_to_a_full_reload(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    root, state = _loaded_boot(tmp_path)
     _many_ranges(root, 300)
     monkeypatch.setattr(relocate, "place", lambda *a: None)  # a reservation with no room
     p = plan.make(open_snapshot(state), Root(root))
@@ -309,9 +311,7 @@ def test_no_hole_falls_back_to_a_full_reload(
 def test_cli_grow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    root, state = _loaded_boot(tmp_path)
     args = ["--state-dir", str(state), "--root", str(root)]
     room = relocate.capacity(relocate.sized_memsz(1000))
     assert main(["grow", "--capacity", "1000", *args, "--dry-run"]) == 0
@@ -338,9 +338,7 @@ def test_cli_grow(
 def test_status_warns_below_a_tenth_of_room(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    root, state = _loaded_boot(tmp_path)
     _many_ranges(root, 270)
     loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
     args = ["--state-dir", str(state), "--root", str(root), "--runtime-dir", str(tmp_path / "run")]
@@ -368,9 +366,7 @@ def test_growth_policy_sizes() -> None:
 def test_inspect_shows_where_the_loaded_header_lives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
+    root, state = _loaded_boot(tmp_path)
     assert main(["inspect", "--loaded", "--state-dir", str(state)]) == 0
     out = capsys.readouterr().out
     assert "segment 5 at 0x3ef5d000, 16384 bytes, room for 291 program headers" in out
