@@ -160,7 +160,7 @@ def run(
     place: dict[str, int] | None = None
     try:
         if loaded is not None:
-            from kexecd.image.snapshot import open_snapshot
+            from kexecd.image.snapshot import LOADED_HEADER, open_snapshot
 
             snap = open_snapshot(loaded)
             if snap.header is None:
@@ -171,7 +171,7 @@ def run(
                 )
                 return 2
             data = snap.loaded_header()
-            header = elfcore.parse(data, str(snap.path / "loaded-header.bin"))
+            header = elfcore.parse(data, str(snap.path / LOADED_HEADER))
             seg = snap.segments[snap.header]
             place = {
                 "segment": snap.header,

@@ -28,7 +28,7 @@ from kexecd.image.changes import HeaderDiff, diff_headers
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
 from kexecd.image.relocate import capacity
-from kexecd.image.snapshot import Snapshot
+from kexecd.image.snapshot import LOADED_HEADER, Snapshot
 from kexecd.system.kernel import (
     KexecState,
     acpi_memory_hotplug,
@@ -334,7 +334,7 @@ def make(
             cmdline=_cmdline(snap, root, acpi_no_memhotplug, blocked) if crash_loaded else None,
         )
     loaded = snap.loaded_header()
-    current = elfcore.parse(loaded, str(snap.path / "loaded-header.bin"))
+    current = elfcore.parse(loaded, str(snap.path / LOADED_HEADER))
     spans.mark("loaded header")
     notes: list[str] = []
     for _ in range(SEQNUM_RETRIES):
