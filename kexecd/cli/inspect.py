@@ -160,9 +160,10 @@ def run(
     place: dict[str, int] | None = None
     try:
         if loaded is not None:
-            from kexecd.image.snapshot import LOADED_HEADER, open_snapshot
+            from kexecd.image.record import LOADED_HEADER
+            from kexecd.image.store import Store
 
-            snap = open_snapshot(loaded)
+            snap = Store(loaded).open()
             if snap.header is None:
                 print(
                     f"kexecd inspect: {snap.path}: the loaded image has no ELF core header "
@@ -170,7 +171,7 @@ def run(
                     file=sys.stderr,
                 )
                 return 2
-            data = snap.loaded_header()
+            data = snap.record.header()
             header = elfcore.parse(data, str(snap.path / LOADED_HEADER))
             seg = snap.segments[snap.header]
             place = {

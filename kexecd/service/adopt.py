@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kexecd import core
 from kexecd.errors import AdoptError, KexecdError
-from kexecd.image import loader
-from kexecd.image.loader import Backend, RefreshResult, Tracer
-from kexecd.image.snapshot import Snapshot, Source, open_snapshot
+from kexecd.image.loader import capture
+from kexecd.image.refresher import Refresher, RefreshResult
+from kexecd.image.snapshot import Snapshot, Source
+from kexecd.image.store import Origin, Store
 from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.system.kernel import read_kexec_state, read_lockdown
 from kexecd.system.root import Root
@@ -68,7 +68,7 @@ def needs_adoption(state_dir: Path, kexec_cmd: Path) -> str | None:
     except OSError:
         return None  # the distro has not loaded (or is not installed)
     try:
-        snap = open_snapshot(state_dir)
+        snap = Store(state_dir).open()
     except KexecdError as e:
         return f"no usable snapshot ({e})"
     src = snap.source
@@ -80,29 +80,22 @@ def needs_adoption(state_dir: Path, kexec_cmd: Path) -> str | None:
 
 
 def adopt(
-    state_dir: Path,
-    *,
-    root: Root | None = None,
-    kexec_cmd: Path | None = None,
-    command: Sequence[str] | None = None,
-    tracer: Tracer = core.trace_kexec,
-    backend: Backend | None = None,
-    acpi_no_memhotplug: bool = True,
+    refresher: Refresher, kexec_cmd: Path | None = None, command: Sequence[str] | None = None
 ) -> AdoptResult:
     """Take over the loaded crash kernel: replay its command traced, then reconcile.
 
     The reconcile amends the crash kernel's command line too (kdump-tools'
     default lacks ``acpi_no_memhotplug``): :func:`kexecd.image.plan.make`.
 
+    :param refresher: the state directory, collaborators and settings.
     :param kexec_cmd: the distro's command file (default: kdump-tools').
     :param command: a command to replay instead of reading a file.
-    :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
     :raises AdoptError: nothing to adopt, or the command file is unfit.
     :raises TraceError: the replay failed or loaded no crash kernel; the
         kernel keeps whatever it had.
     """
     start = time.monotonic()
-    root = root or Root()
+    root = refresher.deps.root
     notes: list[str] = []
     if not read_kexec_state(root).crash_loaded:
         raise AdoptError(
@@ -130,18 +123,13 @@ def adopt(
             raise AdoptError(LOCKDOWN_NOTE.format(mode=mode) + "; nothing was adopted")
         notes.append(LOCKDOWN_NOTE.format(mode=mode))
     load_start = time.monotonic()
-    snap = loader.load(argv, state_dir, root=root, tracer=tracer, source=source)
+    snap = capture(refresher.store, refresher.deps, Origin(argv, source))
     load_seconds = time.monotonic() - load_start
     if snap.file_load and mode is None:
         notes.append(
             "loaded with kexec_file_load: kexecd stands aside where the kernel updates the "
             "header (crash_hotplug reads 1), else it reloads the whole image on change"
         )
-    refreshed = loader.refresh(
-        state_dir,
-        root=root,
-        backend=backend,
-        tracer=tracer,
-        acpi_no_memhotplug=acpi_no_memhotplug,
-    )
+    refresher.forget()
+    refreshed = refresher.refresh()
     return AdoptResult(snap, refreshed, load_seconds, time.monotonic() - start, notes)

@@ -32,14 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from kexecd import core
 from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
-from kexecd.image import loader, statedir
+from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
 from kexecd.image.plan import Action, Plan, Why
-from kexecd.image.snapshot import Snapshot, reopen
+from kexecd.image.refresher import Refresher, RefreshResult, Request
+from kexecd.image.store import Store
 from kexecd.model import RangeType
 from kexecd.service import control, metrics, udevmask
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
@@ -106,20 +106,21 @@ class Daemon:
         cfg: Config,
         monitor: Monitor,
         *,
-        backend: loader.Backend | None = None,
+        backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
-        tracer: loader.Tracer | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.cfg = cfg
         self.monitor = monitor
-        self.backend = backend or loader.KernelBackend()
-        self.tracer = tracer
         self.clock = clock
         self.root = Root(cfg.root)
+        deps = Deps(self.root, backend or KernelBackend(), clock=clock)
+        if tracer is not None:
+            deps = Deps(self.root, deps.backend, tracer, clock)
+        # The open image, whether it was hashed, what the last plan said.
+        self.refresher = Refresher(Store(cfg.state_dir), deps, cfg.policy)
         self.coalescer = Coalescer(cfg.settle_ms / 1000, cfg.max_delay_ms / 1000)
         self.backoff = Backoff()
-        self.verified = False  # hashed since the snapshot watch last saw a change
-        self.snapshot: Snapshot | None = None  # kept open while the watch sees no change
         self.kernel_missed = False  # the kernel logged a dropped header update
         self.publish_due: float | None = None  # events counted, not yet in state.json
         self.snapshot_watch: SnapshotWatch | None = None
@@ -145,27 +146,17 @@ class Daemon:
         if self.snapshot_watch is not None:
             self.snapshot_watch.rewatch()
         spans = Spans()
+        # Only a daemon that watches the snapshot's files may keep it open
+        # (and hashed) between refreshes.
+        self.refresher.keep_open = self.snapshot_watch is not None
+        request = Request(reload_unloaded=self.lost_image, kernel_missed=self.kernel_missed)
         try:
-            r = loader.refresh(
-                self.cfg.state_dir,
-                root=self.root,
-                backend=self.backend,
-                verify=not self.verified,
-                reload_unloaded=self.lost_image,
-                acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
-                observe=self._saw,
-                spans=spans,
-                snapshot=self.snapshot if self.snapshot_watch is not None else None,
-                kernel_missed=self.kernel_missed,
-                **self._tracer(),
-            )
+            r = self.refresher.refresh(request, spans)
         except KexecdError as e:
-            self.snapshot = None
+            if self.refresher.last_plan is not None:  # what the system has, all the same
+                self._saw(self.refresher.last_plan)
             return self._failed(record, "refresh", e)
-        self.snapshot = r.plan.snapshot
         self.kernel_missed = False  # carried out (or the kernel no longer updates)
-        if r.verified and self.snapshot_watch is not None:
-            self.verified = True
         out = self._record(record, r, start, first_event)
         spans.mark("publish")
         log.debug("refresh (%s) %s", r.decision.action.value, spans)
@@ -188,28 +179,17 @@ class Daemon:
         record = UpdateRecord(time=timestamp(), why=f"{why}: {reason}")
         log.info("adopting the crash kernel of %s: %s", self.kexec_cmd, reason)
         try:
-            r = adopt(
-                self.cfg.state_dir,
-                root=self.root,
-                kexec_cmd=self.kexec_cmd,
-                backend=self.backend,
-                acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
-                **self._tracer(),
-            )
+            r = adopt(self.refresher, self.kexec_cmd)
         except KexecdError as e:
             return self._failed(record, "adopt", e)
         self.state.adoptions += 1
         self.state.adopted_from = str(self.kexec_cmd)
-        self.verified = False
-        self.snapshot = None
+        self.refresher.forget()
         if self.snapshot_watch is not None:
             self.snapshot_watch.rewatch()
         for note in r.notes:
             log.warning("%s", note)
         return self._record(record, r.refresh, start, None, adopted=True)
-
-    def _tracer(self) -> dict[str, Any]:
-        return {} if self.tracer is None else {"tracer": self.tracer}
 
     def _saw(self, p: Plan, carried_out: bool = False) -> None:
         # The plan's facts, as made (the loaded header) or carried out (the
@@ -250,7 +230,7 @@ class Daemon:
     def _record(
         self,
         record: UpdateRecord,
-        r: loader.RefreshResult,
+        r: RefreshResult,
         start: float,
         first_event: float | None,
         adopted: bool = False,
@@ -442,8 +422,7 @@ class Daemon:
     def on_snapshot_change(self) -> None:
         assert self.snapshot_watch is not None
         if self.snapshot_watch.changed():
-            self.verified = False
-            self.snapshot = None
+            self.refresher.forget()
 
     def verify_ahead(self) -> None:
         """Hash the snapshot's segments while idle, so that the next event's
@@ -452,16 +431,11 @@ class Daemon:
         Only with the snapshot watch running, which undoes it on any change;
         a failure is left for that refresh to report.
         """
-        if self.verified or self.snapshot_watch is None:
+        if self.snapshot_watch is None:
             return
-        try:
-            with statedir.locked(self.cfg.state_dir, shared=True):
-                snap = reopen(self.cfg.state_dir, self.snapshot)
-                snap.verify()
-        except KexecdError as e:
-            log.debug("not verified ahead: %s", e)
-            return
-        self.snapshot, self.verified = snap, True
+        self.refresher.keep_open = True
+        if not self.refresher.verify_ahead():
+            log.debug("not verified ahead")
 
     def _watch_kexec_cmd(self) -> int | None:
         if not self.cfg.adopt:

@@ -80,7 +80,7 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
 def test_the_unit_tier_cannot_reach_kexec_load(fake_kexec: Path) -> None:
     # The autouse guard in conftest.py: the real syscall and pass-mode tracing
     # are refused, whatever path leads to them.
-    from kexecd.image.loader import KernelBackend
+    from kexecd.image.deps import KernelBackend
     from tests.unit.conftest import RealKexecRefused
 
     with pytest.raises(RealKexecRefused):
