@@ -33,8 +33,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kexecd.core import Buffer, Segment
 from kexecd.errors import CmdlineError
+from kexecd.loads import Buffer, Segment
 
 __all__ = [
     "NO_MEMHOTPLUG",

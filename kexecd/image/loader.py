@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Protocol
 
 from kexecd import core
-from kexecd.core import KexecCall, LoadCapture, Segment
 from kexecd.errors import KexecdError, LoadError, SnapshotError, TraceError
 from kexecd.image import cmdline, plan, relocate, statedir
 from kexecd.image.changes import HeaderDiff
@@ -30,6 +29,7 @@ from kexecd.image.cmdline import Amendment
 from kexecd.image.plan import Action, Decision, Plan, Why
 from kexecd.image.purgatory import digest_of, patched, rebased
 from kexecd.image.snapshot import Snapshot, Source, commit, create, prepare, recover, reopen
+from kexecd.loads import KexecCall, LoadCapture, Segment
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from kexecd.timing import Spans

@@ -31,9 +31,9 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from kexecd.core import Buffer, Segment
 from kexecd.errors import HeaderError
 from kexecd.image import cmdline, purgatory
+from kexecd.loads import Buffer, Segment
 
 __all__ = [
     "E820Entry",

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexecd.core import Buffer, KexecCall, LoadCapture, Segment, fs_volatile
+from kexecd.core import fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.files import timestamp, write_atomic
 from kexecd.image import cmdline, statedir
 from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode
 from kexecd.image.purgatory import DigestLocation, locate
 from kexecd.image.relocate import capacity
+from kexecd.loads import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.system.kexectools import HeaderRules, rules_for, version_in
 
 __all__ = [

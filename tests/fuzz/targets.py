@@ -30,10 +30,10 @@ from typing import Any
 
 from kexecd import core
 from kexecd.cli import inspect
-from kexecd.core import Segment
 from kexecd.errors import KexecdError
 from kexecd.image import cmdline, elfcore, loader
 from kexecd.image.snapshot import MANIFEST, SNAPSHOT, open_snapshot
+from kexecd.loads import Segment
 from kexecd.service import kdumptools, metrics, statefile
 from kexecd.system import cpus, iomem, kernel, packages
 from kexecd.system.root import Root

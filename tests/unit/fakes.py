@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
+from kexecd.loads import LoadCapture, Segment
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event

@@ -17,12 +17,12 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from kexecd.cli.main import main
-from kexecd.core import Segment
 from kexecd.errors import HeaderError, LoadError
 from kexecd.image import elfcore, loader, plan, purgatory, relocate
 from kexecd.image.plan import Action
 from kexecd.image.relocate import E820Entry
 from kexecd.image.snapshot import open_snapshot
+from kexecd.loads import Segment
 from kexecd.service.daemon import Daemon
 from kexecd.service.statefile import read_state
 from kexecd.system.kernel import read_kexec_state
