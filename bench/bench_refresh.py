@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
 from kexecd.image.refresher import Deps, Refresher
 from kexecd.image.store import Store
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from kexecd.system.state import read_system

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kexecd.core import Buffer, Segment
 from kexecd.errors import CmdlineError, SnapshotError
+from kexecd.loads import Buffer, Segment
 from kexecd.model import RangeType
 
 __all__ = ["Arch", "CommandLine", "KexecToolsFacts", "host", "of_flags"]

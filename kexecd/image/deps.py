@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kexecd import core
-from kexecd.core import LoadCapture, Segment
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.root import Root
 
 __all__ = ["Backend", "Deps", "KernelBackend", "Tracer"]

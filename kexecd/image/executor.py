@@ -15,7 +15,6 @@ import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from kexecd.core import LoadCapture, Segment
 from kexecd.errors import KexecdError, LoadError, SnapshotError
 from kexecd.image import plan, relocate
 from kexecd.image.changes import HeaderDiff
@@ -28,6 +27,7 @@ from kexecd.image.purgatory import digest_of, patched, rebased
 from kexecd.image.snapshot import Snapshot
 from kexecd.image.store import Origin, Store
 from kexecd.kparams import appended
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.kernel import read_kexec_state
 from kexecd.timing import Spans
 

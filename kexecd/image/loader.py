@@ -19,6 +19,7 @@ from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
 from kexecd.image.manifest import Source
 from kexecd.image.snapshot import Snapshot
 from kexecd.image.store import Origin, Store
+from kexecd.loads import KexecCall
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 
@@ -101,7 +102,7 @@ def load_locked(store: Store, deps: Deps, origin: Origin) -> Snapshot:
     cap = deps.tracer(origin.argv)
     if cap.exit_code != 0:
         raise TraceError(f"{who} exited {cap.exit_code}; nothing was recorded")
-    if cap.crash_loads == 0 or cap.call is core.KexecCall.NONE:
+    if cap.crash_loads == 0 or cap.call is KexecCall.NONE:
         raise TraceError(
             f"{who} made no kexec_load or kexec_file_load call that loads a crash kernel "
             f"({cap.unloads} unloads, {cap.reboot_loads} loads for kexec reboot); give a "

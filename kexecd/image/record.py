@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kexecd.core import Buffer
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.files import timestamp, write_atomic
 from kexecd.image import statedir
 from kexecd.kparams import check_word
+from kexecd.loads import Buffer
 
 __all__ = ["INTENT", "LOADED", "LOADED_HEADER", "LoadRecord"]
 

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from kexecd.arch import Arch
-from kexecd.core import Buffer, Segment
 from kexecd.errors import HeaderError
 from kexecd.image import purgatory
 from kexecd.image.purgatory import DigestLocation
+from kexecd.loads import Buffer, Segment
 
 __all__ = [
     "Move",

@@ -15,11 +15,11 @@ from functools import cached_property
 from pathlib import Path
 
 from kexecd.arch import Arch, of_flags
-from kexecd.core import Segment
 from kexecd.image.manifest import Manifest, Source
 from kexecd.image.purgatory import DigestLocation
 from kexecd.image.record import LoadRecord
 from kexecd.image.relocate import capacity
+from kexecd.loads import Segment
 from kexecd.system.kexectools import HeaderRules, rules_for
 
 __all__ = ["KERNEL_UPDATE_FLAGS", "Snapshot", "Source"]

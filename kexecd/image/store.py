@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kexecd.core import Buffer, KexecCall, LoadCapture, Segment, fs_volatile
+from kexecd.core import fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.files import timestamp, write_atomic
 from kexecd.image import statedir
@@ -29,6 +29,7 @@ from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode,
 from kexecd.image.purgatory import DigestLocation, locate
 from kexecd.image.record import sha256_hex
 from kexecd.image.snapshot import Snapshot
+from kexecd.loads import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.system.kexectools import version_in
 
 __all__ = ["MANIFEST", "SNAPSHOT", "Origin", "Store", "open_snapshot"]

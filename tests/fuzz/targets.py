@@ -31,10 +31,10 @@ from typing import Any
 from kexecd import core
 from kexecd.arch.x86_64 import bootparams
 from kexecd.cli import inspect
-from kexecd.core import Segment
 from kexecd.errors import KexecdError
 from kexecd.image import cmdline, elfcore, loader
 from kexecd.image.store import MANIFEST, SNAPSHOT, open_snapshot
+from kexecd.loads import Segment
 from kexecd.service import kdumptools, metrics, statefile
 from kexecd.system import cpus, iomem, kernel, packages
 from kexecd.system.root import Root

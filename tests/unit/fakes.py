@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from kexecd import core
-from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
 from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
 from kexecd.image.plan import Policy
 from kexecd.image.refresher import Refresher, RefreshResult, Request
 from kexecd.image.store import Store
+from kexecd.loads import LoadCapture, Segment
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from kexecd.arch.x86_64 import bootparams
-from kexecd.core import LoadCapture, Segment
 from kexecd.errors import CmdlineError, LoadError, SnapshotError
 from kexecd.image import cmdline, loader, plan
 from kexecd.image.plan import Action, Why
 from kexecd.image.store import Store, open_snapshot
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, kexec_tools_digest, loaded_root

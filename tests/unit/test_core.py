@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kexecd import core
-from kexecd.core import KexecCall, trace_kexec
+from kexecd.core import trace_kexec
+from kexecd.loads import KexecCall
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +60,15 @@ def test_exit_codes_come_through(fake_kexec: Path) -> None:
     assert trace_kexec(["/nonexistent/kexec"], skip=True).exit_code == 127
     assert trace_kexec(["sh", "-c", "exit 7"], skip=True).exit_code == 7
     assert trace_kexec(["sh", "-c", "kill -TERM $$"], skip=True).exit_code == -15
+
+
+def test_kexec_call_is_the_c_cores_enum() -> None:
+    # loads.KexecCall spells out kexecd_core.h's enum kexecd_syscall (no C in loads.py).
+    assert [(c.name, c.value) for c in KexecCall] == [
+        ("NONE", core.lib.KEXECD_SYS_NONE),
+        ("KEXEC_LOAD", core.lib.KEXECD_SYS_KEXEC_LOAD),
+        ("KEXEC_FILE_LOAD", core.lib.KEXECD_SYS_KEXEC_FILE_LOAD),
+    ]
 
 
 def test_rejects_an_empty_command() -> None:

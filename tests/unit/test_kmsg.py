@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
 from kexecd.image.plan import Action, Why
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service.daemon import Daemon
 from kexecd.system.kmsg import KmsgWatch, is_missed_update
 from kexecd.system.root import Root

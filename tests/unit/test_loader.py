@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from kexecd.cli import main
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.errors import LoadError, SnapshotError, TraceError
 from kexecd.image import loader
 from kexecd.image.plan import Action
 from kexecd.image.store import Store, open_snapshot
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root

@@ -19,11 +19,11 @@ from elftools.elf.elffile import ELFFile
 from kexecd.arch.x86_64 import X86_64, e820
 from kexecd.arch.x86_64.e820 import E820Entry
 from kexecd.cli.main import main
-from kexecd.core import Segment
 from kexecd.errors import HeaderError, LoadError
 from kexecd.image import deps, elfcore, loader, plan, purgatory, relocate
 from kexecd.image.plan import Action
 from kexecd.image.store import open_snapshot
+from kexecd.loads import Segment
 from kexecd.service.daemon import Daemon
 from kexecd.service.statefile import read_state
 from kexecd.system.kernel import read_kexec_state

@@ -10,8 +10,8 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import describe_image
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root

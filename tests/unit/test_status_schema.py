@@ -16,8 +16,8 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import SCHEMA, Status
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service import udevmask
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon

@@ -96,6 +96,7 @@ assert r.relocated is not None, r.decision
 print("%#x %d" % r.relocated[1:])
 """
 
+
 def _moved_without(g: Guest, part: str) -> tuple[int, int, tuple[int, int]]:
     g.kexecd_load(STATE)
     mem, memsz = map(lambda w: int(w, 0), g.python("-c", _CONTROL, part, STATE).stdout.split())

@@ -15,8 +15,8 @@ from types import MappingProxyType
 
 from kexecd.arch import CommandLine, KexecToolsFacts
 from kexecd.arch.x86_64 import bootparams, e820
-from kexecd.core import Buffer, Segment
 from kexecd.errors import HeaderError
+from kexecd.loads import Buffer, Segment
 from kexecd.model import RangeType
 
 __all__ = ["X86_64"]

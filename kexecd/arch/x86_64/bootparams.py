@@ -32,9 +32,9 @@ import struct
 from collections.abc import Sequence
 
 from kexecd.arch import CommandLine
-from kexecd.core import Buffer, Segment
 from kexecd.errors import CmdlineError
 from kexecd.kparams import has
+from kexecd.loads import Buffer, Segment
 
 __all__ = ["ELFCOREHDR", "find", "patched"]
 

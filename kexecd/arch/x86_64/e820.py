@@ -15,8 +15,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kexecd.core import Buffer
 from kexecd.errors import HeaderError
+from kexecd.loads import Buffer
 
 __all__ = ["E820Entry", "moved_hole", "read_e820", "write_e820"]
 
