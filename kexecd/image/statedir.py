@@ -10,7 +10,9 @@ must be regular files.
 Every writer (``kexecd load``, ``refresh``, ``adopt``, the daemon) holds
 :func:`locked` across read, verify, load and record, so two of them cannot
 interleave into a mixed image; readers (``status``) take it shared. The lock
-is re-entrant within a process (an adoption loads, then refreshes).
+is taken once per operation: a whole reload inside a refresh runs under the
+refresh's hold (:func:`kexecd.image.loader.load_locked`), so it need not be
+re-entrant, and taking it twice is a bug that fails at once.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ LOCK = ".lock"
 # Readers wait this long for a writer (a full reload under TCG takes seconds).
 WAIT_SECONDS = 60.0
 
-_held: dict[str, list[int]] = {}  # path -> [fd, depth], this process's locks
+_held: set[str] = set()  # the state directories this process holds the lock of
 
 
 def ready(state_dir: Path) -> None:
@@ -106,14 +108,8 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
         (:func:`check_dir`), or another kexecd held the lock for ``wait`` seconds.
     """
     key = str(state_dir.resolve())
-    held = _held.get(key)
-    if held is not None:
-        held[1] += 1
-        try:
-            yield
-        finally:
-            held[1] -= 1
-        return
+    if key in _held:  # a bug, not an input: flock would wait on itself
+        raise RuntimeError(f"{state_dir / LOCK}: already held by this process")
     check_dir(state_dir)
     path = state_dir / LOCK
     try:
@@ -135,10 +131,10 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
                         f"held it for {wait:.0f} s; try again when it is done"
                     ) from None
                 time.sleep(0.05)
-        _held[key] = [fd, 1]
+        _held.add(key)
         try:
             yield
         finally:
-            del _held[key]
+            _held.discard(key)
     finally:
         os.close(fd)

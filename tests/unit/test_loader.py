@@ -18,7 +18,7 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.errors import LoadError, SnapshotError, TraceError
-from kexecd.image import loader
+from kexecd.image import loader, statedir
 from kexecd.image.plan import Action
 from kexecd.image.store import Store, open_snapshot
 from kexecd.loads import KexecCall, LoadCapture
@@ -271,3 +271,15 @@ def test_cli_load_refuses_non_crash_loads(
 ) -> None:
     assert main(["load", "--state-dir", str(tmp_path / "s"), "--", "kexec", "-e"]) == 2
     assert "must load with -p/--load-panic" in capsys.readouterr().err
+
+
+def test_the_lock_is_taken_once_per_operation(tmp_path: Path) -> None:
+    # A whole reload inside a refresh runs under the refresh's hold; taking
+    # the lock again in the same process would wait on itself, so it fails.
+    state = tmp_path / "s"
+    statedir.ready(state)
+    with statedir.locked(state), pytest.raises(RuntimeError, match="already held"):
+        with statedir.locked(state, shared=True):
+            pass
+    with statedir.locked(state):  # released: taken again
+        pass
