@@ -278,8 +278,11 @@ def test_the_lock_is_taken_once_per_operation(tmp_path: Path) -> None:
     # the lock again in the same process would wait on itself, so it fails.
     state = tmp_path / "s"
     statedir.ready(state)
-    with statedir.locked(state), pytest.raises(RuntimeError, match="already held"):
-        with statedir.locked(state, shared=True):
-            pass
+    with (
+        statedir.locked(state),
+        pytest.raises(RuntimeError, match="already held"),
+        statedir.locked(state, shared=True),
+    ):
+        pass
     with statedir.locked(state):  # released: taken again
         pass
