@@ -20,11 +20,12 @@ from typing import Any
 
 from kexecd.errors import KexecdError
 from kexecd.image import plan, statedir
-from kexecd.image.plan import Action, Plan, Why
+from kexecd.image.plan import Plan
 from kexecd.image.snapshot import Snapshot, open_snapshot
 from kexecd.model import human
-from kexecd.service import udevmask
+from kexecd.service import udevmask, verdict
 from kexecd.service.statefile import DaemonState, read_state
+from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE, Verdict
 from kexecd.system.kernel import KexecState, read_kexec_state
 from kexecd.system.root import Root
 
@@ -38,7 +39,6 @@ __all__ = [
     "gather",
 ]
 
-EXIT_CURRENT, EXIT_STALE, EXIT_ERROR, EXIT_NOT_LOADED = 0, 1, 2, 3
 #: The version of ``status --json``'s form. It goes up when a field is removed
 #: or renamed, or changes its type or meaning; a field may be added without
 #: it (readers ignore fields they do not know). docs/status.schema.json
@@ -120,12 +120,12 @@ def gather(
         kstate = read_kexec_state(root)
         daemon = read_state(runtime_dir)
     except KexecdError as e:
-        return Status(EXIT_ERROR, f"error: {e}", False, error=str(e))
+        v = verdict.failure(str(e))
+        return Status(v.exit_code, v.headline, False, error=str(e))
     support = _support(kstate)
     if not kstate.crash_loaded:
-        return Status(
-            EXIT_NOT_LOADED, "no crash kernel loaded", False, kernel_support=support, daemon=daemon
-        )
+        v = verdict.not_loaded()
+        return Status(v.exit_code, v.headline, False, kernel_support=support, daemon=daemon)
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon)
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
@@ -134,9 +134,8 @@ def gather(
             snap = open_snapshot(state_dir)
             _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
     except KexecdError as e:
-        st.exit_code = EXIT_ERROR
-        st.error = str(e)
-        st.verdict = f"error: {e}"
+        v = verdict.failure(str(e))
+        st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
     return st
 
 
@@ -160,9 +159,7 @@ def _render_snapshot(
         # kexecd appended included), where it can be read.
         st.image["cmdline"] = line.text or st.image["cmdline"]
         st.acpi_no_memhotplug = line.no_memhotplug
-        if line.hazard:
-            st.hazards.append(line.hazard)
-    _render_plan(st, p)
+    _render_plan(st, p, verdict.judge(p))
 
 
 def _text(value: object) -> str | None:
@@ -170,16 +167,12 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _render_plan(st: Status, p: Plan) -> None:
-    why = p.decision.why
-    if why is Why.KERNEL_UPDATES:
-        st.current = True
-        st.verdict = "loaded; the kernel keeps the header current"
+def _render_plan(st: Status, p: Plan, v: Verdict) -> None:
+    st.current, st.exit_code, st.verdict = v.in_sync, v.exit_code, v.headline
+    st.hazards += v.hazards
+    st.differences = list(v.differences)
+    if p.target is None or p.wanted is None or v.standing_aside:
         return
-    if why in (Why.FILE_LOAD, Why.NO_HEADER):
-        st.verdict = "loaded; header not visible (kexec_file_load): reloaded whole on change"
-        return
-    assert p.target is not None and p.wanted is not None
     st.header = {
         "cpus": p.cpus,
         "ram_ranges": p.ranges,
@@ -190,33 +183,6 @@ def _render_plan(st: Status, p: Plan) -> None:
         "segment_bytes": p.segment_bytes,
         "address": p.snapshot.segments[p.snapshot.header or 0].mem,
     }
-    cap = p.snapshot.header_capacity or 0
-    if why is Why.TOO_BIG and p.action is Action.RELOCATE:
-        st.hazards.append(f"{p.decision.reason}: the next refresh does it (one kexec_load)")
-    elif why is Why.TOO_BIG:
-        st.hazards.append(f"{p.decision.reason}: the next refresh re-runs kexec")
-    elif p.room is not None and p.room * 10 < cap:
-        st.hazards.append(
-            f"only {p.room} of {cap} program headers free (under 10%): 'kexecd grow "
-            f"--capacity {2 * cap}' makes room ahead of a scale-up"
-        )
-    st.current = p.in_sync
-    if why is Why.UNCERTAIN:
-        st.current = None
-        st.exit_code = EXIT_STALE
-        st.verdict = (
-            "UNCERTAIN: a load was interrupted before it was recorded; the next refresh "
-            "(or the daemon at start) loads the header again"
-        )
-    elif why is Why.CMDLINE and p.cmdline is not None:
-        st.exit_code = EXIT_STALE
-        st.verdict = f"STALE: the next refresh will {p.cmdline.change}"
-    elif not st.current:
-        st.differences = p.diff.lines() if p.diff else []
-        st.exit_code = EXIT_STALE
-        st.verdict = "STALE: the loaded header does not match the system"
-    else:
-        st.verdict = "loaded and current"
 
 
 def daemon_running(state: DaemonState) -> bool:

@@ -41,7 +41,7 @@ from kexecd.image import loader, statedir
 from kexecd.image.plan import Action, Plan, Why
 from kexecd.image.snapshot import Snapshot, reopen
 from kexecd.model import RangeType
-from kexecd.service import control, metrics, udevmask
+from kexecd.service import control, metrics, udevmask, verdict
 from kexecd.service.adopt import adopt, needs_adoption, resolve_kexec_cmd
 from kexecd.service.coalesce import Backoff, Coalescer
 from kexecd.service.config import Config
@@ -134,6 +134,7 @@ class Daemon:
         self.removed: dict[int, float] = {}  # removed memory block -> when to stop looking
         self.removal_due: float | None = None  # look again at /proc/iomem for them
         self.last_system: SystemState | None = None  # as the last plan read it
+        self.verdict: verdict.Verdict | None = None  # of the last reconcile
 
     # -- refreshing ------------------------------------------------------------
 
@@ -230,7 +231,8 @@ class Daemon:
         st = self.state
         st.failed += 1
         st.last_error = ErrorRecord(timestamp(), str(e))
-        st.in_sync = False
+        self.verdict = verdict.failure(str(e))
+        st.in_sync = self.verdict.in_sync
         if isinstance(e, LoadError) and e.image_lost:
             self.lost_image = True
             st.crash_loaded = False
@@ -274,7 +276,9 @@ class Daemon:
             st.remember(LoadTiming(action.value, first_event, start, done, load_ms))
         st.decision = decision.reason
         self.standing_aside = decision.why is Why.KERNEL_UPDATES
-        st.in_sync = None if decision.why is Why.NOT_LOADED else True
+        amend_error = getattr(r, "amend_error", None)  # LEAD: replace with r.amend_error
+        self.verdict = verdict.judge(r.plan, carried_out=True, amend_error=amend_error)
+        st.in_sync = self.verdict.in_sync
         self._saw(r.plan, r.loaded)
         st.reconciled = timestamp()
         if adopted:
@@ -314,18 +318,7 @@ class Daemon:
 
     def summary(self) -> str:
         """The one-line STATUS= for systemd."""
-        st = self.state
-        last = st.last_update
-        tail = f"; last update {last.work_ms:.0f} ms" if last else ""
-        if st.last_error and st.in_sync is False:
-            retry = f" (retrying in {st.retry_in_s:.0f} s)" if st.retry_in_s else ""
-            return f"error: {st.last_error.message}"[:170] + retry
-        if st.in_sync is None and st.decision is not None:
-            return "no crash kernel loaded: nothing to keep current"
-        if self.standing_aside:
-            return "standing aside: the kernel updates the header itself"
-        shape = f"{st.cpus} CPUs, {st.ranges} ranges, " if st.cpus is not None else ""
-        return f"in sync: {shape}{st.events} events, {st.reloads} reloads{tail}"
+        return verdict.summary(self.verdict, self.state)
 
     def _publish(self) -> None:
         self.publish_due = None
