@@ -89,7 +89,7 @@ def judge(p: Plan, *, carried_out: bool = False, amend_error: str | None = None)
     """
     why = p.decision.why
     line = p.cmdline
-    hazards = (line.hazard,) if line is not None and line.hazard else ()
+    hazards: tuple[str, ...] = (line.hazard,) if line is not None and line.hazard else ()
     if why is Why.NOT_LOADED:
         return not_loaded()
     if why is Why.KERNEL_UPDATES:

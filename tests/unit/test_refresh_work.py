@@ -31,10 +31,10 @@ def watched(tmp_path: Path) -> Iterator[tuple[Daemon, Config, Path]]:
     """A daemon with its snapshot watch running, as ``run()`` starts it."""
     cfg = daemon_env(tmp_path, settle_ms=100, max_delay_ms=1000)
     d = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
-    d.snapshot_watch = SnapshotWatch.start(cfg.state_dir)
-    assert d.snapshot_watch is not None
+    d.session.watch = SnapshotWatch.start(cfg.state_dir)
+    assert d.session.watch is not None
     yield d, cfg, tmp_path
-    d.snapshot_watch.close()
+    d.session.watch.close()
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:
@@ -53,22 +53,22 @@ def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[obje
 def test_snapshot_kept_open_until_a_new_load(watched: tuple[Daemon, Config, Path]) -> None:
     d, cfg, tmp = watched
     assert d.reconcile("start").action == "nothing"
-    first = d.snapshot
+    first = d.session.snapshot
     assert first is not None and first.unchanged()
     switch_root(tmp, "hotadd")
     assert d.reconcile("events").action == "reload-header"
-    assert d.snapshot is first  # not opened again
+    assert d.session.snapshot is first  # not opened again
     # A new 'kexecd load' swaps in another directory: seen without the watch's help.
     loader.load(ARGV, cfg.state_dir, root=Root(cfg.root), tracer=tracer_for(image("hotadd")))
     assert not first.unchanged()
     assert d.reconcile("events").action == "nothing"  # the new image's header is current
-    assert d.snapshot is not first and d.snapshot is not None and d.snapshot.unchanged()
+    assert d.session.snapshot is not first and d.session.snapshot is not None and d.session.snapshot.unchanged()
 
 
 def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, Path]) -> None:
     d, cfg, _ = watched
     d.reconcile("start")
-    snap = d.snapshot
+    snap = d.session.snapshot
     assert snap is not None
     manifest = cfg.state_dir / "snapshot/manifest.json"
     st = manifest.stat()
@@ -76,7 +76,7 @@ def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, 
     os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
     assert not snap.unchanged()  # the size gave it away
     d.on_snapshot_change()  # and the watch saw the write
-    assert d.snapshot is None and not d.verified
+    assert d.session.snapshot is None and not d.session.verified
 
 
 def test_verified_ahead_so_the_first_event_does_not_hash(
@@ -85,9 +85,9 @@ def test_verified_ahead_so_the_first_event_does_not_hash(
     d, _, tmp = watched
     calls = _spy(monkeypatch, Snapshot, "verify")
     d.reconcile("start")  # current: nothing to load, nothing hashed
-    assert calls == [] and not d.verified
+    assert calls == [] and not d.session.verified
     d.verify_ahead()
-    assert len(calls) == 1 and d.verified
+    assert len(calls) == 1 and d.session.verified
     switch_root(tmp, "hotadd")
     assert d.reconcile("events").action == "reload-header"
     assert len(calls) == 1  # the event's refresh did not hash again
@@ -115,7 +115,7 @@ def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Conf
     d.reconcile("start")
     (cfg.state_dir / "snapshot/seg-03.bin").write_bytes(b"tampered")
     d.verify_ahead()
-    assert not d.verified
+    assert not d.session.verified
 
 
 def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
