@@ -140,7 +140,9 @@ def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
     t = threading.Thread(target=log_it)
     t.start()
     try:
-        run_until(daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.session.kernel_missed)
+        run_until(
+            daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.session.kernel_missed
+        )
     finally:
         t.join()
         for fd in writer:

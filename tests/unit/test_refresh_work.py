@@ -62,7 +62,11 @@ def test_snapshot_kept_open_until_a_new_load(watched: tuple[Daemon, Config, Path
     loader.load(ARGV, cfg.state_dir, root=Root(cfg.root), tracer=tracer_for(image("hotadd")))
     assert not first.unchanged()
     assert d.reconcile("events").action == "nothing"  # the new image's header is current
-    assert d.session.snapshot is not first and d.session.snapshot is not None and d.session.snapshot.unchanged()
+    assert (
+        d.session.snapshot is not first
+        and d.session.snapshot is not None
+        and d.session.snapshot.unchanged()
+    )
 
 
 def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, Path]) -> None:
