@@ -72,8 +72,7 @@ def adopt(cfg: Config, kexec_cmd: Path | None, command: Sequence[str]) -> int:
         r = take_over(
             cfg.state_dir,
             root=Root(cfg.root),
-            kexec_cmd=kexec_cmd,
-            command=command or None,
+            replay=list(command) if command else kexec_cmd,
             acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
         )
     except LoadError as e:

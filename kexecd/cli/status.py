@@ -209,20 +209,7 @@ _NO_MEMHOTPLUG = {
 def render(st: Status) -> str:
     """The short aligned report a person reads at a glance."""
     rows: list[tuple[str, str]] = [("crash kernel", st.verdict)]
-    if st.image:
-        img = st.image
-        rows.append(
-            ("image", f"{img.get('kernel')}  initrd {img.get('initrd')}  ({img.get('syscall')})")
-        )
-        rows.append(("command line", str(img.get("cmdline"))))
-        note = _NO_MEMHOTPLUG.get(st.acpi_no_memhotplug or "")
-        if note:
-            rows.append(note)
-        rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
-        if img.get("adopted_from"):
-            rows.append(("adopted from", str(img["adopted_from"])))
-        if img.get("header_rules"):
-            rows.append(("built by", str(img["header_rules"])))
+    rows += _image_rows(st)
     if st.header:
         h = st.header
         rows.append(
@@ -236,27 +223,7 @@ def render(st: Status) -> str:
         why = "  (missing from the loaded header)" if diff.startswith("+") else "  (gone)"
         rows.append(("differs", diff + why))
     if st.daemon:
-        d = st.daemon
-        rows.append(
-            (
-                "daemon" if daemon_running(d) else "daemon (gone)",
-                f"pid {d.pid} since {d.started}: {d.events} events, "
-                f"{d.reloads} reloads{f' ({d.moves} moved the header)' if d.moves else ''}, "
-                f"{d.full_reloads} full, {d.skipped} skipped, "
-                f"{d.failed} failed",
-            )
-        )
-        if d.last_event:
-            e = d.last_event
-            rows.append(("last event", f"{e.time} {e.action} {e.devpath}"))
-        if d.last_update:
-            u = d.last_update
-            lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
-            rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
-        if d.last_error:
-            rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
-        if d.retry_in_s and not d.stopped:
-            rows.append(("retry", f"in {d.retry_in_s:.0f} s after the failure (backing off)"))
+        rows += _daemon_rows(st.daemon)
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))
@@ -269,6 +236,48 @@ def render(st: Status) -> str:
     rows.append(("hazards", "none" if not st.hazards else st.hazards[0]))
     rows += [("", h) for h in st.hazards[1:]]
     return "\n".join(f"{k:<15}{v}" for k, v in rows)
+
+
+def _image_rows(st: Status) -> list[tuple[str, str]]:
+    if not st.image:
+        return []
+    img = st.image
+    rows = [
+        ("image", f"{img.get('kernel')}  initrd {img.get('initrd')}  ({img.get('syscall')})"),
+        ("command line", str(img.get("cmdline"))),
+    ]
+    note = _NO_MEMHOTPLUG.get(st.acpi_no_memhotplug or "")
+    if note:
+        rows.append(note)
+    rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
+    if img.get("adopted_from"):
+        rows.append(("adopted from", str(img["adopted_from"])))
+    if img.get("header_rules"):
+        rows.append(("built by", str(img["header_rules"])))
+    return rows
+
+
+def _daemon_rows(d: DaemonState) -> list[tuple[str, str]]:
+    moved = f" ({d.moves} moved the header)" if d.moves else ""
+    rows = [
+        (
+            "daemon" if daemon_running(d) else "daemon (gone)",
+            f"pid {d.pid} since {d.started}: {d.events} events, {d.reloads} reloads{moved}, "
+            f"{d.full_reloads} full, {d.skipped} skipped, {d.failed} failed",
+        )
+    ]
+    if d.last_event:
+        e = d.last_event
+        rows.append(("last event", f"{e.time} {e.action} {e.devpath}"))
+    if d.last_update:
+        u = d.last_update
+        lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
+        rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
+    if d.last_error:
+        rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
+    if d.retry_in_s and not d.stopped:
+        rows.append(("retry", f"in {d.retry_in_s:.0f} s after the failure (backing off)"))
+    return rows
 
 
 def to_json(st: Status) -> str:

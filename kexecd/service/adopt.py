@@ -19,7 +19,6 @@ Where the command comes from:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def adopt(
     state_dir: Path,
     *,
     root: Root | None = None,
-    kexec_cmd: Path | None = None,
-    command: Sequence[str] | None = None,
+    replay: Path | list[str] | None = None,
     tracer: Tracer = core.trace_kexec,
     backend: Backend | None = None,
     acpi_no_memhotplug: bool = True,
@@ -94,8 +92,8 @@ def adopt(
     The reconcile amends the crash kernel's command line too (kdump-tools'
     default lacks ``acpi_no_memhotplug``): :func:`kexecd.image.plan.make`.
 
-    :param kexec_cmd: the distro's command file (default: kdump-tools').
-    :param command: a command to replay instead of reading a file.
+    :param replay: the distro's command file (default: kdump-tools'), or
+        the command to replay itself (``["kdumpctl", "start"]``).
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
     :raises AdoptError: nothing to adopt, or the command file is unfit.
     :raises TraceError: the replay failed or loaded no crash kernel; the
@@ -109,24 +107,10 @@ def adopt(
             "no crash kernel is loaded, so there is nothing to adopt; load kdump first "
             "(kdump-config load, kdumpctl start) or use 'kexecd load -- kexec -p ...'"
         )
-    source: Source | None = None
-    file_load = False
-    if command:
-        argv = list(command)
-    else:
-        path = resolve_kexec_cmd(root, kexec_cmd)
-        if path is None:
-            raise AdoptError(
-                f"{root.path('etc/default/kdump-tools')}: missing, so kdump-tools is not "
-                "installed; give the command file (--kexec-cmd FILE) or the command "
-                "(kexecd adopt -- COMMAND...)"
-            )
-        cmd = read_kexec_cmd(path)
-        argv, file_load = replay_argv(cmd), cmd.file_load
-        source = Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
+    argv, source, file_load = _command(root, replay)
     mode = read_lockdown(root)
     if mode is not None:
-        if not file_load and command is None:
+        if not file_load and source is not None:
             raise AdoptError(LOCKDOWN_NOTE.format(mode=mode) + "; nothing was adopted")
         notes.append(LOCKDOWN_NOTE.format(mode=mode))
     load_start = time.monotonic()
@@ -145,3 +129,20 @@ def adopt(
         acpi_no_memhotplug=acpi_no_memhotplug,
     )
     return AdoptResult(snap, refreshed, load_seconds, time.monotonic() - start, notes)
+
+
+def _command(root: Root, replay: Path | list[str] | None) -> tuple[list[str], Source | None, bool]:
+    # The command to replay, the distro's record of it (None for a command
+    # given), and whether it loads with kexec_file_load (as far as known).
+    if isinstance(replay, list):
+        return list(replay), None, False
+    path = resolve_kexec_cmd(root, replay)
+    if path is None:
+        raise AdoptError(
+            f"{root.path('etc/default/kdump-tools')}: missing, so kdump-tools is not "
+            "installed; give the command file (--kexec-cmd FILE) or the command "
+            "(kexecd adopt -- COMMAND...)"
+        )
+    cmd = read_kexec_cmd(path)
+    source = Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
+    return replay_argv(cmd), source, cmd.file_load

@@ -145,7 +145,7 @@ class Daemon:
         return adopt(
             self.cfg.state_dir,
             root=self.root,
-            kexec_cmd=kexec_cmd,
+            replay=kexec_cmd,
             backend=self.backend,
             acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
             **self._tracer(),

@@ -228,7 +228,7 @@ def test_adopt_under_lockdown(root: Path, tmp_path: Path) -> None:
 def test_adopt_a_given_command(root: Path, tmp_path: Path) -> None:
     t = tracer_for(image("boot"))
     argv = ["kdumpctl", "start"]
-    r = adopt(tmp_path / "s", root=Root(root), command=argv, tracer=t, backend=FakeBackend())
+    r = adopt(tmp_path / "s", root=Root(root), replay=argv, tracer=t, backend=FakeBackend())
     assert t.calls == [argv] and r.snapshot.source is None  # type: ignore[attr-defined]
 
 
