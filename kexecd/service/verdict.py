@@ -146,10 +146,10 @@ def summary(v: Verdict | None, st: DaemonState) -> str:
         return f"error: {message}"[:170] + retry
     if v is not None and v.exit_code == EXIT_NOT_LOADED:
         return "no crash kernel loaded: nothing to keep current"
+    if v is not None and v.exit_code != EXIT_CURRENT:  # stale, or uncertain
+        return v.headline[:200]
     if v is not None and v.standing_aside:
         return "standing aside: the kernel updates the header itself"
-    if v is not None and v.in_sync is False:
-        return v.headline[:200]
     last = st.last_update
     tail = f"; last update {last.work_ms:.0f} ms" if last else ""
     shape = f"{st.cpus} CPUs, {st.ranges} ranges, " if st.cpus is not None else ""
