@@ -28,7 +28,7 @@ captures:
 	$(PY) -m tests.vm.captures --set 5.10-2.0.20 tests/data
 	$(PY) -m tests.vm.captures --set 6.12-2.0.29-c tests/data
 
-# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz; see README, Fuzzing).
+# Every fuzz target for FUZZ_SECONDS each (scripts/fuzz; see docs/testing.md, Fuzzing).
 FUZZ_SECONDS = 60
 fuzz:
 	bash scripts/fuzz $(FUZZ_SECONDS)

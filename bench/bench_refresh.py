@@ -7,7 +7,7 @@ refreshes, so every round really builds, hashes and "loads" (a backend that
 does nothing: no ``kexec_load`` on the host). Two ways, in the same run:
 
 * **daemon**: what the daemon does per event: the snapshot kept open and
-  verified ahead (``loader.refresh(snapshot=..., verify=False)``);
+  verified ahead (a :class:`Refresher` kept open, its snapshot hashed once);
 * **one-shot** (the baseline): what ``kexecd refresh`` does: open the
   snapshot, hash every segment, then the same.
 
@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from kexecd.core import LoadCapture, Segment
 from kexecd.image import loader
-from kexecd.image.snapshot import Snapshot
+from kexecd.image.refresher import Deps, Refresher
+from kexecd.image.store import Store
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
@@ -105,9 +106,13 @@ def measure(ranges: int, rounds: int) -> tuple[int, dict[str, list[float]]]:
         loader.load(ARGV, state, root=root, tracer=tracer)
         backend = NoLoad()
         iomem.write_text(base + extra)
-        first = loader.refresh(state, root=root, backend=backend)
+        deps = Deps(root, backend)
+        # The daemon's way: one Refresher that keeps the snapshot open, its
+        # segments hashed once; the one-shot way: a new one per refresh.
+        daemon = Refresher(Store(state), deps, keep_open=True)
+        first = daemon.refresh()
         assert first.loaded, first.decision
-        snap: Snapshot = first.plan.snapshot
+        daemon.verified = True  # as the daemon's hashing ahead leaves it
         out: dict[str, list[float]] = {"daemon": [], "one-shot": []}
         for i in range(rounds):
             for way in out:
@@ -116,11 +121,9 @@ def measure(ranges: int, rounds: int) -> tuple[int, dict[str, list[float]]]:
                 iomem.write_text(base + extra + toggle)
                 t = time.perf_counter()
                 if way == "daemon":
-                    r = loader.refresh(
-                        state, root=root, backend=backend, verify=False, snapshot=snap
-                    )
+                    r = daemon.refresh()
                 else:
-                    r = loader.refresh(state, root=root, backend=backend)
+                    r = Refresher(Store(state), deps).refresh()
                 out[way].append(time.perf_counter() - t)
                 assert r.loaded, r.decision
         assert r.plan.ranges is not None

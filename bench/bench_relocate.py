@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 
+from kexecd.arch.x86_64 import X86_64
 from kexecd.image import relocate
 from testbed.vm import Machine, boot
 
@@ -88,10 +89,10 @@ def kernel_static_size() -> int:
 def policy_size(ranges: int) -> int:
     """The header segment kexecd holds for ``ranges`` RAM ranges: kexec-tools'
     16 KiB, doubled by :func:`relocate.grown_memsz` each time it runs out."""
-    memsz = relocate.MIN_MEMSZ
+    memsz = X86_64.min_header_memsz
     need = ranges + OTHER_PHDRS
     while relocate.capacity(memsz) < need:
-        memsz = relocate.grown_memsz(need, memsz)
+        memsz = relocate.grown_memsz(X86_64, need, memsz)
     return memsz
 
 

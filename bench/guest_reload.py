@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from kexecd import core
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import open_snapshot
 from testbed.guest_safety import require_guest
 
 

@@ -21,10 +21,12 @@
 // of our own would be seen by the program and could stay pending after the
 // detach). New tracees then start with a PTRACE_EVENT_STOP instead of a
 // SIGSTOP, and group-stops are PTRACE_EVENT_STOPs too (ptrace(2)).
+//
+// What differs between CPUs, the syscall numbers, the audit architecture the
+// filter checks and the registers of a stopped syscall, is arch.h's.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/kexec.h>
 #include <linux/seccomp.h>
@@ -38,18 +40,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/ptrace.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
-#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "arch.h"
 #include "kexecd_core.h"
-
-#ifndef __x86_64__
-#error "kexecd's tracer reads x86_64 registers; other architectures are not supported yet"
-#endif
 
 // kexecd_core.h keeps its own integer for cffi; it must be the kernel's.
 _Static_assert(KEXECD_MAX_SEGMENTS == KEXEC_SEGMENT_MAX,
@@ -230,23 +227,23 @@ out:
 }
 
 // On error ret may hold buffers: kexecd_load_deinit() frees them.
-static int capture_kexec_load(pid_t pid, const struct user_regs_struct *regs,
+static int capture_kexec_load(pid_t pid, const struct kexecd_arch_call *call,
 			      struct kexecd_load *ret)
 {
 	// kexec_load(entry, nr_segments, segments, flags)
 	struct kexec_segment segs[KEXEC_SEGMENT_MAX];
-	uint64_t nr = regs->rsi;
+	uint64_t nr = call->args[1];
 	int r;
 
 	ret->syscall = KEXECD_SYS_KEXEC_LOAD;
-	ret->entry = regs->rdi;
-	ret->flags = regs->r10;
+	ret->entry = call->args[0];
+	ret->flags = call->args[3];
 	// kernel/kexec.c kexec_load_check(): the kernel refuses more than
 	// KEXEC_SEGMENT_MAX; so do we.
 	if (nr > KEXEC_SEGMENT_MAX)
 		return -E2BIG;
 	ret->nr_segments = (uint32_t)nr;
-	r = peek(pid, regs->rdx, segs, nr * sizeof(segs[0]));
+	r = peek(pid, call->args[2], segs, nr * sizeof(segs[0]));
 	if (r < 0)
 		return r;
 	for (uint64_t i = 0; i < nr; i++) {
@@ -262,19 +259,20 @@ static int capture_kexec_load(pid_t pid, const struct user_regs_struct *regs,
 	return 0;
 }
 
-static int capture_kexec_file_load(pid_t pid, const struct user_regs_struct *regs,
+static int capture_kexec_file_load(pid_t pid, const struct kexecd_arch_call *call,
 				   struct kexecd_load *ret)
 {
 	// kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)
+	uint64_t len = call->args[2];
 	uint8_t *cmdline;
 	int r;
 
 	ret->syscall = KEXECD_SYS_KEXEC_FILE_LOAD;
-	ret->flags = regs->r8;
-	ret->cmdline_len = regs->rdx;
-	if (regs->rdx > MAX_CMDLINE)
+	ret->flags = call->args[4];
+	ret->cmdline_len = len;
+	if (len > MAX_CMDLINE)
 		return -E2BIG;
-	r = copy_out(pid, regs->r10, regs->rdx, &cmdline);
+	r = copy_out(pid, call->args[3], len, &cmdline);
 	if (r < 0)
 		return r;
 	ret->cmdline = (char *)cmdline;
@@ -283,20 +281,23 @@ static int capture_kexec_file_load(pid_t pid, const struct user_regs_struct *reg
 
 // What a kexec call does, from its flags alone (argv cannot tell: the
 // command may be a shell script).
-static enum kexec_kind classify(const struct user_regs_struct *regs)
+static enum kexec_kind classify(const struct kexecd_arch_call *call)
 {
-	if (regs->orig_rax == SYS_kexec_load) {
+	uint64_t flags;
+
+	if (call->nr == kexecd_arch_nr_kexec_load) {
 		// kernel/kexec.c do_kexec_load(): nr_segments == 0 unloads the
 		// image the flags select, the crash one with KEXEC_ON_CRASH.
-		if (regs->rsi == 0)
+		if (call->args[1] == 0)
 			return KIND_UNLOAD;
-		return regs->r10 & KEXEC_ON_CRASH ? KIND_CRASH_LOAD : KIND_REBOOT_LOAD;
+		return call->args[3] & KEXEC_ON_CRASH ? KIND_CRASH_LOAD : KIND_REBOOT_LOAD;
 	}
 	// kernel/kexec_file.c kexec_file_load(): KEXEC_FILE_UNLOAD unloads,
 	// whatever else the flags say.
-	if (regs->r8 & KEXEC_FILE_UNLOAD)
+	flags = call->args[4];
+	if (flags & KEXEC_FILE_UNLOAD)
 		return KIND_UNLOAD;
-	return regs->r8 & KEXEC_FILE_ON_CRASH ? KIND_CRASH_LOAD : KIND_REBOOT_LOAD;
+	return flags & KEXEC_FILE_ON_CRASH ? KIND_CRASH_LOAD : KIND_REBOOT_LOAD;
 }
 
 // Replace the recorded crash load with *cap, keeping the counters.
@@ -327,30 +328,19 @@ static int resume(struct tracee *t, int sig)
 	return 0;
 }
 
-// Make the syscall at a seccomp stop return rax without running.
-static int skip_call(pid_t pid, struct user_regs_struct *regs, long rax)
-{
-	// seccomp(2): a syscall number of -1 skips the call, and rax becomes
-	// its return value.
-	regs->orig_rax = (unsigned long long)-1;
-	regs->rax = (unsigned long long)rax;
-	if (ptrace(PTRACE_SETREGS, pid, NULL, regs) < 0)
-		return -errno;
-	return 0;
-}
-
 // At a kexec call's seccomp stop: count it, record it when it is a crash
 // load, then skip it or let it run. The call has not reached the kernel yet.
 static int on_kexec(struct tracer *tr, struct tracee *t)
 {
-	struct user_regs_struct regs;
+	struct kexecd_arch_call call;
 	struct kexecd_load cap;
 	enum kexec_kind kind;
 	int r;
 
-	if (ptrace(PTRACE_GETREGS, t->pid, NULL, &regs) < 0)
-		return -errno;
-	kind = classify(&regs);
+	r = kexecd_arch_get_call(t->pid, &call);
+	if (r < 0)
+		return r;
+	kind = classify(&call);
 	tr->load->calls++;
 	if (kind == KIND_UNLOAD)
 		tr->load->unloads++;
@@ -360,10 +350,10 @@ static int on_kexec(struct tracer *tr, struct tracee *t)
 		tr->load->crash_loads++;
 	if (kind == KIND_CRASH_LOAD) {
 		memset(&cap, 0, sizeof(cap));
-		if (regs.orig_rax == SYS_kexec_load)
-			r = capture_kexec_load(t->pid, &regs, &cap);
+		if (call.nr == kexecd_arch_nr_kexec_load)
+			r = capture_kexec_load(t->pid, &call, &cap);
 		else
-			r = capture_kexec_file_load(t->pid, &regs, &cap);
+			r = capture_kexec_file_load(t->pid, &call, &cap);
 		if (r < 0) {
 			kexecd_load_deinit(&cap);
 			return r;
@@ -374,7 +364,7 @@ static int on_kexec(struct tracer *tr, struct tracee *t)
 		record(tr, &cap);
 	}
 	if (tr->mode == KEXECD_TRACE_SKIP) {
-		r = skip_call(t->pid, &regs, 0);
+		r = kexecd_arch_skip_call(t->pid, 0);
 		if (r < 0)
 			return r;
 		return resume(t, 0);
@@ -392,17 +382,12 @@ static int on_kexec(struct tracer *tr, struct tracee *t)
 // At a syscall-exit-stop: the end of a kexec call we let run.
 static int on_syscall_exit(struct tracer *tr, struct tracee *t)
 {
-	struct user_regs_struct regs;
-
 	if (!t->in_call)
 		return 0;
 	t->in_call = false;
 	if (t->seq != tr->seq)
 		return 0; // a later crash load was recorded meanwhile
-	if (ptrace(PTRACE_GETREGS, t->pid, NULL, &regs) < 0)
-		return -errno;
-	tr->load->result = (int64_t)regs.rax;
-	return 0;
+	return kexecd_arch_get_result(t->pid, &tr->load->result);
 }
 
 // At a PTRACE_EVENT_FORK, VFORK or CLONE stop: a new tracee. Its first stop
@@ -591,14 +576,10 @@ static void detach_all(struct tracer *tr)
 {
 	for (size_t i = 0; i < tr->nr; i++) {
 		struct tracee *t = &tr->t[i];
-		struct user_regs_struct regs;
 
-		if (t->at_seccomp) {
-			if (ptrace(PTRACE_GETREGS, t->pid, NULL, &regs) < 0 ||
-			    skip_call(t->pid, &regs, -ENOSYS) < 0) {
-				kill(t->pid, SIGKILL);
-				continue;
-			}
+		if (t->at_seccomp && kexecd_arch_skip_call(t->pid, -ENOSYS) < 0) {
+			kill(t->pid, SIGKILL);
+			continue;
 		}
 		ptrace(PTRACE_DETACH, t->pid, NULL, (void *)(uintptr_t)t->sig);
 	}
@@ -648,11 +629,11 @@ static void child(const char *const *argv, int go)
 {
 	struct sock_filter filter[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kexecd_arch_audit, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kexec_load, 2, 0),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kexec_file_load, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)kexecd_arch_nr_kexec_load, 2, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)kexecd_arch_nr_kexec_file_load, 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
 	};

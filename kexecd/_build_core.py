@@ -11,7 +11,9 @@ from pathlib import Path
 from cffi import FFI
 
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
-_SOURCES = ["trace.c", "ranges.c", "elfcore.c", "sha256.c", "kexec.c", "watch.c"]
+_SOURCES = ["trace.c", "arch.c", "ranges.c", "elfcore.c", "sha256.c", "kexec.c", "watch.c"]
+# Compiled through arch.c (the one the compiler targets), or included.
+_DEPENDS = ["arch_x86_64.c", "arch_aarch64.c", "arch.h", "kexecd_core.h"]
 
 
 def cdef_from_header(text: str) -> str:
@@ -33,6 +35,7 @@ ffibuilder.set_source(
     '#include "kexecd_core.h"',
     # Relative to setup.py, where pip runs the build.
     sources=[f"csrc/{name}" for name in _SOURCES],
+    depends=[f"csrc/{name}" for name in _DEPENDS],
     include_dirs=["csrc"],
     extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror"],
 )

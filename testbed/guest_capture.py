@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kexecd.core import KexecCall, LoadCapture, trace_kexec
+from kexecd.core import trace_kexec
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.system.kexectools import version_in
 from testbed import assets
 from testbed.guest_safety import require_guest

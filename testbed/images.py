@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from kexecd.core import LoadCapture, Segment
+from kexecd.loads import LoadCapture, Segment
 from testbed.capture import Capture
 
 # The captures (tests/data): the repository's ground truth.

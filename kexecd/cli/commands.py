@@ -14,8 +14,8 @@ from kexecd.service.config import Config, load_config
 from kexecd.system.root import Root
 
 if TYPE_CHECKING:  # each command imports what it uses: start-up is most of a short command
-    from kexecd.image import loader
     from kexecd.image.plan import Plan
+    from kexecd.image.refresher import RefreshResult
     from kexecd.image.snapshot import Snapshot
 
 __all__ = ["adopt", "load", "mask", "refresh", "run", "settings", "status", "unmask"]
@@ -35,7 +35,7 @@ def settings(cmd: str, config: Path, **options: Any) -> Config | None:
         return None
 
 
-def _amended(r: loader.RefreshResult) -> None:
+def _amended(r: RefreshResult) -> None:
     # What a refresh did to the crash kernel's command line, or what it left
     # missing: its own lines, not notes.
     if r.cmdline:
@@ -64,17 +64,15 @@ def load(argv: Sequence[str], state_dir: Path) -> int:
 def adopt(cfg: Config, kexec_cmd: Path | None, command: Sequence[str]) -> int:
     """``kexecd adopt``: 0 once kexecd keeps the distro's crash kernel; 1 if a load
     failed; 2 on bad input (nothing to adopt, an unfit command file)."""
+    from kexecd.image.refresher import Deps, Refresher
+    from kexecd.image.store import Store
     from kexecd.service.adopt import adopt as take_over
 
     if kexec_cmd is None and cfg.kexec_cmd:
         kexec_cmd = Path(cfg.kexec_cmd)
     try:
-        r = take_over(
-            cfg.state_dir,
-            root=Root(cfg.root),
-            replay=list(command) if command else kexec_cmd,
-            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
-        )
+        refresher = Refresher(Store(cfg.state_dir), Deps(root=Root(cfg.root)), cfg.policy)
+        r = take_over(refresher, kexec_cmd, command or None)
     except LoadError as e:
         _err("adopt", e)
         return 1
@@ -119,18 +117,14 @@ def refresh(cfg: Config, *, dry_run: bool = False, grow: int | None = None) -> i
     """``kexecd refresh`` (and ``kexecd grow --capacity N``, with ``grow``): 0 when
     current or reloaded; 1 when a load failed; 2 on bad input, or a header that
     cannot grow."""
-    from kexecd.image import loader
     from kexecd.image.plan import Action, Why
+    from kexecd.image.refresher import Deps, Refresher, Request
+    from kexecd.image.store import Store
 
     what = "refresh" if grow is None else "grow"
     try:
-        r = loader.refresh(
-            cfg.state_dir,
-            root=Root(cfg.root),
-            dry_run=dry_run,
-            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
-            grow=grow,
-        )
+        refresher = Refresher(Store(cfg.state_dir), Deps(root=Root(cfg.root)), cfg.policy)
+        r = refresher.refresh(Request(dry_run=dry_run, grow=grow))
     except LoadError as e:
         _err(what, e)
         return 1
@@ -169,14 +163,12 @@ def refresh(cfg: Config, *, dry_run: bool = False, grow: int | None = None) -> i
 
 
 def _why_not_movable(p: Plan) -> str:
-    # Why kexecd cannot move this image's header (plan.movable() is false,
+    # Why kexecd cannot move this image's header (Snapshot.movable is false,
     # or no hole was found).
-    from kexecd.image.plan import movable
-
     snap = p.snapshot
     if p.decision.why.name in ("KERNEL_UPDATES", "NOT_LOADED", "FILE_LOAD", "NO_HEADER"):
         return str(p.decision.reason)
-    if not movable(snap):
+    if not snap.movable:
         d = snap.digest
         if d is not None and not d.header_hashed:
             return (

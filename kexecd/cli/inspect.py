@@ -204,15 +204,16 @@ def run(opts: Options) -> int:
 
 
 def _loaded(state_dir: Path) -> _Shown:
-    from kexecd.image.snapshot import LOADED_HEADER, open_snapshot
+    from kexecd.image.record import LOADED_HEADER
+    from kexecd.image.store import Store
 
-    snap = open_snapshot(state_dir)
+    snap = Store(state_dir).open()
     if snap.header is None:
         raise SnapshotError(
             f"{snap.path}: the loaded image has no ELF core header kexecd can see "
             "(kexec_file_load?)"
         )
-    data = snap.loaded_header()
+    data = snap.record.header()
     header = elfcore.parse(data, str(snap.path / LOADED_HEADER))
     seg = snap.segments[snap.header]
     place = {

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from kexecd.errors import KexecdError
-from kexecd.image import plan, statedir
+from kexecd.image import plan
 from kexecd.image.plan import Plan
-from kexecd.image.snapshot import Snapshot, open_snapshot
+from kexecd.image.snapshot import Snapshot
+from kexecd.image.store import Store
 from kexecd.model import human
 from kexecd.service import udevmask, verdict
 from kexecd.service.statefile import DaemonState, read_state
@@ -130,8 +131,9 @@ def gather(
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
     try:
-        with statedir.locked(state_dir, shared=True, wait=LOCK_WAIT):
-            snap = open_snapshot(state_dir)
+        store = Store(state_dir)
+        with store.locked(shared=True, wait=LOCK_WAIT):
+            snap = store.open()
             _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
     except KexecdError as e:
         v = verdict.failure(str(e))
@@ -150,9 +152,10 @@ def _render_snapshot(
     if not snap.file_load:  # the kernel builds a file-loaded image's header
         st.image["kexec_tools"] = snap.kexec_tools
         st.image["header_rules"] = snap.rules.describe()
-    info = snap.loaded_info()
+    info = snap.record.info()
     st.image["loaded"], st.image["how"] = _text(info.get("time")), _text(info.get("how"))
-    p = plan.make(snap, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug)
+    policy = plan.Policy(acpi_no_memhotplug=acpi_no_memhotplug)
+    p = plan.make(snap, root, policy=policy, kexec=kstate)
     line = p.cmdline
     if line is not None:
         # The line in the boot parameters as loaded (elfcorehdr= and what

@@ -23,7 +23,7 @@ from kexecd.image.purgatory import DIGEST_SIZE, SHA256_REGIONS, DigestLocation
 from kexecd.model import shell_words
 from kexecd.system.kexectools import is_version
 
-__all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode"]
+__all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode", "segment_file"]
 
 FORMAT = 1
 # include/uapi/linux/kexec.h KEXEC_SEGMENT_MAX.
@@ -97,7 +97,7 @@ def encode(m: Manifest) -> bytes:
         "flags": m.flags,
         "cmdline": m.cmdline,
         "segments": [
-            {**asdict(s), "index": i, "file": f"seg-{i:02d}.bin"} for i, s in enumerate(m.segments)
+            {**asdict(s), "index": i, "file": segment_file(i)} for i, s in enumerate(m.segments)
         ],
         "header": m.header,
         "purgatory": m.purgatory,
@@ -115,6 +115,11 @@ def encode(m: Manifest) -> bytes:
         },
     }
     return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def segment_file(index: int) -> str:
+    """The name of a segment's file in the snapshot directory."""
+    return f"seg-{index:02d}.bin"
 
 
 class _Bad(Exception):

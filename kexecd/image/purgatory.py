@@ -23,7 +23,8 @@ import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from kexecd.core import Buffer, Segment, Sha256
+from kexecd.core import Sha256
+from kexecd.loads import Buffer, Segment
 
 __all__ = [
     "DigestLocation",

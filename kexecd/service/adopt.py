@@ -19,14 +19,15 @@ Where the command comes from:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kexecd import core
 from kexecd.errors import AdoptError, KexecdError
-from kexecd.image import loader
-from kexecd.image.loader import Backend, RefreshResult, Tracer
-from kexecd.image.snapshot import Snapshot, Source, open_snapshot
+from kexecd.image.loader import capture
+from kexecd.image.refresher import Refresher, RefreshResult
+from kexecd.image.snapshot import Snapshot, Source
+from kexecd.image.store import Origin, Store
 from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.system.kernel import read_kexec_state, read_lockdown
 from kexecd.system.root import Root
@@ -67,7 +68,7 @@ def needs_adoption(state_dir: Path, kexec_cmd: Path) -> str | None:
     except OSError:
         return None  # the distro has not loaded (or is not installed)
     try:
-        snap = open_snapshot(state_dir)
+        snap = Store(state_dir).open()
     except KexecdError as e:
         return f"no usable snapshot ({e})"
     src = snap.source
@@ -79,70 +80,56 @@ def needs_adoption(state_dir: Path, kexec_cmd: Path) -> str | None:
 
 
 def adopt(
-    state_dir: Path,
-    *,
-    root: Root | None = None,
-    replay: Path | list[str] | None = None,
-    tracer: Tracer = core.trace_kexec,
-    backend: Backend | None = None,
-    acpi_no_memhotplug: bool = True,
+    refresher: Refresher, kexec_cmd: Path | None = None, command: Sequence[str] | None = None
 ) -> AdoptResult:
     """Take over the loaded crash kernel: replay its command traced, then reconcile.
 
     The reconcile amends the crash kernel's command line too (kdump-tools'
     default lacks ``acpi_no_memhotplug``): :func:`kexecd.image.plan.make`.
 
-    :param replay: the distro's command file (default: kdump-tools'), or
-        the command to replay itself (``["kdumpctl", "start"]``).
-    :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
+    :param refresher: the state directory, collaborators and settings.
+    :param kexec_cmd: the distro's command file (default: kdump-tools').
+    :param command: a command to replay instead of reading a file.
     :raises AdoptError: nothing to adopt, or the command file is unfit.
     :raises TraceError: the replay failed or loaded no crash kernel; the
         kernel keeps whatever it had.
     """
     start = time.monotonic()
-    root = root or Root()
+    root = refresher.deps.root
     notes: list[str] = []
     if not read_kexec_state(root).crash_loaded:
         raise AdoptError(
             "no crash kernel is loaded, so there is nothing to adopt; load kdump first "
             "(kdump-config load, kdumpctl start) or use 'kexecd load -- kexec -p ...'"
         )
-    argv, source, file_load = _command(root, replay)
+    source: Source | None = None
+    file_load = False
+    if command:
+        argv = list(command)
+    else:
+        path = resolve_kexec_cmd(root, kexec_cmd)
+        if path is None:
+            raise AdoptError(
+                f"{root.path('etc/default/kdump-tools')}: missing, so kdump-tools is not "
+                "installed; give the command file (--kexec-cmd FILE) or the command "
+                "(kexecd adopt -- COMMAND...)"
+            )
+        cmd = read_kexec_cmd(path)
+        argv, file_load = replay_argv(cmd), cmd.file_load
+        source = Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
     mode = read_lockdown(root)
     if mode is not None:
-        if not file_load and source is not None:
+        if not file_load and command is None:
             raise AdoptError(LOCKDOWN_NOTE.format(mode=mode) + "; nothing was adopted")
         notes.append(LOCKDOWN_NOTE.format(mode=mode))
     load_start = time.monotonic()
-    snap = loader.load(argv, state_dir, root=root, tracer=tracer, source=source)
+    snap = capture(refresher.store, refresher.deps, Origin(argv, source))
     load_seconds = time.monotonic() - load_start
     if snap.file_load and mode is None:
         notes.append(
             "loaded with kexec_file_load: kexecd stands aside where the kernel updates the "
             "header (crash_hotplug reads 1), else it reloads the whole image on change"
         )
-    refreshed = loader.refresh(
-        state_dir,
-        root=root,
-        backend=backend,
-        tracer=tracer,
-        acpi_no_memhotplug=acpi_no_memhotplug,
-    )
+    refresher.forget()
+    refreshed = refresher.refresh()
     return AdoptResult(snap, refreshed, load_seconds, time.monotonic() - start, notes)
-
-
-def _command(root: Root, replay: Path | list[str] | None) -> tuple[list[str], Source | None, bool]:
-    # The command to replay, the distro's record of it (None for a command
-    # given), and whether it loads with kexec_file_load (as far as known).
-    if isinstance(replay, list):
-        return list(replay), None, False
-    path = resolve_kexec_cmd(root, replay)
-    if path is None:
-        raise AdoptError(
-            f"{root.path('etc/default/kdump-tools')}: missing, so kdump-tools is not "
-            "installed; give the command file (--kexec-cmd FILE) or the command "
-            "(kexecd adopt -- COMMAND...)"
-        )
-    cmd = read_kexec_cmd(path)
-    source = Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
-    return replay_argv(cmd), source, cmd.file_load

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kexecd.errors import ConfigError
 from kexecd.paths import (
@@ -37,6 +37,9 @@ from kexecd.paths import (
 )
 
 __all__ = ["Config", "load_config"]
+
+if TYPE_CHECKING:
+    from kexecd.image.plan import Policy
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,13 @@ class Config:
     kexec_cmd: str = ""
     crash_acpi_no_memhotplug: bool = True
     metrics_dir: str = str(DEFAULT_METRICS_DIR)
+
+    @property
+    def policy(self) -> Policy:
+        """The settings a refresh follows (:class:`kexecd.image.plan.Policy`)."""
+        from kexecd.image.plan import Policy  # imported when used: start-up time
+
+        return Policy(acpi_no_memhotplug=self.crash_acpi_no_memhotplug)
 
 
 _TYPES: dict[str, type] = {

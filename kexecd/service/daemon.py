@@ -21,7 +21,7 @@ judged (:mod:`kexecd.service.verdict`) and recorded
 The parts: :mod:`~kexecd.service.loop` (readiness and timers),
 :mod:`~kexecd.service.intake` (which events ask for a refresh),
 :mod:`~kexecd.service.removals` (removed memory still in ``/proc/iomem``),
-:mod:`~kexecd.service.session` (the open image between refreshes),
+:mod:`~kexecd.service.session` (what the daemon saw of the image),
 :mod:`~kexecd.service.recorder` (what is remembered and published).
 
 Trust: the snapshot's segments are hashed before a load unless they were
@@ -37,12 +37,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
-from kexecd.image import loader, statedir
-from kexecd.image.snapshot import reopen
+from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
+from kexecd.image.refresher import Refresher, RefreshResult, Request
+from kexecd.image.store import Store
 from kexecd.service import metrics
 from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
 from kexecd.service.coalesce import Backoff, Coalescer
@@ -79,16 +79,20 @@ class Daemon:
         cfg: Config,
         monitor: Monitor,
         *,
-        backend: loader.Backend | None = None,
+        backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
-        tracer: loader.Tracer | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.cfg = cfg
         self.monitor = monitor
-        self.backend = backend or loader.KernelBackend()
-        self.tracer = tracer
         self.clock = clock
         self.root = Root(cfg.root)
+        deps = Deps(self.root, backend or KernelBackend(), clock=clock)
+        if tracer is not None:
+            deps = Deps(self.root, deps.backend, tracer, clock)
+        # The open image and whether it was hashed: kept open only while the
+        # snapshot watch runs (ImageSession.watch).
+        self.refresher = Refresher(Store(cfg.state_dir), deps, cfg.policy)
         self.loop = Loop(clock)
         self.coalescer = Coalescer(cfg.settle_ms / 1000, cfg.max_delay_ms / 1000)
         self.backoff = Backoff()
@@ -125,40 +129,27 @@ class Daemon:
 
     # -- the image layer: one method per call --------------------------------------
 
-    def _call_refresh(self, spans: Spans) -> loader.RefreshResult:
+    def _call_refresh(self, spans: Spans) -> RefreshResult:
         s = self.session
-        return loader.refresh(
-            self.cfg.state_dir,
-            root=self.root,
-            backend=self.backend,
-            verify=not s.verified,
-            reload_unloaded=s.lost_image,
-            acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
-            observe=self.recorder.saw,
-            spans=spans,
-            snapshot=s.kept(),
-            kernel_missed=s.kernel_missed,
-            **self._tracer(),
-        )
+        self.refresher.keep_open = s.watch is not None
+        request = Request(reload_unloaded=s.lost_image, kernel_missed=s.kernel_missed)
+        try:
+            return self.refresher.refresh(request, spans)
+        except KexecdError:
+            if self.refresher.last_plan is not None:  # what the system has, all the same
+                self.recorder.saw(self.refresher.last_plan)
+            raise
 
     def _call_adopt(self, kexec_cmd: Path) -> AdoptResult:
-        return adopt(
-            self.cfg.state_dir,
-            root=self.root,
-            replay=kexec_cmd,
-            backend=self.backend,
-            acpi_no_memhotplug=self.cfg.crash_acpi_no_memhotplug,
-            **self._tracer(),
-        )
+        return adopt(self.refresher, kexec_cmd)
 
-    def _call_verify(self) -> None:
-        with statedir.locked(self.cfg.state_dir, shared=True):
-            snap = reopen(self.cfg.state_dir, self.session.snapshot)
-            snap.verify()
-        self.session.verified_ahead(snap)
+    def _call_verify(self) -> bool:
+        self.refresher.keep_open = True
+        return self.refresher.verify_ahead()
 
-    def _tracer(self) -> dict[str, Any]:
-        return {} if self.tracer is None else {"tracer": self.tracer}
+    def _forget(self) -> None:
+        # The snapshot's files changed, or were replaced: open and hash them again.
+        self.refresher.forget()
 
     # -- refreshing ------------------------------------------------------------
 
@@ -173,9 +164,8 @@ class Daemon:
         try:
             r = self._call_refresh(spans)
         except KexecdError as e:
-            self.session.failed()
             return self._failed(record, "refresh", e)
-        self.session.refreshed(r.plan.snapshot, verified=r.verified, loaded=r.loaded)
+        self.session.refreshed(loaded=r.loaded)
         out = self._succeeded(record, r, start, first_event)
         spans.mark("publish")
         log.debug("refresh (%s) %s", r.decision.action.value, spans)
@@ -203,7 +193,7 @@ class Daemon:
             return self._failed(record, "adopt", e)
         self.state.adoptions += 1
         self.state.adopted_from = str(self.kexec_cmd)
-        self.session.forget()
+        self._forget()
         if self.session.watch is not None:
             self.session.watch.rewatch()
         for note in r.notes:
@@ -221,7 +211,7 @@ class Daemon:
     def _succeeded(
         self,
         record: UpdateRecord,
-        r: loader.RefreshResult,
+        r: RefreshResult,
         start: float,
         first_event: float | None,
         adopted: bool = False,
@@ -238,12 +228,10 @@ class Daemon:
         Only with the snapshot watch running, which undoes it on any change;
         a failure is left for that refresh to report.
         """
-        if self.session.verified or self.session.watch is None:
+        if self.session.watch is None:
             return
-        try:
-            self._call_verify()
-        except KexecdError as e:
-            log.debug("not verified ahead: %s", e)
+        if not self._call_verify():
+            log.debug("not verified ahead")
 
     # -- what triggers a refresh ---------------------------------------------------
 
@@ -275,7 +263,8 @@ class Daemon:
 
     def on_snapshot_change(self) -> None:
         """The snapshot watch saw something in the state directory."""
-        self.session.changed()
+        if self.session.changed():
+            self._forget()
 
     def due(self) -> bool:
         """A refresh for events is due."""

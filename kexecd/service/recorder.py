@@ -16,8 +16,8 @@ import logging
 
 from kexecd.errors import KexecdError, LoadError
 from kexecd.files import timestamp
-from kexecd.image.loader import RefreshResult
 from kexecd.image.plan import Action, Plan
+from kexecd.image.refresher import RefreshResult
 from kexecd.service import metrics, udevmask, verdict
 from kexecd.service.config import Config
 from kexecd.service.loop import Alarm, Loop
@@ -139,8 +139,7 @@ class Recorder:
             load_ms = None if r.load_seconds is None else r.load_seconds * 1000
             st.remember(LoadTiming(decision.action.value, first_event, start, done, load_ms))
         st.decision = decision.reason
-        amend_error = getattr(r, "amend_error", None)  # LEAD: replace with r.amend_error
-        self._judged(verdict.judge(r.plan, carried_out=True, amend_error=amend_error))
+        self._judged(verdict.judge(r.plan, carried_out=True, amend_error=r.amend_error))
         self.saw(r.plan, r.loaded)
         st.reconciled = timestamp()
         self._count(record, decision.action, adopted)

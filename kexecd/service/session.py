@@ -1,15 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""What the daemon keeps of the crash image between two refreshes.
+"""What the daemon keeps of the crash image between two refreshes, beyond its Refresher.
 
-:class:`ImageSession` groups it, so that one object (later the image
-layer's ``Refresher``) owns the open snapshot and what is known of it.
+The open snapshot and whether it was hashed are the
+:class:`~kexecd.image.refresher.Refresher`'s (``snapshot``, ``verified``,
+``forget()``); whether kexecd stands aside is the verdict's
+(:class:`kexecd.service.verdict.Verdict`). :class:`ImageSession` holds the
+rest: what the daemon itself saw happen to the image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kexecd.image.snapshot import Snapshot
 from kexecd.service.runtime import SnapshotWatch
 
 __all__ = ["ImageSession"]
@@ -17,14 +19,10 @@ __all__ = ["ImageSession"]
 
 @dataclass
 class ImageSession:
-    """The open image, as the daemon knows it between refreshes.
+    """The daemon's own knowledge of the loaded image, between refreshes.
 
     :ivar watch: the inotify watch on the snapshot's files, while the daemon
         runs its loop (``None`` before, and where inotify is not there).
-    :ivar snapshot: the snapshot as the last refresh opened it, handed to the
-        next one, which opens it again if it changed on disk.
-    :ivar verified: the snapshot's segments were hashed and matched since the
-        watch last saw a change: the next load need not hash them again.
     :ivar lost_image: kexecd's own failed load left no crash kernel loaded:
         the next refresh loads one even though none is loaded (an unload by
         the admin is respected; this is not one).
@@ -33,56 +31,29 @@ class ImageSession:
 
     Invariants:
 
-    * ``verified`` only with ``watch``: without the watch nothing would undo
+    * The Refresher keeps the snapshot open (and trusts an earlier hash of
+      it) only while ``watch`` runs: without the watch nothing would undo
       it when a file changes, and a stat signature is no proof (a file can
-      be rewritten with its mtime restored); the watch seeing a change or
-      an adoption clears it (:meth:`forget`).
-    * ``snapshot`` is handed to a refresh only with ``watch`` running
-      (:meth:`kept`); it is dropped with ``verified``, and after a failed
-      refresh (:meth:`failed`).
+      be rewritten with its mtime restored). The watch seeing a change, or
+      an adoption, makes it forget.
     * ``kernel_missed`` is cleared by the first refresh that succeeds after
       it was set (it carried the load out, or the kernel no longer keeps the
       header).
-    * ``lost_image`` is cleared by the first refresh that loads.
-
-    Whether kexecd stands aside (the kernel keeps the header) is not kept
-    here: it is the verdict's (:class:`kexecd.service.verdict.Verdict`).
+    * ``lost_image`` is set only by a failed load that left no image
+      (``LoadError.image_lost``), and cleared by the first refresh that loads.
     """
 
     watch: SnapshotWatch | None = None
-    snapshot: Snapshot | None = None
-    verified: bool = False
     lost_image: bool = False
     kernel_missed: bool = False
 
-    def kept(self) -> Snapshot | None:
-        """The snapshot to hand the next refresh, if it may be reused."""
-        return self.snapshot if self.watch is not None else None
-
-    def forget(self) -> None:
-        """The snapshot changed, or was replaced: open and hash it again."""
-        self.snapshot, self.verified = None, False
-
-    def refreshed(self, snapshot: Snapshot, *, verified: bool, loaded: bool) -> None:
-        """A refresh succeeded with ``snapshot``; ``verified``: it hashed the
-        segments; ``loaded``: it loaded an image."""
-        self.snapshot = snapshot
+    def refreshed(self, *, loaded: bool) -> None:
+        """A refresh succeeded; ``loaded``: it loaded an image."""
         self.kernel_missed = False
-        if verified and self.watch is not None:
-            self.verified = True
         if loaded:
             self.lost_image = False
 
-    def failed(self) -> None:
-        """A refresh failed: open the snapshot again next time."""
-        self.snapshot = None
-
-    def verified_ahead(self, snapshot: Snapshot) -> None:
-        """``snapshot`` was hashed while idle, the watch running."""
-        if self.watch is not None:
-            self.snapshot, self.verified = snapshot, True
-
-    def changed(self) -> None:
-        """The watch said something happened in the state directory."""
-        if self.watch is not None and self.watch.changed():
-            self.forget()
+    def changed(self) -> bool:
+        """The watch said something happened in the state directory: whether
+        the snapshot's files changed."""
+        return self.watch is not None and self.watch.changed()

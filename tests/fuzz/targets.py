@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from kexecd import core
+from kexecd.arch.x86_64 import bootparams
 from kexecd.cli import inspect
-from kexecd.core import Segment
 from kexecd.errors import KexecdError
 from kexecd.image import cmdline, elfcore, loader
-from kexecd.image.snapshot import MANIFEST, SNAPSHOT, open_snapshot
+from kexecd.image.store import MANIFEST, SNAPSHOT, open_snapshot
+from kexecd.loads import Segment
 from kexecd.service import kdumptools, metrics, statefile
 from kexecd.system import cpus, iomem, kernel, packages
 from kexecd.system.root import Root
@@ -363,22 +364,22 @@ def cmdline_state() -> Path:
 
 def fuzz_cmdline(data: bytes) -> None:
     """``loaded.json`` (the words appended), then the boot parameters segment:
-    Snapshot.loaded_words, cmdline.find among the captured small segments,
+    LoadRecord.words, bootparams.find among the captured small segments,
     then the words and the line with acpi_no_memhotplug appended."""
     info, setup = fields(data, 2)
     state = cmdline_state()
     snap = open_snapshot(state)
     put(snap.path, "loaded.json", info)
-    loaded = snap.loaded_words()
+    loaded = snap.record.words()
     segs = list(image_segments())
     mem = segs[SETUP].mem
     segs[SETUP] = Segment(setup or b"", mem, max(len(setup or b""), segs[SETUP].memsz))
-    found = cmdline.find(segs)
-    _ = (found.words, cmdline.has(found.text, "elfcorehdr"))
+    found = bootparams.find(segs)
+    _ = (cmdline.words(found.text), cmdline.has(found.text, "elfcorehdr"))
     text = found.text
     for word in (*loaded, cmdline.NO_MEMHOTPLUG):
         text = cmdline.appended(text, word)
-    out = cmdline.patched(segs[SETUP].buf, found, text)
+    out = bootparams.patched(segs[SETUP].buf, found, text)
     assert len(out) == len(segs[SETUP].buf)
 
 

@@ -13,9 +13,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from kexecd.core import LoadCapture, Segment
+from kexecd import core
 from kexecd.image import loader
+from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
+from kexecd.image.plan import Policy
+from kexecd.image.refresher import Refresher, RefreshResult, Request
+from kexecd.image.store import Store
+from kexecd.loads import LoadCapture, Segment
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.monitor import Event
@@ -59,6 +65,35 @@ class FakeBackend:
             (self.root / "sys/kernel/kexec_crash_loaded").write_text("0\n" if failed else "1\n")
         if failed:
             raise OSError(self.error, os.strerror(self.error))
+
+
+def refresh(
+    state: Path,
+    *,
+    root: Root | None = None,
+    backend: Backend | None = None,
+    tracer: Tracer | None = None,
+    acpi_no_memhotplug: bool = True,
+    **asked: Any,
+) -> RefreshResult:
+    """One refresh of ``state`` as ``kexecd refresh`` makes it, with these
+    collaborators and settings; ``asked``: the :class:`Request`'s fields."""
+    r = refresher(state, root=root, backend=backend, tracer=tracer)
+    r.policy = Policy(acpi_no_memhotplug)
+    return r.refresh(Request(**asked))
+
+
+def refresher(
+    state: Path,
+    *,
+    root: Root | None = None,
+    backend: Backend | None = None,
+    tracer: Tracer | None = None,
+) -> Refresher:
+    """A :class:`Refresher` of ``state`` with these collaborators (the real
+    ones where ``None``: the autouse guard keeps tests from the kernel's)."""
+    deps = Deps(root or Root(), backend or KernelBackend(), tracer or core.trace_kexec)
+    return Refresher(Store(state), deps)
 
 
 def tracer_for(cap: LoadCapture) -> loader.Tracer:

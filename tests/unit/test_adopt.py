@@ -5,22 +5,24 @@ fake backend; the replay's shell is real (it runs a stand-in kexec)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kexecd.cli import main
 from kexecd.core import trace_kexec
 from kexecd.errors import AdoptError, ConfigError
+from kexecd.image.deps import Deps
 from kexecd.image.plan import Action
-from kexecd.image.snapshot import open_snapshot
-from kexecd.service.adopt import adopt, needs_adoption
+from kexecd.image.refresher import Refresher
+from kexecd.image.store import open_snapshot
+from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
@@ -28,6 +30,7 @@ from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
+from tests.unit import fakes
 from tests.unit.fakes import FakeBackend, FakeMonitor, run_until, started, tracer_for
 
 # What kdump-tools 1.8.1 writes, as seen on a bookworm host (FIELD-NOTES section 12).
@@ -167,7 +170,7 @@ def test_adopt_replays_kdump_tools_command(root: Path, tmp_path: Path) -> None:
     tracer = tracer_for(image("boot"))
     state = tmp_path / "state"
     backend = FakeBackend()
-    r = adopt(state, root=Root(root), tracer=tracer, backend=backend)
+    r = adopt(fakes.refresher(state, root=Root(root), backend=backend, tracer=tracer))
     assert tracer.calls == [replay_argv(read_kexec_cmd(path))]  # type: ignore[attr-defined]
     src = open_snapshot(state).source
     assert src is not None and src.path == str(path) and src.command == DEBIAN
@@ -187,9 +190,8 @@ def test_adopt_after_a_hotplug_the_distro_missed(root: Path, tmp_path: Path) -> 
     (hot / "etc/default").mkdir(parents=True)
     (hot / "etc/default/kdump-tools").write_text("")
     write_cmd(hot / "var/crash/kexec_cmd", DEBIAN)
-    r = adopt(
-        tmp_path / "s", root=Root(hot), tracer=tracer_for(image("hotadd")), backend=FakeBackend()
-    )
+    t = tracer_for(image("hotadd"))
+    r = adopt(fakes.refresher(tmp_path / "s", root=Root(hot), tracer=t, backend=FakeBackend()))
     assert r.refresh.decision.action is Action.NOTHING and r.refresh.plan.in_sync
 
 
@@ -197,13 +199,13 @@ def test_adopt_refusals(root: Path, tmp_path: Path) -> None:
     t = tracer_for(image("boot"))
     state = tmp_path / "state"
     with pytest.raises(AdoptError, match="kexec_cmd: missing"):
-        adopt(state, root=Root(root), tracer=t)
+        adopt(fakes.refresher(state, root=Root(root), tracer=t))
     bare = loaded_root("hotremove", tmp_path)
     with pytest.raises(AdoptError, match="kdump-tools is not installed; give the command file"):
-        adopt(state, root=Root(bare), tracer=t)
+        adopt(fakes.refresher(state, root=Root(bare), tracer=t))
     (root / "sys/kernel/kexec_crash_loaded").write_text("0\n")
     with pytest.raises(AdoptError, match="no crash kernel is loaded, so there is nothing"):
-        adopt(state, root=Root(root), tracer=t)
+        adopt(fakes.refresher(state, root=Root(root), tracer=t))
     assert t.calls == [] and not state.exists()  # type: ignore[attr-defined]
 
 
@@ -216,19 +218,27 @@ def test_adopt_under_lockdown(root: Path, tmp_path: Path) -> None:
     with pytest.raises(
         AdoptError, match=r"locked down \(integrity\).*only the kernel's own crash"
     ):
-        adopt(tmp_path / "s", root=Root(root), tracer=t)
+        adopt(fakes.refresher(tmp_path / "s", root=Root(root), tracer=t))
     write_cmd(path, SECURE_BOOT)
-    r = adopt(tmp_path / "s", root=Root(root), tracer=t, backend=FakeBackend())
+    r = adopt(fakes.refresher(tmp_path / "s", root=Root(root), backend=FakeBackend(), tracer=t))
     assert any("locked down (integrity)" in n for n in r.notes)
     lockdown.write_text("[none] integrity confidentiality\n")
     write_cmd(path, DEBIAN)
-    assert adopt(tmp_path / "s", root=Root(root), tracer=t, backend=FakeBackend()).notes == []
+    assert (
+        adopt(
+            fakes.refresher(tmp_path / "s", root=Root(root), backend=FakeBackend(), tracer=t)
+        ).notes
+        == []
+    )
 
 
 def test_adopt_a_given_command(root: Path, tmp_path: Path) -> None:
     t = tracer_for(image("boot"))
     argv = ["kdumpctl", "start"]
-    r = adopt(tmp_path / "s", root=Root(root), replay=argv, tracer=t, backend=FakeBackend())
+    r = adopt(
+        fakes.refresher(tmp_path / "s", root=Root(root), backend=FakeBackend(), tracer=t),
+        command=argv,
+    )
     assert t.calls == [argv] and r.snapshot.source is None  # type: ignore[attr-defined]
 
 
@@ -309,7 +319,11 @@ def test_kexecd_adopt_appends_acpi_no_memhotplug(
     # it in the same breath and says so.
     backend = FakeBackend()
     stock = image("boot", strip=NO_MEMHOTPLUG)
-    fake = functools.partial(adopt, tracer=tracer_for(stock), backend=backend)
+
+    def fake(refresher: Refresher, *args: Any) -> AdoptResult:
+        deps = Deps(refresher.deps.root, backend, tracer_for(stock))
+        return adopt(Refresher(refresher.store, deps, refresher.policy), *args)
+
     monkeypatch.setattr("kexecd.service.adopt.adopt", fake)
     state = tmp_path / "state"
     args = ["--root", str(hot_root), "--state-dir", str(state)]
@@ -325,7 +339,7 @@ def test_kexecd_adopt_appends_acpi_no_memhotplug(
     ) in out
     ((_, _, segs),) = backend.loads
     assert segs[SETUP][0x5000:].rstrip(b"\0").endswith(b" elfcorehdr=1031540K acpi_no_memhotplug")
-    assert open_snapshot(state).loaded_words() == ("acpi_no_memhotplug",)
+    assert open_snapshot(state).record.words() == ("acpi_no_memhotplug",)
     # Off in the config: adopted as it is, and the hazard said.
     off = tmp_path / "kexecd.conf"
     off.write_text("crash_acpi_no_memhotplug = false\n")

@@ -16,7 +16,7 @@ import pytest
 
 from kexecd.errors import HeaderError, KexecdError, SnapshotError, SystemStateError
 from kexecd.image import elfcore, loader
-from kexecd.image.snapshot import MANIFEST, SNAPSHOT, open_snapshot
+from kexecd.image.store import MANIFEST, SNAPSHOT, open_snapshot
 from kexecd.system.cpus import MAX_CPUS, parse_cpu_list, read_cpus
 from kexecd.system.iomem import crash_ranges, parse_iomem
 from kexecd.system.kernel import parse_u64, read_kernel_map, read_kexec_state, read_vmcoreinfo

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.core import LoadCapture, Segment
+from kexecd.arch.x86_64 import bootparams
 from kexecd.errors import CmdlineError, LoadError, SnapshotError
 from kexecd.image import cmdline, loader, plan
 from kexecd.image.plan import Action, Why
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import Store, open_snapshot
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, kexec_tools_digest, loaded_root
+from tests.unit import fakes
 from tests.unit.data import ALL_CAPTURES, DATA, manifest
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
@@ -50,7 +52,7 @@ def with_appended(setup: bytes, word: bytes) -> bytes:
 @pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_finds_the_line_in_every_capture(name: str) -> None:
     segs = image(name).segments
-    cl = cmdline.find(segs)
+    cl = bootparams.find(segs)
     # kexec-tools 2.0.20 has no setup_data segment before the boot
     # parameters, and puts the line 0x1200 bytes lower in them.
     setup, at = (2, 0x3E00) if manifest(name)["kexec_tools"] == "2.0.20" else (SETUP, LINE_AT)
@@ -65,23 +67,23 @@ def test_finds_the_line_in_every_capture(name: str) -> None:
 def test_append_uses_the_spare_bytes_and_no_more() -> None:
     segs = stripped().segments
     setup = bytes(segs[SETUP].buf)
-    cl = cmdline.find(segs)
+    cl = bootparams.find(segs)
     assert not cmdline.has(cl.text, "acpi_no_memhotplug") and cl.room == 64
     text = cmdline.appended(cl.text, "acpi_no_memhotplug")
     assert text == cl.text + " acpi_no_memhotplug"
-    assert cmdline.patched(setup, cl, text) == with_appended(setup, NO_MEMHOTPLUG)
+    assert bootparams.patched(setup, cl, text) == with_appended(setup, NO_MEMHOTPLUG)
     # 64 bytes more still fit (the NUL goes into the segment's last byte); 65 do not.
-    full = cmdline.patched(setup, cl, cl.text + "x" * 64)
+    full = bootparams.patched(setup, cl, cl.text + "x" * 64)
     assert len(full) == len(setup) and full[-1] == 0 and full[-2:-1] == b"x"
     with pytest.raises(CmdlineError, match="grow by 65 bytes, but only 64 are free"):
-        cmdline.patched(setup, cl, cl.text + "x" * 65)
+        bootparams.patched(setup, cl, cl.text + "x" * 65)
 
 
 def test_a_shorter_line_leaves_zeros() -> None:
     segs = image().segments
     setup = bytes(segs[SETUP].buf)
-    cl = cmdline.find(segs)
-    out = cmdline.patched(setup, cl, "elfcorehdr=1K")
+    cl = bootparams.find(segs)
+    out = bootparams.patched(setup, cl, "elfcorehdr=1K")
     assert out[:LINE_AT] == setup[:LINE_AT]
     assert out[LINE_AT:] == b"elfcorehdr=1K" + bytes(len(setup) - LINE_AT - 13)
 
@@ -137,7 +139,7 @@ ODD = {
 def test_odd_boot_parameters_are_errors(case: str) -> None:
     edit, match = ODD[case]
     with pytest.raises(CmdlineError, match=match):
-        cmdline.find(_setup_with(edit))
+        bootparams.find(_setup_with(edit))
 
 
 def test_two_segments_with_boot_parameters_are_refused() -> None:
@@ -145,14 +147,14 @@ def test_two_segments_with_boot_parameters_are_refused() -> None:
     twin = segs[SETUP]
     segs.append(replace(twin, mem=twin.mem))  # points at itself too
     with pytest.raises(CmdlineError, match="segments 3, 7 all hold boot parameters"):
-        cmdline.find(segs)
+        bootparams.find(segs)
     with pytest.raises(CmdlineError, match="no segment"):
-        cmdline.find([Segment(b"HdrS", 0, 4096)])
+        bootparams.find([Segment(b"HdrS", 0, 4096)])
 
 
 def test_room_is_capped_by_cmdline_size() -> None:
     segs = _setup_with({0x238: _u32(130)})  # the line is 125 bytes
-    assert cmdline.find(segs).room == 5
+    assert bootparams.find(segs).room == 5
 
 
 # -- the plan and the load ----------------------------------------------------------
@@ -183,7 +185,7 @@ def test_the_plan_appends_acpi_no_memhotplug(hot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     load(state, hot, cap)
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(hot), backend=backend)
+    r = fakes.refresh(state, root=Root(hot), backend=backend)
     assert (r.decision.action, r.decision.why) == (Action.RELOAD_HEADER, Why.CMDLINE)
     assert "append acpi_no_memhotplug to the crash kernel's command line" in r.decision.reason
     assert r.cmdline.startswith("appended acpi_no_memhotplug")
@@ -195,15 +197,15 @@ def test_the_plan_appends_acpi_no_memhotplug(hot: Path, tmp_path: Path) -> None:
         assert segs[i] == bytes(cap.segments[i].buf)  # byte for byte
     assert_verifies(segs, cap)
     snap = open_snapshot(state)
-    assert snap.loaded_words() == ("acpi_no_memhotplug",)
-    assert snap.loaded_info()["digest"] == segs[4][DIGEST_AT : DIGEST_AT + 32].hex()
-    snap.verify()  # the segment files are the captured ones still
+    assert snap.record.words() == ("acpi_no_memhotplug",)
+    assert snap.record.info()["digest"] == segs[4][DIGEST_AT : DIGEST_AT + 32].hex()
+    Store.verify(snap)  # the segment files are the captured ones still
     # kexecd restarts: the plan made again finds the image current.
     p = plan.make(open_snapshot(state), Root(hot))
     assert p.decision.why is Why.CURRENT and p.in_sync
     assert p.cmdline is not None and p.cmdline.no_memhotplug == "appended"
     assert p.cmdline.text == line_of(setup).decode() + " acpi_no_memhotplug"
-    again = loader.refresh(state, root=Root(hot), backend=backend)
+    again = fakes.refresh(state, root=Root(hot), backend=backend)
     assert again.decision.action is Action.NOTHING and len(backend.loads) == 1
 
 
@@ -213,7 +215,7 @@ def test_header_and_command_line_in_one_load(tmp_path: Path) -> None:
     add = loaded_root("hotadd", tmp_path, memory_hotplug=True)
     load(state, add, cap)
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(add), backend=backend)
+    r = fakes.refresh(state, root=Root(add), backend=backend)
     assert r.decision.why is Why.STALE
     assert r.decision.reason.endswith(
         "append acpi_no_memhotplug to the crash kernel's "
@@ -226,7 +228,7 @@ def test_header_and_command_line_in_one_load(tmp_path: Path) -> None:
     # A later refresh (memory removed) keeps the word, hashing from the state
     # saved before the boot parameters.
     remove = loaded_root("hotremove", tmp_path, memory_hotplug=True)
-    r = loader.refresh(state, root=Root(remove), backend=backend)
+    r = fakes.refresh(state, root=Root(remove), backend=backend)
     assert r.decision.why is Why.STALE and r.cmdline == ""
     segs = backend.loads[-1][2]
     assert segs[5] == Capture(DATA / "hotremove").header
@@ -238,7 +240,7 @@ def test_with_the_setting_off_nothing_is_appended(hot: Path, tmp_path: Path) -> 
     state = tmp_path / "state"
     load(state, hot, stripped())
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(hot), backend=backend, acpi_no_memhotplug=False)
+    r = fakes.refresh(state, root=Root(hot), backend=backend, acpi_no_memhotplug=False)
     assert r.decision.why is Why.CURRENT and backend.loads == []
     assert r.plan.cmdline is not None and r.plan.cmdline.no_memhotplug == "off"
 
@@ -248,20 +250,20 @@ def test_turned_off_after_it_was_appended(hot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     load(state, hot, cap)
     backend = FakeBackend()
-    loader.refresh(state, root=Root(hot), backend=backend)
-    r = loader.refresh(state, root=Root(hot), backend=backend, acpi_no_memhotplug=False)
+    fakes.refresh(state, root=Root(hot), backend=backend)
+    r = fakes.refresh(state, root=Root(hot), backend=backend, acpi_no_memhotplug=False)
     assert r.decision.why is Why.CMDLINE and "drop acpi_no_memhotplug" in r.decision.reason
     segs = backend.loads[-1][2]
     assert segs[SETUP] == bytes(cap.segments[SETUP].buf)  # kexec-tools' own again
     assert_verifies(segs, cap)
-    assert open_snapshot(state).loaded_words() == ()
+    assert open_snapshot(state).record.words() == ()
 
 
 def test_no_room_loads_nothing(hot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     load(state, hot, stripped(spare=10))
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(hot), backend=backend)
+    r = fakes.refresh(state, root=Root(hot), backend=backend)
     assert r.decision.why is Why.CURRENT and backend.loads == []
     c = r.plan.cmdline
     assert c is not None and c.no_memhotplug == "cannot"
@@ -276,7 +278,7 @@ def test_a_host_that_cannot_hot_add_memory_is_left_alone(tmp_path: Path) -> None
     state = tmp_path / "state"
     load(state, root, stripped())
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(root), backend=backend)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.decision.why is Why.CURRENT and backend.loads == []
     assert r.plan.cmdline is not None and r.plan.cmdline.no_memhotplug == "not-needed"
 
@@ -284,7 +286,7 @@ def test_a_host_that_cannot_hot_add_memory_is_left_alone(tmp_path: Path) -> None
 def test_a_line_that_has_it_is_left_alone(hot: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     load(state, hot, image())
-    r = loader.refresh(state, root=Root(hot), backend=FakeBackend())
+    r = fakes.refresh(state, root=Root(hot), backend=FakeBackend())
     assert r.decision.why is Why.CURRENT
     assert r.plan.cmdline is not None and r.plan.cmdline.no_memhotplug == "present"
 
@@ -295,13 +297,13 @@ def test_a_failed_load_rolls_back_to_the_line_loaded(hot: Path, tmp_path: Path) 
     load(state, hot, cap)
     backend = FakeBackend(fail=1, root=hot)
     with pytest.raises(LoadError, match="previous image was loaded again"):
-        loader.refresh(state, root=Root(hot), backend=backend)
+        fakes.refresh(state, root=Root(hot), backend=backend)
     new, old = backend.loads
     assert new[2][SETUP] == with_appended(bytes(cap.segments[SETUP].buf), NO_MEMHOTPLUG)
     assert old[2] == [bytes(s.buf) for s in cap.segments]  # exactly what kexec-tools loaded
     snap = open_snapshot(state)
-    assert snap.loaded_words() == () and snap.intent is None
-    r = loader.refresh(state, root=Root(hot), backend=FakeBackend(root=hot))
+    assert snap.record.words() == () and snap.record.intent() is None
+    r = fakes.refresh(state, root=Root(hot), backend=FakeBackend(root=hot))
     assert r.decision.why is Why.CMDLINE and r.loaded
 
 
@@ -310,14 +312,14 @@ def test_an_interrupted_append_is_loaded_again(hot: Path, tmp_path: Path) -> Non
     state = tmp_path / "state"
     load(state, hot, cap)
     snap = open_snapshot(state)
-    snap.record_intent(snap.loaded_header(), ("acpi_no_memhotplug",))  # then killed
+    snap.record.begin(snap.record.header(), ("acpi_no_memhotplug",))  # then killed
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(hot), backend=backend)
+    r = fakes.refresh(state, root=Root(hot), backend=backend)
     assert r.decision.why is Why.UNCERTAIN and "append acpi_no_memhotplug" in r.decision.reason
     assert backend.loads[0][2][SETUP] == with_appended(
         bytes(cap.segments[SETUP].buf), NO_MEMHOTPLUG
     )
-    assert open_snapshot(state).loaded_words() == ("acpi_no_memhotplug",)
+    assert open_snapshot(state).record.words() == ("acpi_no_memhotplug",)
 
 
 def test_a_full_reload_is_amended_at_once(tmp_path: Path) -> None:
@@ -331,11 +333,11 @@ def test_a_full_reload_is_amended_at_once(tmp_path: Path) -> None:
     load(state, add, replace(cap, segments=tuple(small)))
     tracer = tracer_for(stripped("hotadd"))
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(add), backend=backend, tracer=tracer)
+    r = fakes.refresh(state, root=Root(add), backend=backend, tracer=tracer)
     assert r.decision.why is Why.TOO_BIG and r.cmdline.startswith("appended acpi_no_memhotplug")
     ((_, _, segs),) = backend.loads  # the append; kexec-tools made the full load
     assert_verifies(segs, stripped("hotadd"))
-    assert open_snapshot(state).loaded_words() == ("acpi_no_memhotplug",)
+    assert open_snapshot(state).record.words() == ("acpi_no_memhotplug",)
 
 
 def test_a_manifest_without_the_state_before_the_boot_parameters(
@@ -352,7 +354,7 @@ def test_a_manifest_without_the_state_before_the_boot_parameters(
     del m["digest"]["setup"], m["digest"]["setup_state"]
     path.write_text(json.dumps(m))
     backend = FakeBackend()
-    loader.refresh(state, root=Root(hot), backend=backend)
+    fakes.refresh(state, root=Root(hot), backend=backend)
     assert_verifies(backend.loads[0][2], cap)
 
 
@@ -364,7 +366,7 @@ def test_loaded_words_are_checked(hot: Path, tmp_path: Path, bad: object) -> Non
     info = json.loads(path.read_text())
     path.write_text(json.dumps({**info, "cmdline_appended": bad}))
     with pytest.raises(SnapshotError, match=r"loaded\.json: cmdline_appended: .*load' again"):
-        loader.refresh(state, root=Root(hot), backend=FakeBackend())
+        fakes.refresh(state, root=Root(hot), backend=FakeBackend())
 
 
 def test_the_state_before_the_boot_parameters_spares_hashing_the_kernel() -> None:

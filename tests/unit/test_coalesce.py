@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.core import Segment
+from kexecd.loads import Segment
 from kexecd.service.coalesce import Coalescer
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon, changes_header

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kexecd import core
-from kexecd.core import KexecCall, trace_kexec
+from kexecd.core import trace_kexec
+from kexecd.loads import KexecCall
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,15 @@ def test_exit_codes_come_through(fake_kexec: Path) -> None:
     assert trace_kexec(["sh", "-c", "kill -TERM $$"], skip=True).exit_code == -15
 
 
+def test_kexec_call_is_the_c_cores_enum() -> None:
+    # loads.KexecCall spells out kexecd_core.h's enum kexecd_syscall (no C in loads.py).
+    assert [(c.name, c.value) for c in KexecCall] == [
+        ("NONE", core.lib.KEXECD_SYS_NONE),
+        ("KEXEC_LOAD", core.lib.KEXECD_SYS_KEXEC_LOAD),
+        ("KEXEC_FILE_LOAD", core.lib.KEXECD_SYS_KEXEC_FILE_LOAD),
+    ]
+
+
 def test_rejects_an_empty_command() -> None:
     with pytest.raises(ValueError):
         trace_kexec([])
@@ -80,7 +90,7 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
 def test_the_unit_tier_cannot_reach_kexec_load(fake_kexec: Path) -> None:
     # The autouse guard in conftest.py: the real syscall and pass-mode tracing
     # are refused, whatever path leads to them.
-    from kexecd.image.loader import KernelBackend
+    from kexecd.image.deps import KernelBackend
     from tests.unit.conftest import RealKexecRefused
 
     with pytest.raises(RealKexecRefused):

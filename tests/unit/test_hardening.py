@@ -26,15 +26,16 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.errors import LoadError, ServiceError, SnapshotError
-from kexecd.image import loader, statedir
+from kexecd.image import statedir
 from kexecd.image.plan import Action, Why
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import open_snapshot
 from kexecd.service import control
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import loaded_root
+from tests.unit import fakes
 from tests.unit.data import DATA
 from tests.unit.fakes import (
     FakeBackend,
@@ -234,7 +235,7 @@ def test_fifos_where_files_are_expected(env: tuple[Config, Path], tmp_path: Path
     loaded.unlink()
     os.mkfifo(loaded)
     with pytest.raises(SnapshotError, match=r"loaded-header.bin: not a regular file"):
-        open_snapshot(cfg.state_dir).loaded_header()
+        open_snapshot(cfg.state_dir).record.header()
     root = loaded_root("boot", tmp_path)
     iomem = root / "proc/iomem"
     iomem.unlink()
@@ -266,7 +267,7 @@ def test_writers_wait_for_the_lock_then_give_up(
         monkeypatch.setattr(statedir, "WAIT_SECONDS", 0.2)
         backend = FakeBackend()
         with pytest.raises(SnapshotError, match=r"another kexecd .* has held it"):
-            loader.refresh(cfg.state_dir, root=Root(tmp / "root-hotadd"), backend=backend)
+            fakes.refresh(cfg.state_dir, root=Root(tmp / "root-hotadd"), backend=backend)
         assert backend.loads == []
         from kexecd.cli import status
 
@@ -277,7 +278,7 @@ def test_writers_wait_for_the_lock_then_give_up(
     finally:
         holder.kill()
         holder.wait()
-    r = loader.refresh(cfg.state_dir, root=Root(tmp / "root-hotadd"), backend=FakeBackend())
+    r = fakes.refresh(cfg.state_dir, root=Root(tmp / "root-hotadd"), backend=FakeBackend())
     assert r.loaded
 
 
@@ -395,7 +396,7 @@ def test_an_interrupted_swap_is_completed(env: tuple[Config, Path]) -> None:
     snap.rename(cfg.state_dir / ".snapshot.old")  # killed between the two renames
     rc = main(["status", "--state-dir", str(cfg.state_dir), "--root", str(tmp / "root-boot")])
     assert rc == 2
-    r = loader.refresh(cfg.state_dir, root=Root(tmp / "root-boot"), backend=FakeBackend())
+    r = fakes.refresh(cfg.state_dir, root=Root(tmp / "root-boot"), backend=FakeBackend())
     assert any("interrupted 'kexecd load' was completed" in n for n in r.notes)
     assert r.decision.action is Action.NOTHING
     assert not (cfg.state_dir / ".snapshot.new").exists()
@@ -408,16 +409,16 @@ def test_a_load_killed_before_its_record_is_loaded_again(
     cfg, tmp = env
     hot = tmp / "root-hotadd"
     snap = open_snapshot(cfg.state_dir)
-    snap.record_intent(Capture(DATA / "hotadd").header)  # then killed in kexec_load
+    snap.record.begin(Capture(DATA / "hotadd").header)  # then killed in kexec_load
     args = ["--state-dir", str(cfg.state_dir), "--root", str(hot), "--runtime-dir", str(tmp)]
     assert main(["status", *args]) == 1
     assert "UNCERTAIN: a load was interrupted" in capsys.readouterr().out
     # Even where the header looks current, it is loaded again.
     (cfg.state_dir / "snapshot/loaded-header.bin").write_bytes(Capture(DATA / "hotadd").header)
     backend = FakeBackend()
-    r = loader.refresh(cfg.state_dir, root=Root(hot), backend=backend)
+    r = fakes.refresh(cfg.state_dir, root=Root(hot), backend=backend)
     assert r.decision.why is Why.UNCERTAIN and len(backend.loads) == 1
-    assert open_snapshot(cfg.state_dir).intent is None
+    assert open_snapshot(cfg.state_dir).record.intent() is None
 
 
 # -- 7. policy -----------------------------------------------------------------------------
@@ -430,7 +431,7 @@ def test_an_unload_is_respected(
     hot = tmp / "root-hotadd"
     (hot / "sys/kernel/kexec_crash_loaded").write_text("0\n")  # the admin ran kexec -p -u
     backend = FakeBackend()
-    r = loader.refresh(cfg.state_dir, root=Root(hot), backend=backend)
+    r = fakes.refresh(cfg.state_dir, root=Root(hot), backend=backend)
     assert r.decision.why is Why.NOT_LOADED and backend.loads == []
     daemon = Daemon(
         Config(state_dir=cfg.state_dir, runtime_dir=tmp / "run", root=hot, metrics_dir=""),
@@ -488,7 +489,7 @@ def test_busy_is_not_a_lost_crash_kernel(env: tuple[Config, Path]) -> None:
     hot = tmp / "root-hotadd"
     backend = FakeBackend(fail=2, root=hot, error=errno.EBUSY)
     with pytest.raises(LoadError) as e:
-        loader.refresh(cfg.state_dir, root=Root(hot), backend=backend)
+        fakes.refresh(cfg.state_dir, root=Root(hot), backend=backend)
     assert not e.value.image_lost and "NO CRASH KERNEL" not in str(e.value)
 
 

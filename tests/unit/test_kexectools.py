@@ -16,7 +16,7 @@ from kexecd import core
 from kexecd.errors import SnapshotError, SystemStateError
 from kexecd.image import elfcore, loader, plan
 from kexecd.image.manifest import decode, encode
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import open_snapshot
 from kexecd.model import RangeType
 from kexecd.system.iomem import crash_ranges, parse_iomem
 from kexecd.system.kernel import read_kernel_map, read_kexec_state
@@ -31,6 +31,7 @@ from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root
+from tests.unit import fakes
 from tests.unit.data import DATA, SETS, fake_root, header_bytes, manifest
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
@@ -160,7 +161,7 @@ def test_plan_builds_by_the_recorded_version(tmp_path: Path) -> None:
         iomem.write_text(text)
         snap = open_snapshot(state)
         assert snap.kexec_tools == version
-        p = plan.make(snap, root, read_kexec_state(root))
+        p = plan.make(snap, root, kexec=read_kexec_state(root))
         assert p.target is not None
         kmem = [ph for ph in p.target.ram if ph.paddr == 0x100000000]
         assert bool(kmem) is counted, version
@@ -183,7 +184,7 @@ def test_refresh_of_each_set_matches_its_kexec_tools(name: str, tmp_path: Path) 
     shutil.rmtree(root.path(""))
     root = Root(loaded_root(hotadd, tmp_path))
     backend = FakeBackend()
-    result = loader.refresh(state, root=root, backend=backend)
+    result = fakes.refresh(state, root=root, backend=backend)
     assert result.loaded
     ((_, _, bufs),) = backend.loads
     header = Capture(DATA / hotadd).header_segment["index"]

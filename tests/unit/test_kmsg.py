@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
 from kexecd.image.plan import Action, Why
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service.daemon import Daemon
 from kexecd.system.kmsg import KmsgWatch, is_missed_update
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, loaded_root
+from tests.unit import fakes
 from tests.unit.data import DATA
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, run_until, tracer_for
 
@@ -82,9 +83,9 @@ def test_hotplug_image_gets_a_current_header_once(tmp_path: Path) -> None:
     cap = image("boot", header_hashed=False)
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(root), backend=backend)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.decision.why is Why.KERNEL_UPDATES and backend.loads == []
-    r = loader.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
     assert r.decision.action is Action.RELOAD_HEADER and r.decision.why is Why.KERNEL_MISSED
     ((_, _, segs),) = backend.loads
     assert segs[5] == Capture(DATA / "hotadd").header
@@ -98,7 +99,7 @@ def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
     state = tmp_path / "state"
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(header_hashed=False)))
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
     assert r.decision.why is Why.KERNEL_MISSED and len(backend.loads) == 1
 
 
@@ -109,7 +110,7 @@ def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
     state = tmp_path / "state"
     loader.load([*ARGV, "-s"], state, root=Root(root), tracer=tracer_for(cap))
     tracer = tracer_for(replace(cap))
-    r = loader.refresh(
+    r = fakes.refresh(
         state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=True
     )
     assert r.decision.action is Action.FULL_RELOAD and r.decision.why is Why.KERNEL_MISSED
@@ -194,7 +195,7 @@ def test_busy_lock_does_not_hide_the_kernels_updates(
         cap = replace(cap, flags=cap.flags | flags)
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
     backend, tracer = FakeBackend(), tracer_for(cap)
-    r = loader.refresh(state, root=Root(root), backend=backend, tracer=tracer)
+    r = fakes.refresh(state, root=Root(root), backend=backend, tracer=tracer)
     assert (r.decision.why is Why.KERNEL_UPDATES) is stands_aside
     assert r.plan.kexec.kernel_updates is stands_aside
     assert backend.loads == [] and tracer.calls == []  # type: ignore[attr-defined]
@@ -203,5 +204,5 @@ def test_busy_lock_does_not_hide_the_kernels_updates(
     # A kernel without crash_hotplug (before 6.6) has no updates to keep.
     for s in ("cpu", "memory"):
         (root / f"sys/devices/system/{s}/crash_hotplug").unlink()
-    r = loader.refresh(state, root=Root(root), backend=backend, tracer=tracer)
+    r = fakes.refresh(state, root=Root(root), backend=backend, tracer=tracer)
     assert r.decision.why is not Why.KERNEL_UPDATES

@@ -17,14 +17,15 @@ from pathlib import Path
 import pytest
 
 from kexecd.cli import main
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.errors import LoadError, SnapshotError, TraceError
 from kexecd.image import loader
 from kexecd.image.plan import Action
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import Store, open_snapshot
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root
+from tests.unit import fakes
 from tests.unit.data import DATA
 from tests.unit.fakes import ARGV, FakeBackend, tracer_for
 
@@ -44,13 +45,13 @@ def test_load_keeps_a_snapshot(state: Path) -> None:
     assert snap.argv == tuple(ARGV)
     assert (snap.header, snap.purgatory, snap.header_capacity) == (5, 4, 291)
     assert snap.digest is not None and snap.digest.digest_offset == 0x5020
-    assert snap.loaded_header() == Capture(DATA / "boot").header
+    assert snap.record.header() == Capture(DATA / "boot").header
     cap = image("boot")
     for i, seg in enumerate(snap.segments):
         assert bytes(seg.buf) == cap.segments[i].buf
         assert (seg.mem, seg.memsz) == (cap.segments[i].mem, cap.segments[i].memsz)
         assert snap.sha256[i] == hashlib.sha256(cap.segments[i].buf).hexdigest()
-    snap.verify()
+    Store.verify(snap)
 
 
 def test_load_refuses_what_is_not_a_crash_load(tmp_path: Path) -> None:
@@ -82,14 +83,14 @@ def test_load_checks_the_kernel_loaded_it(tmp_path: Path) -> None:
 
 def test_refresh_with_nothing_changed_loads_nothing(state: Path, tmp_path: Path) -> None:
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(loaded_root("boot", tmp_path)), backend=backend)
+    r = fakes.refresh(state, root=Root(loaded_root("boot", tmp_path)), backend=backend)
     assert r.decision.action is Action.NOTHING and not r.loaded
     assert backend.loads == []
 
 
 def test_refresh_after_hotplug_reloads_header_and_digest(state: Path, tmp_path: Path) -> None:
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+    r = fakes.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
     assert r.decision.action is Action.RELOAD_HEADER and r.loaded
     assert r.diff is not None
     assert [c[0] for c in r.diff.cpus_added] == [2]
@@ -108,17 +109,17 @@ def test_refresh_after_hotplug_reloads_header_and_digest(state: Path, tmp_path: 
     for i in (0, 1, 2, 3, 6):
         assert segs[i] == orig.segments[i].buf
     snap = open_snapshot(state)
-    assert snap.loaded_header() == want
-    assert snap.loaded_info()["digest"] == segs[4][0x5020:0x5040].hex()
+    assert snap.record.header() == want
+    assert snap.record.info()["digest"] == segs[4][0x5020:0x5040].hex()
     # A second refresh finds the loaded header current.
-    again = loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+    again = fakes.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
     assert again.decision.action is Action.NOTHING and len(backend.loads) == 1
 
 
 def test_hot_remove_after_hot_add(state: Path, tmp_path: Path) -> None:
     backend = FakeBackend()
-    loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
-    r = loader.refresh(state, root=Root(loaded_root("hotremove", tmp_path)), backend=backend)
+    fakes.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+    r = fakes.refresh(state, root=Root(loaded_root("hotremove", tmp_path)), backend=backend)
     assert r.diff is not None
     assert [(x.start, x.end) for x in r.diff.ranges_removed] == [(0x1_0000_0000, 0x1_1FFF_FFFF)]
     assert backend.loads[-1][2][5] == Capture(DATA / "hotremove").header
@@ -128,18 +129,18 @@ def test_failed_load_rolls_back(state: Path, tmp_path: Path) -> None:
     root = loaded_root("hotadd", tmp_path)
     backend = FakeBackend(fail=1, root=root)
     with pytest.raises(LoadError, match="previous image was loaded again"):
-        loader.refresh(state, root=Root(root), backend=backend)
+        fakes.refresh(state, root=Root(root), backend=backend)
     new, old = backend.loads
     assert new[2][5] == Capture(DATA / "hotadd").header
     assert old[2] == [s.buf for s in image("boot").segments]  # exactly the previous image
-    assert open_snapshot(state).loaded_header() == Capture(DATA / "boot").header
+    assert open_snapshot(state).record.header() == Capture(DATA / "boot").header
 
 
 def test_failed_rollback_says_no_crash_kernel(state: Path, tmp_path: Path) -> None:
     root = loaded_root("hotadd", tmp_path)
     backend = FakeBackend(fail=2, root=root)
     with pytest.raises(LoadError, match="NO CRASH KERNEL IS LOADED"):
-        loader.refresh(state, root=Root(root), backend=backend)
+        fakes.refresh(state, root=Root(root), backend=backend)
     assert len(backend.loads) == 2
 
 
@@ -149,11 +150,11 @@ def test_busy_kernel_keeps_the_image(state: Path, tmp_path: Path) -> None:
     root = loaded_root("hotadd", tmp_path)
     backend = FakeBackend(fail=2, root=root, error=errno.EBUSY)
     with pytest.raises(LoadError, match="the kernel kept the previous image \\(it was busy\\)"):
-        loader.refresh(state, root=Root(root), backend=backend)
+        fakes.refresh(state, root=Root(root), backend=backend)
     assert len(backend.loads) == 1
     snap = open_snapshot(state)
-    assert snap.loaded_header() == Capture(DATA / "boot").header and snap.intent is None
-    r = loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
+    assert snap.record.header() == Capture(DATA / "boot").header and snap.record.intent() is None
+    r = fakes.refresh(state, root=Root(root), backend=FakeBackend(root=root))
     assert r.decision.action is Action.RELOAD_HEADER and r.loaded
 
 
@@ -164,7 +165,7 @@ def test_corrupt_snapshot_is_refused_before_any_load(state: Path, tmp_path: Path
     seg.write_bytes(data)
     backend = FakeBackend()
     with pytest.raises(SnapshotError, match=r"seg-02.bin: does not match the SHA-256"):
-        loader.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
+        fakes.refresh(state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend)
     assert backend.loads == []
 
 
@@ -187,12 +188,12 @@ def test_header_too_big_falls_back_to_full_reload(tmp_path: Path) -> None:
     loader.load(ARGV, state, root=root, tracer=tracer_for(cap))
     tracer = tracer_for(image("hotadd"))
     backend = FakeBackend()
-    r = loader.refresh(state, root=root, backend=backend, tracer=tracer)
+    r = fakes.refresh(state, root=root, backend=backend, tracer=tracer)
     assert r.decision.action is Action.FULL_RELOAD
     assert "needs 2048 bytes but its segment holds 1024" in r.decision.reason
     assert tracer.calls == [tuple(ARGV)]  # type: ignore[attr-defined]
     assert backend.loads == []  # the kexec command did the load
-    assert open_snapshot(state).loaded_header() == Capture(DATA / "hotadd").header
+    assert open_snapshot(state).record.header() == Capture(DATA / "hotadd").header
 
 
 def test_digest_not_found_falls_back_to_full_reload(tmp_path: Path) -> None:
@@ -206,7 +207,7 @@ def test_digest_not_found_falls_back_to_full_reload(tmp_path: Path) -> None:
     loader.load(ARGV, state, root=root, tracer=tracer_for(replace(cap, segments=tuple(segs))))
     assert open_snapshot(state).digest is None
     tracer = tracer_for(image("hotadd"))
-    r = loader.refresh(state, root=root, backend=FakeBackend(), tracer=tracer)
+    r = fakes.refresh(state, root=root, backend=FakeBackend(), tracer=tracer)
     assert r.decision.action is Action.FULL_RELOAD and "digest was not found" in r.decision.reason
 
 
@@ -229,7 +230,7 @@ def test_file_loaded_image_is_reloaded_whole(tmp_path: Path) -> None:
     snap = loader.load([*ARGV, "-s"], state, root=root, tracer=tracer_for(cap))
     assert snap.file_load
     tracer = tracer_for(cap)
-    r = loader.refresh(state, root=root, backend=FakeBackend(), tracer=tracer)
+    r = fakes.refresh(state, root=root, backend=FakeBackend(), tracer=tracer)
     assert r.decision.action is Action.FULL_RELOAD and "kexec_file_load" in r.decision.reason
     assert tracer.calls == [(*ARGV, "-s")]  # type: ignore[attr-defined]
 
@@ -238,13 +239,13 @@ def test_stands_aside_when_the_kernel_updates_the_header(state: Path, tmp_path: 
     root = loaded_root("hotadd", tmp_path)
     (root / "sys/devices/system/memory/crash_hotplug").write_text("1\n")
     backend = FakeBackend()
-    r = loader.refresh(state, root=Root(root), backend=backend)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.decision.action is Action.STAND_ASIDE and backend.loads == []
 
 
 def test_dry_run_loads_nothing(state: Path, tmp_path: Path) -> None:
     backend = FakeBackend()
-    r = loader.refresh(
+    r = fakes.refresh(
         state, root=Root(loaded_root("hotadd", tmp_path)), backend=backend, dry_run=True
     )
     assert r.decision.action is Action.RELOAD_HEADER and not r.loaded and backend.loads == []

@@ -9,8 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from kexecd.core import Segment, Sha256
+from kexecd.core import Sha256
 from kexecd.image import purgatory
+from kexecd.loads import Segment
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest
 from tests.unit.data import ALL_CAPTURES, DATA

@@ -5,6 +5,7 @@ again when a uevent came during the read."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from kexecd.image import loader, plan
-from kexecd.image.snapshot import Snapshot, open_snapshot
+from kexecd.image import facts, loader, plan
+from kexecd.image.store import Store, open_snapshot
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.runtime import SnapshotWatch
@@ -46,52 +47,53 @@ def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[obje
         calls.append(first)
         return real(first)
 
-    monkeypatch.setattr(owner, name, spy)
+    static = isinstance(inspect.getattr_static(owner, name), staticmethod)
+    monkeypatch.setattr(owner, name, staticmethod(spy) if static else spy)
     return calls
 
 
 def test_snapshot_kept_open_until_a_new_load(watched: tuple[Daemon, Config, Path]) -> None:
     d, cfg, tmp = watched
     assert d.reconcile("start").action == "nothing"
-    first = d.session.snapshot
-    assert first is not None and first.unchanged()
+    first = d.refresher.snapshot
+    assert first is not None and Store.unchanged(first)
     switch_root(tmp, "hotadd")
     assert d.reconcile("events").action == "reload-header"
-    assert d.session.snapshot is first  # not opened again
+    assert d.refresher.snapshot is first  # not opened again
     # A new 'kexecd load' swaps in another directory: seen without the watch's help.
     loader.load(ARGV, cfg.state_dir, root=Root(cfg.root), tracer=tracer_for(image("hotadd")))
-    assert not first.unchanged()
+    assert not Store.unchanged(first)
     assert d.reconcile("events").action == "nothing"  # the new image's header is current
     assert (
-        d.session.snapshot is not first
-        and d.session.snapshot is not None
-        and d.session.snapshot.unchanged()
+        d.refresher.snapshot is not first
+        and d.refresher.snapshot is not None
+        and Store.unchanged(d.refresher.snapshot)
     )
 
 
 def test_manifest_rewritten_in_place_is_a_change(watched: tuple[Daemon, Config, Path]) -> None:
     d, cfg, _ = watched
     d.reconcile("start")
-    snap = d.session.snapshot
+    snap = d.refresher.snapshot
     assert snap is not None
     manifest = cfg.state_dir / "snapshot/manifest.json"
     st = manifest.stat()
     manifest.write_bytes(manifest.read_bytes() + b" ")
     os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
-    assert not snap.unchanged()  # the size gave it away
+    assert not Store.unchanged(snap)  # the size gave it away
     d.on_snapshot_change()  # and the watch saw the write
-    assert d.session.snapshot is None and not d.session.verified
+    assert d.refresher.snapshot is None and not d.refresher.verified
 
 
 def test_verified_ahead_so_the_first_event_does_not_hash(
     watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d, _, tmp = watched
-    calls = _spy(monkeypatch, Snapshot, "verify")
+    calls = _spy(monkeypatch, Store, "verify")
     d.reconcile("start")  # current: nothing to load, nothing hashed
-    assert calls == [] and not d.session.verified
+    assert calls == [] and not d.refresher.verified
     d.verify_ahead()
-    assert len(calls) == 1 and d.session.verified
+    assert len(calls) == 1 and d.refresher.verified
     switch_root(tmp, "hotadd")
     assert d.reconcile("events").action == "reload-header"
     assert len(calls) == 1  # the event's refresh did not hash again
@@ -111,7 +113,8 @@ def test_tampered_after_verify_ahead_is_refused(watched: tuple[Daemon, Config, P
     switch_root(tmp, "hotadd")
     rec = d.reconcile("events")
     assert rec.action == "failed" and "seg-02.bin: does not match" in str(rec.error)
-    assert isinstance(d.backend, FakeBackend) and d.backend.loads == []
+    backend = d.refresher.deps.backend
+    assert isinstance(backend, FakeBackend) and backend.loads == []
 
 
 def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Config, Path]) -> None:
@@ -119,7 +122,7 @@ def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Conf
     d.reconcile("start")
     (cfg.state_dir / "snapshot/seg-03.bin").write_bytes(b"tampered")
     d.verify_ahead()
-    assert not d.session.verified
+    assert not d.refresher.verified
 
 
 def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,8 +136,8 @@ def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             assert snap.durable is durable
             calls = _spy(monkeypatch, os, "fsync")
             header = Capture(DATA / "hotadd").header
-            snap.record_intent(header)
-            snap.record_loaded(header, None, "test")
+            snap.record.begin(header)
+            snap.record.done(header, None, "test")
             assert len(calls) == (3 if durable else 0)
             monkeypatch.undo()
     finally:
@@ -148,7 +151,7 @@ def test_system_read_again_when_a_uevent_came_during_the_read(
     seqnum = tmp_path / "root-boot/sys/kernel/uevent_seqnum"
     seqnum.write_text("100\n")
     (tmp_path / "root-hotadd/sys/kernel/uevent_seqnum").write_text("101\n")
-    real = plan.read_uevent_seqnum
+    real = facts.read_uevent_seqnum
     reads: list[int] = []
 
     def hotplug_during_the_first_read(root: Root) -> int:
@@ -157,7 +160,7 @@ def test_system_read_again_when_a_uevent_came_during_the_read(
         reads.append(real(root))
         return reads[-1]
 
-    monkeypatch.setattr(plan, "read_uevent_seqnum", hotplug_during_the_first_read)
+    monkeypatch.setattr(facts, "read_uevent_seqnum", hotplug_during_the_first_read)
     p = plan.make(open_snapshot(cfg.state_dir), Root(cfg.root))
     assert reads == [101, 101]
     assert p.notes == ("the system changed while the header was built; built again",)

@@ -16,19 +16,21 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from kexecd.arch.x86_64 import X86_64, e820
+from kexecd.arch.x86_64.e820 import E820Entry
 from kexecd.cli.main import main
-from kexecd.core import Segment
 from kexecd.errors import HeaderError, LoadError
-from kexecd.image import elfcore, loader, plan, purgatory, relocate
+from kexecd.image import deps, elfcore, loader, plan, purgatory, relocate
 from kexecd.image.plan import Action
-from kexecd.image.relocate import E820Entry
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.store import open_snapshot
+from kexecd.loads import Segment
 from kexecd.service.daemon import Daemon
 from kexecd.service.statefile import read_state
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root
+from tests.unit import fakes
 from tests.unit.data import ALL_CAPTURES, DATA
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, tracer_for
 
@@ -61,18 +63,18 @@ def _diff(a: bytes, b: bytes) -> set[int]:
 
 def test_capacity_and_growth() -> None:
     assert relocate.capacity(16384) == 291  # kexec-tools' 16 KiB minimum
-    assert relocate.grown_memsz(292, 16384) == 32768  # 582 headers, in whole pages
-    assert relocate.capacity(relocate.grown_memsz(292, 16384)) >= 582
-    assert relocate.grown_memsz(2000, 16384) == -(-(64 + 2000 * 56) // 4096) * 4096
-    assert relocate.grown_memsz(1, 0) == 16384
+    assert relocate.grown_memsz(X86_64, 292, 16384) == 32768  # 582 headers, in whole pages
+    assert relocate.capacity(relocate.grown_memsz(X86_64, 292, 16384)) >= 582
+    assert relocate.grown_memsz(X86_64, 2000, 16384) == -(-(64 + 2000 * 56) // 4096) * 4096
+    assert relocate.grown_memsz(X86_64, 1, 0) == 16384
 
 
 @pytest.mark.parametrize("name", ALL_CAPTURES)
 def test_relocation_changes_only_what_purgatory_and_the_crash_kernel_read(name: str) -> None:
     segs, purg, header, setup = _parts(name)
     old = segs[header]
-    memsz = relocate.grown_memsz(300, old.memsz)
-    ram = [E820Entry(a, a + s, t) for a, s, t in _e820(bytes(segs[setup].buf))]
+    memsz = relocate.grown_memsz(X86_64, 300, old.memsz)
+    ram = [(a, a + s) for a, s, t in _e820(bytes(segs[setup].buf)) if t == 1]
     others = [s for i, s in enumerate(segs) if i != header]
     iomem = (DATA / name / "root/proc/iomem").read_text()
     m = re.search(r"^\s*([0-9a-f]+)-([0-9a-f]+) : Crash kernel$", iomem, re.M)
@@ -84,15 +86,8 @@ def test_relocation_changes_only_what_purgatory_and_the_crash_kernel_read(name: 
     loc = purgatory.locate(segs, purg, header, setup)
     assert loc is not None
     # The same header (it does not say where it lives), in a bigger segment.
-    r = relocate.relocated(
-        segs,
-        header=header,
-        purgatory_index=purg,
-        location=loc,
-        new_header=bytes(old.buf),
-        mem=mem,
-        memsz=memsz,
-    )
+    move = relocate.Move(header, purg, loc, mem, memsz)
+    r = relocate.relocated(X86_64, segs, move, bytes(old.buf))
     new = r.segments
     assert r.changed == tuple(sorted({header, setup, purg}))
     # Untouched segments: the very bytes and places kexec-tools chose.
@@ -159,7 +154,7 @@ def test_moved_hole_splits_shrinks_and_gives_back() -> None:
     ]
     old = (0x3EF5D000, 0x3EF61000)
     # In the middle of the big entry: split in two; the old hole joins its neighbour.
-    got = relocate.moved_hole(ram, old, (0x30000000, 0x30008000))
+    got = e820.moved_hole(ram, old, (0x30000000, 0x30008000))
     assert got == [
         ram[0],
         E820Entry(0x2F000000, 0x30000000, 1),
@@ -168,20 +163,20 @@ def test_moved_hole_splits_shrinks_and_gives_back() -> None:
         ram[3],
     ]
     # At an entry's start: shrunk, no new entry.
-    got = relocate.moved_hole(ram, old, (0x2F000000, 0x2F008000))
+    got = e820.moved_hole(ram, old, (0x2F000000, 0x2F008000))
     assert got[1] == E820Entry(0x2F008000, 0x3EF61000, 1) and len(got) == 4
     # Back where it was: the map kexec-tools built.
-    assert relocate.moved_hole(ram, old, old) == ram
+    assert e820.moved_hole(ram, old, old) == ram
     with pytest.raises(HeaderError, match="not inside one RAM entry"):
-        relocate.moved_hole(ram, old, (0x3FFDF000, 0x3FFE0000))  # reserved
+        e820.moved_hole(ram, old, (0x3FFDF000, 0x3FFE0000))  # reserved
     with pytest.raises(HeaderError, match="not 1 KiB aligned"):
-        relocate.moved_hole(ram, old, (0x30000100, 0x30008000))
+        e820.moved_hole(ram, old, (0x30000100, 0x30008000))
     with pytest.raises(HeaderError, match="not the hole kexec-tools cut"):
-        relocate.moved_hole(ram, (0x3FFDF000, 0x3FFE0000), (0x30000000, 0x30008000))
+        e820.moved_hole(ram, (0x3FFDF000, 0x3FFE0000), (0x30000000, 0x30008000))
 
 
 def test_place_skips_segments_and_what_is_not_ram() -> None:
-    ram = [E820Entry(0x2F000000, 0x2F100000, 1), E820Entry(0x2F200000, 0x2F400000, 1)]
+    ram = [(0x2F000000, 0x2F100000), (0x2F200000, 0x2F400000)]
     segs = [Segment(b"", 0x2F000000, 0x1000), Segment(b"", 0x2F002000, 0xFE000)]
     assert relocate.place(CRASH, segs, ram, 0x1000) == 0x2F001000
     assert relocate.place(CRASH, segs, ram, 0x2000) == 0x2F200000  # the gap is one page
@@ -201,25 +196,11 @@ def test_refused_where_purgatory_does_not_hash_the_header() -> None:
         (purgatory.DigestLocation(loc.digest_offset, None, True, None), "regions were not found"),
     ):
         with pytest.raises(HeaderError, match=match):
-            relocate.relocated(
-                segs,
-                header=header,
-                purgatory_index=purg,
-                location=bad,
-                new_header=bytes(segs[header].buf),
-                mem=0x30000000,
-                memsz=0x8000,
-            )
+            move = relocate.Move(header, purg, bad, 0x30000000, 0x8000)
+            relocate.relocated(X86_64, segs, move, bytes(segs[header].buf))
     with pytest.raises(HeaderError, match="cannot go at"):
-        relocate.relocated(
-            segs,
-            header=header,
-            purgatory_index=purg,
-            location=loc,
-            new_header=bytes(0x9000),
-            mem=0x30000000,
-            memsz=0x8000,
-        )
+        move = relocate.Move(header, purg, loc, 0x30000000, 0x8000)
+        relocate.relocated(X86_64, segs, move, bytes(0x9000))
 
 
 # -- the plan and the load --------------------------------------------------------
@@ -248,11 +229,11 @@ def test_an_outgrown_header_moves_in_one_load(tmp_path: Path) -> None:
     before = open_snapshot(state)
     assert before.header_capacity == 291
     ranges = _many_ranges(root, 300)
-    p = plan.make(before, Root(root), read_kexec_state(Root(root)))
+    p = plan.make(before, Root(root), kexec=read_kexec_state(Root(root)))
     assert p.action is Action.RELOCATE and p.move is not None
     assert "move it to" in p.decision.reason
     backend = FakeBackend(root=root)
-    r = loader.refresh(state, root=Root(root), backend=backend)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.loaded and r.relocated is not None
     old_mem, mem, memsz = r.relocated
     assert (old_mem, mem) == (before.segments[before.header].mem, p.move[0])
@@ -277,7 +258,7 @@ def test_an_outgrown_header_moves_in_one_load(tmp_path: Path) -> None:
     # Current now; one more range is a header-only reload in the new place.
     assert plan.make(after, Root(root)).action is Action.NOTHING
     _many_ranges(root, 1, first=300)
-    r = loader.refresh(state, root=Root(root), backend=backend)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.loaded and r.relocated is None and r.decision.action is Action.RELOAD_HEADER
     assert open_snapshot(state).segments[after.header].mem == mem
 
@@ -288,7 +269,7 @@ def test_a_refused_move_keeps_the_previous_image(tmp_path: Path) -> None:
     _many_ranges(root, 300)
     backend = FakeBackend(fail=1, root=root)
     with pytest.raises(LoadError, match="the previous image was loaded again"):
-        loader.refresh(state, root=Root(root), backend=backend)
+        fakes.refresh(state, root=Root(root), backend=backend)
     assert len(backend.loads) == 2
     # The second load is the image as it was, and the snapshot still says so.
     assert backend.loads[1][2] == [bytes(s.buf) for s in before.segments]
@@ -313,12 +294,12 @@ def test_cli_grow(
 ) -> None:
     root, state = _loaded_boot(tmp_path)
     args = ["--state-dir", str(state), "--root", str(root)]
-    room = relocate.capacity(relocate.sized_memsz(1000))
+    room = relocate.capacity(relocate.sized_memsz(X86_64, 1000))
     assert main(["grow", "--capacity", "1000", *args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"would grow the header from room for 291 to {room} program headers: move it to" in out
     assert open_snapshot(state).header_capacity == 291  # a dry run
-    monkeypatch.setattr(loader, "KernelBackend", lambda: FakeBackend(root=root))
+    monkeypatch.setattr(deps, "KernelBackend", lambda: FakeBackend(root=root))
     assert main(["grow", "--capacity", "1000", *args]) == 0
     assert "kexecd grow: grow the header from room for 291" in capsys.readouterr().out
     assert open_snapshot(state).header_capacity == room
@@ -340,7 +321,7 @@ def test_status_warns_below_a_tenth_of_room(
 ) -> None:
     root, state = _loaded_boot(tmp_path)
     _many_ranges(root, 270)
-    loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
+    fakes.refresh(state, root=Root(root), backend=FakeBackend(root=root))
     args = ["--state-dir", str(state), "--root", str(root), "--runtime-dir", str(tmp_path / "run")]
     assert main(["status", *args]) == 0
     out = capsys.readouterr().out
@@ -370,7 +351,7 @@ def test_inspect_shows_where_the_loaded_header_lives(
     assert main(["inspect", "--loaded", "--state-dir", str(state)]) == 0
     out = capsys.readouterr().out
     assert "segment 5 at 0x3ef5d000, 16384 bytes, room for 291 program headers" in out
-    monkeypatch.setattr(loader, "KernelBackend", lambda: FakeBackend(root=root))
+    monkeypatch.setattr(deps, "KernelBackend", lambda: FakeBackend(root=root))
     args = ["--state-dir", str(state), "--root", str(root)]
     assert main(["grow", "--capacity", "600", *args]) == 0
     capsys.readouterr()

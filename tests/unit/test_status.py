@@ -10,12 +10,13 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import describe_image
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, image, loaded_root
+from tests.unit import fakes
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, tracer_for
 
 CRASH_ARGV = [*ARGV[:-1], "--append=console=ttyS0 irqpoll nr_cpus=1 acpi_no_memhotplug"]
@@ -126,7 +127,7 @@ def test_acpi_no_memhotplug_to_append(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_acpi_no_memhotplug_appended(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state, root = _stripped(tmp_path)
-    loader.refresh(state, root=Root(root), backend=FakeBackend())
+    fakes.refresh(state, root=Root(root), backend=FakeBackend())
     rc, out = status(capsys, state, root, tmp_path / "run")
     assert rc == 0 and out.startswith("crash kernel   loaded and current\n")
     lines = out.splitlines()

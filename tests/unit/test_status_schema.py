@@ -16,8 +16,8 @@ import pytest
 
 from kexecd.cli import main
 from kexecd.cli.status import SCHEMA, Status
-from kexecd.core import KexecCall, LoadCapture
 from kexecd.image import loader
+from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service import udevmask
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
@@ -31,6 +31,7 @@ from kexecd.service.statefile import (
 )
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, image, loaded_root
+from tests.unit import fakes
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, added, tracer_for
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
@@ -162,7 +163,7 @@ def acpi_appended(tmp: Path) -> tuple[Path, Path, int]:
     root = loaded_root("boot", tmp, memory_hotplug=True)
     cap = image("boot", strip=NO_MEMHOTPLUG, spare=64)
     loader.load(ARGV, tmp / "state", root=Root(root), tracer=tracer_for(cap))
-    loader.refresh(tmp / "state", root=Root(root), backend=FakeBackend())
+    fakes.refresh(tmp / "state", root=Root(root), backend=FakeBackend())
     return tmp / "state", root, 0
 
 

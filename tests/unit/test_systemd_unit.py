@@ -61,7 +61,7 @@ def test_unit_shape(tmp_path: Path, analyze: str) -> None:
     )
     m = re.search(r"Overall exposure level for kexecd.service: ([0-9.]+)", p.stdout)
     assert m, p.stdout + p.stderr
-    assert float(m.group(1)) <= 3.0  # README reports the score; keep it low
+    assert float(m.group(1)) <= 3.0  # docs/operators-guide.md reports the score; keep it low
     # kexec-tools reads /proc/kcore and /proc/kallsyms (with CAP_SYSLOG): the
     # two settings that hide them stay off (tests/vm/test_debian_host.py).
     assert "ProtectKernelTunables=yes" not in text.splitlines()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.core import KexecCall, LoadCapture, trace_kexec
+from kexecd.core import trace_kexec
+from kexecd.loads import KexecCall, LoadCapture
 
 CRASH_FLAGS = 0x80000101  # fake_kexec's bad bits | KEXEC_ON_CRASH
 

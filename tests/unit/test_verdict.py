@@ -17,7 +17,8 @@ import pytest
 from kexecd.cli import status as cli_status
 from kexecd.image import loader, plan
 from kexecd.image.plan import Action, Decision, Plan, Why
-from kexecd.image.snapshot import open_snapshot
+from kexecd.image.refresher import RefreshResult
+from kexecd.image.store import open_snapshot
 from kexecd.service import metrics, verdict
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
@@ -27,6 +28,7 @@ from kexecd.service.statefile import DaemonState, UpdateRecord
 from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE, Verdict
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, image, loaded_root
+from tests.unit import fakes
 from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, tracer_for
 from tests.unit.test_metrics import parse
 from tests.unit.test_relocate import _loaded_boot, _many_ranges
@@ -68,7 +70,7 @@ def _assert_agree(v: Verdict, p: Plan, st: DaemonState, line: str) -> None:
         assert line == v.headline and line.startswith(("STALE: ", "UNCERTAIN: "))
 
 
-def _recorded(tmp_path: Path, p: Plan, r: loader.RefreshResult) -> Recorder:
+def _recorded(tmp_path: Path, p: Plan, r: RefreshResult) -> Recorder:
     """A daemon's recorder after it carried out ``r`` (of plan ``p``)."""
     cfg = Config(state_dir=tmp_path / "state", runtime_dir=tmp_path / "run", metrics_dir="")
     rec = Recorder(cfg, Root(tmp_path), Loop())
@@ -85,7 +87,13 @@ def plans(tmp_path: Path) -> dict[str, Plan]:
     snap = open_snapshot(state)
     current = plan.make(snap, Root(root))
     stale = plan.make(snap, Root(loaded_root("hotadd", tmp_path)))
-    blind = replace(current, loaded=None, wanted=None, current=None, target=None, system=None)
+    blind = replace(
+        current,
+        facts=replace(current.facts, loaded=None, wanted=None),
+        current=None,
+        target=None,
+        system=None,
+    )
     hot = loaded_root("boot", tmp_path / "hot", memory_hotplug=True)
     cut = tmp_path / "cut"
     cap = image("boot", strip=NO_MEMHOTPLUG)
@@ -126,13 +134,14 @@ def test_renderings_agree_for_every_rule(
 ) -> None:
     p = replace(plans[base], decision=Decision(action, why, f"the rule {why.name}"))
     if why is Why.NOT_LOADED:
-        p = replace(p, cmdline=None, kexec=replace(p.kexec, crash_loaded=False))
+        facts = replace(p.facts, cmdline=None, crash_loaded=False)
+        p = replace(p, facts=facts, kexec=replace(p.kexec, crash_loaded=False))
     # As status sees it, before anything is done ...
     made = verdict.judge(p)
     st = DaemonState(in_sync=made.in_sync)
     _assert_agree(made, p, st, verdict.summary(made, st))
     # ... and as the daemon records it once carried out.
-    rec = _recorded(tmp_path, p, loader.RefreshResult(p, loaded=action is not Action.NOTHING))
+    rec = _recorded(tmp_path, p, RefreshResult(p, loaded=action is not Action.NOTHING))
     done = rec.verdict
     assert done is not None
     _assert_agree(done, p, rec.state, rec.summary())
@@ -165,7 +174,7 @@ def test_too_big_hazards(plans: dict[str, Plan], tmp_path: Path) -> None:
         st = DaemonState(in_sync=made.in_sync)
         _assert_agree(made, p, st, verdict.summary(made, st))
         # Carried out, the header moved or was loaded whole: no longer a hazard.
-        rec = _recorded(tmp_path / action.value, p, loader.RefreshResult(p, loaded=True))
+        rec = _recorded(tmp_path / action.value, p, RefreshResult(p, loaded=True))
         assert rec.verdict is not None and rec.verdict.hazards == ()
         _assert_agree(rec.verdict, p, rec.state, rec.summary())
 
@@ -173,7 +182,7 @@ def test_too_big_hazards(plans: dict[str, Plan], tmp_path: Path) -> None:
 def test_low_room_hazard(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root, state = _loaded_boot(tmp_path)
     _many_ranges(root, 270)
-    loader.refresh(state, root=Root(root), backend=FakeBackend(root=root))
+    fakes.refresh(state, root=Root(root), backend=FakeBackend(root=root))
     p = plan.make(open_snapshot(state), Root(root))
     low = (
         "only 14 of 291 program headers free (under 10%): 'kexecd grow --capacity 582' "
@@ -184,7 +193,7 @@ def test_low_room_hazard(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     st = DaemonState(in_sync=made.in_sync)
     _assert_agree(made, p, st, verdict.summary(made, st))
     with caplog.at_level(logging.WARNING, logger="kexecd"):
-        rec = _recorded(tmp_path, p, loader.RefreshResult(p))
+        rec = _recorded(tmp_path, p, RefreshResult(p))
     assert rec.verdict is not None and rec.verdict.hazards == (low,)
     _assert_agree(rec.verdict, p, rec.state, rec.summary())
     assert low in caplog.messages  # the daemon says it too, once
@@ -202,7 +211,7 @@ def test_cmdline_hazard(tmp_path: Path) -> None:
     assert "kexecd cannot append it" in hazard and made.exit_code == EXIT_CURRENT
     st = DaemonState(in_sync=made.in_sync)
     _assert_agree(made, p, st, verdict.summary(made, st))
-    rec = _recorded(tmp_path, p, loader.RefreshResult(p))
+    rec = _recorded(tmp_path, p, RefreshResult(p))
     assert rec.verdict is not None and rec.verdict.hazards == (hazard,)
     _assert_agree(rec.verdict, p, rec.state, rec.summary())
 
@@ -250,32 +259,6 @@ def _assert_stale_everywhere(
     assert rc.verdict.startswith("STALE: the next refresh will append acpi_no_memhotplug")
 
 
-def test_a_failed_amendment_is_stale_everywhere_with_the_field(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The daemon's side, given RefreshResult.amend_error (which the image
-    # layer sets; here set from the note it makes today).
-    daemon, cfg, root = _amend_fails(tmp_path)
-    real = daemon._call_refresh
-
-    def with_field(spans: object) -> loader.RefreshResult:
-        r = real(spans)  # type: ignore[arg-type]
-        failed = [n for n in r.notes if "could not be amended" in n]
-        if failed:
-            r.amend_error = failed[0].split(": ", 1)[1]  # type: ignore[attr-defined]
-        return r
-
-    monkeypatch.setattr(daemon, "_call_refresh", with_field)
-    rec = daemon.reconcile("start")
-    assert rec.action == "full-reload"
-    _assert_stale_everywhere(daemon, cfg, root, capsys)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAD: needs RefreshResult.amend_error from the image layer "
-    "(loader._amend_after_full_reload); remove this mark once it is set",
-)
 def test_a_failed_amendment_is_stale_everywhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -50,7 +50,7 @@ DUMP_TIMEOUT = 600.0
 
 @dataclass
 class Outcome:
-    """What one run did and what its dump holds (recorded for the README)."""
+    """What one run did and what its dump holds (recorded for the README's comparison table)."""
 
     mode: str
     boot_s: float = 0.0

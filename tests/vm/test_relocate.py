@@ -71,11 +71,27 @@ def test_grow_then_hotplug_then_crash(combo_guest: tuple[Combo, Guest]) -> None:
 
 # The control experiments: the same move with one of its parts left out.
 _CONTROL = """
-import functools, sys
+import sys
 from pathlib import Path
-from kexecd.image import loader, relocate
-relocate.relocated = functools.partial(relocate.relocated, **{sys.argv[1]: False})
-r = loader.refresh(Path(sys.argv[2]), grow=8192)
+from kexecd.arch.x86_64 import X86_64, bootparams
+from kexecd.image.refresher import Refresher, Request
+from kexecd.image.store import Store
+
+part = sys.argv[1]
+
+
+def repoint(segments, header, new):
+    line = bootparams.find(segments)
+    setup = bytes(segments[line.segment].buf)
+    if part != "move_line":
+        setup = X86_64.line_moved(setup, line, new[0])
+    if part != "move_map":
+        setup = X86_64.map_moved(setup, segments[header], new)
+    return {line.segment: setup}
+
+
+X86_64.repoint = repoint
+r = Refresher(Store(Path(sys.argv[2]))).refresh(Request(grow=8192))
 assert r.relocated is not None, r.decision
 print("%#x %d" % r.relocated[1:])
 """

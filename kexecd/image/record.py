@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The record of what is loaded: the header, the words appended, a load begun.
+
+In the snapshot directory: ``loaded-header.bin`` and ``loaded.json`` say what
+the kernel holds now (``loaded.json`` also names the words kexecd appended to
+the command line: the loaded boot segment is the captured one with them
+appended, derived each time, so the segment files never change);
+``loading.json`` says a load was begun and not yet recorded. Written
+atomically, fsync'd unless the directory is on tmpfs (a reboot empties it
+anyway, and the record with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kexecd.errors import CmdlineError, SnapshotError
+from kexecd.files import timestamp, write_atomic
+from kexecd.image import statedir
+from kexecd.kparams import check_word
+from kexecd.loads import Buffer
+
+__all__ = ["INTENT", "LOADED", "LOADED_HEADER", "LoadRecord"]
+
+LOADED_HEADER = "loaded-header.bin"
+LOADED = "loaded.json"
+INTENT = "loading.json"
+MAX_HEADER = 64 << 20  # kexec-tools' largest header is 1.8 MB
+MAX_WORDS = 8  # words kexecd appends to the command line: one today
+
+
+def sha256_hex(data: Buffer) -> str:
+    """SHA-256 in hex; hashlib imported when first used (``kexecd status``,
+    a Python started for one answer, needs none of it)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def json_object(directory: Path, name: str) -> dict[str, Any]:
+    """A JSON object file of kexecd's, read as untrusted input.
+
+    :raises SnapshotError: missing, too big, or not a JSON object.
+    """
+    data = statedir.read_file(directory, name, 65536)
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise SnapshotError(f"{directory / name}: not a JSON object; run 'kexecd load' again")
+    return info
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """What is loaded from one snapshot directory, as kexecd recorded it.
+
+    :ivar path: the snapshot directory.
+    :ivar durable: write with fsync (the directory is not on tmpfs).
+    """
+
+    path: Path
+    durable: bool = True
+
+    def header(self) -> bytes:
+        """The ELF core header loaded now."""
+        return statedir.read_file(self.path, LOADED_HEADER, MAX_HEADER)
+
+    def info(self) -> dict[str, Any]:
+        """What ``loaded.json`` says of the last load: time, digest, how.
+
+        :raises SnapshotError: missing, or not a JSON object.
+        """
+        return json_object(self.path, LOADED)
+
+    def words(self) -> tuple[str, ...]:
+        """The words kexecd appended to the command line loaded now.
+
+        :raises SnapshotError: ``loaded.json`` is missing or malformed.
+        """
+        value = self.info().get("cmdline_appended", [])
+        try:
+            if not isinstance(value, list) or len(value) > MAX_WORDS:
+                raise CmdlineError(f"not a list of at most {MAX_WORDS} words")
+            return tuple(check_word(w) for w in value)
+        except CmdlineError as e:
+            raise SnapshotError(
+                f"{self.path / LOADED}: cmdline_appended: {e}; run 'kexecd load' again"
+            ) from None
+
+    def intent(self) -> dict[str, Any] | None:
+        """A load begun and not recorded (kexecd was killed in between), or ``None``.
+
+        Then the kernel holds either the recorded header or the new one:
+        which, nobody knows, so the next refresh loads the wanted one.
+        """
+        if not os.path.lexists(self.path / INTENT):
+            return None
+        return json_object(self.path, INTENT)
+
+    def begin(self, header: bytes, words: Sequence[str] = ()) -> None:
+        """Say, before ``kexec_load``, which header (and command line words) is
+        about to be loaded."""
+        info = {
+            "time": timestamp(),
+            "header_sha256": sha256_hex(header),
+            "cmdline_appended": list(words),
+        }
+        write_atomic(self.path / INTENT, (json.dumps(info) + "\n").encode(), durable=self.durable)
+
+    def done(
+        self, header: bytes, digest: bytes | None, how: str, words: Sequence[str] = ()
+    ) -> None:
+        """Remember what is loaded now (atomically, header first), then drop the intent.
+
+        :param words: what kexecd appended to the captured command line.
+        """
+        write_atomic(self.path / LOADED_HEADER, header, durable=self.durable)
+        info = {
+            "time": timestamp(),
+            "how": how,
+            "header_sha256": sha256_hex(header),
+            "digest": digest.hex() if digest else None,
+            "cmdline_appended": list(words),
+        }
+        data = (json.dumps(info, indent=2) + "\n").encode()
+        write_atomic(self.path / LOADED, data, durable=self.durable)
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / INTENT).unlink()
+
+    def done_whole(self, how: str) -> None:
+        """Remember a load with no header kexecd can read (a file load)."""
+        info = {"time": timestamp(), "how": how}
+        write_atomic(self.path / LOADED, (json.dumps(info) + "\n").encode(), durable=self.durable)
