@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 
 from kexecd import core
+from kexecd.arch.x86_64 import X86_64
 from kexecd.model import (
-    EM_X86_64,
     Backup,
     HeaderSpec,
     KernelText,
@@ -40,7 +40,7 @@ def make_spec(nr_ranges: int = NR_RANGES) -> HeaderSpec:
         for i in range(nr_ranges)
     )
     return HeaderSpec(
-        machine=EM_X86_64,
+        machine=X86_64.machine,
         nr_cpus_conf=64,
         cpu_notes=tuple(Note(0x7F000000 + i * 0x80000, 368) for i in range(64)),
         vmcoreinfo=Note(0x11E4000, 0x1024),

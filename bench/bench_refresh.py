@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from kexecd.arch.x86_64 import MAX_RANGES
 from kexecd.image import loader
 from kexecd.image.refresher import Deps, Refresher
 from kexecd.image.store import Store
 from kexecd.loads import LoadCapture, Segment
-from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from testbed.images import CMD_LINE_PTR, SETUP, image, kexec_tools_digest, loaded_root

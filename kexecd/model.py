@@ -25,7 +25,6 @@ __all__ = [
 
 PT_LOAD = 1
 PT_NOTE = 4
-EM_X86_64 = 62
 
 
 class RangeType(enum.IntEnum):

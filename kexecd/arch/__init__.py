@@ -14,7 +14,7 @@ x86_64 is the first implementation (:mod:`kexecd.arch.x86_64`).
 
 from __future__ import annotations
 
-import platform
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,7 +23,7 @@ from kexecd.errors import CmdlineError, SnapshotError
 from kexecd.loads import Buffer, Segment
 from kexecd.model import RangeType
 
-__all__ = ["Arch", "CommandLine", "KexecToolsFacts", "host", "of_flags"]
+__all__ = ["Arch", "CommandLine", "KexecToolsFacts", "host", "of_flags", "of_machine"]
 
 # include/uapi/linux/kexec.h: the architecture lives in the flags' high 16 bits.
 KEXEC_ARCH_MASK = 0xFFFF0000
@@ -133,7 +133,7 @@ def host() -> Arch:
 
     :raises SnapshotError: one kexecd has no rules for.
     """
-    machine = platform.machine()
+    machine = os.uname().machine
     for arch in _known().values():
         if arch.name == machine:
             return arch
@@ -156,3 +156,14 @@ def of_flags(flags: int) -> Arch:
             "kexecd has no rules for"
         )
     return arch
+
+
+def of_machine(machine: int) -> Arch:
+    """The architecture of an ELF core header's ``e_machine``.
+
+    :raises SnapshotError: an architecture kexecd has no rules for.
+    """
+    for arch in _known().values():
+        if arch.machine == machine:
+            return arch
+    raise SnapshotError(f"kexecd has no rules for ELF machine {machine} core headers")

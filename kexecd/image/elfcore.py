@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kexecd import core
-from kexecd.errors import HeaderError
+from kexecd.arch import host, of_machine
+from kexecd.errors import HeaderError, SnapshotError
 from kexecd.model import (
-    EM_X86_64,
     PT_LOAD,
     PT_NOTE,
     Backup,
@@ -31,7 +31,7 @@ from kexecd.model import (
     Phdr,
 )
 from kexecd.system.iomem import kernel_code_start
-from kexecd.system.kernel import START_KERNEL_MAP, read_kernel_map
+from kexecd.system.kernel import read_kernel_map
 from kexecd.system.state import SystemState
 
 __all__ = [
@@ -42,9 +42,6 @@ __all__ = [
     "spec_fresh",
     "spec_from_template",
 ]
-
-# kexec-tools crashdump-x86.c: ELF_CORE_HEADER_ALIGN.
-HEADER_ALIGN = 1024
 
 
 @dataclass(frozen=True)
@@ -76,14 +73,26 @@ class CoreHeader:
         return [p for p in self.phdrs if p.type == PT_LOAD]
 
     @property
+    def text_map(self) -> int:
+        """Where the architecture maps the kernel text (above the direct map);
+        the host's rules for a machine kexecd has none for."""
+        try:
+            arch = of_machine(self.machine)
+        except SnapshotError:
+            arch = host()
+        return arch.kexec_tools.kernel_text_map[0]
+
+    @property
     def kernel_text(self) -> Phdr | None:
         """The PT_LOAD of the kernel text mapping (not the direct map)."""
-        return next((p for p in self.loads if p.vaddr >= START_KERNEL_MAP), None)
+        text_map = self.text_map
+        return next((p for p in self.loads if p.vaddr >= text_map), None)
 
     @property
     def ram(self) -> list[Phdr]:
         """The PT_LOADs of RAM through the direct map."""
-        return [p for p in self.loads if p.vaddr < START_KERNEL_MAP]
+        text_map = self.text_map
+        return [p for p in self.loads if p.vaddr < text_map]
 
     @property
     def cpus(self) -> int:
@@ -163,7 +172,7 @@ def spec_fresh(state: SystemState, backup_start: int | None) -> HeaderSpec:
         state.rules,
     )
     return HeaderSpec(
-        machine=EM_X86_64,
+        machine=state.rules.arch.machine,
         nr_cpus_conf=state.cpus.nr_cpus_conf,
         cpu_notes=tuple(n.note for n in state.cpus.notes),
         vmcoreinfo=state.vmcoreinfo,
@@ -171,19 +180,20 @@ def spec_fresh(state: SystemState, backup_start: int | None) -> HeaderSpec:
         ranges=state.memory.ranges,
         page_offset=kmap.page_offset,
         backup=_backup(state, backup_start),
-        align=HEADER_ALIGN,
+        align=state.rules.arch.header_align,
     )
 
 
 def _backup(state: SystemState, backup_start: int | None) -> Backup | None:
     # kexec-tools crashdump-x86.c get_backup_area(): the first RAM range that
-    # ends at or below 640 KiB.
-    if backup_start is None:
+    # ends at or below 640 KiB (the architecture's backup_limit; 0: none).
+    limit = state.rules.facts.backup_limit
+    if backup_start is None or not limit:
         return None
     for r in state.memory.ram:
-        if r.end <= 0xA0000:
+        if r.end <= limit:
             return Backup(r.start, r.size, backup_start)
-    return Backup(0, 0xA0000, backup_start)
+    return Backup(0, limit, backup_start)
 
 
 def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
@@ -218,7 +228,7 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
         ranges=state.memory.ranges,
         page_offset=page_offset,
         backup=template.backup,
-        align=HEADER_ALIGN,
+        align=state.rules.arch.header_align,
     )
 
 

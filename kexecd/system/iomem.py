@@ -12,28 +12,12 @@ from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import MemRange, RangeType
 from kexecd.system.kernel import U64_MAX
-from kexecd.system.kexectools import NEW, HeaderRules
+from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 
 __all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
 
-# kexec-tools crashdump-x86.c keeps at most CRASH_RESERVED_MEM_NR (8) "Crash
-# kernel" ranges. MAX_RANGES (CRASH_MAX_MEMORY_RANGES) depends on the version:
-# system/kexectools.py.
-MAX_CRASH_RESERVED = 8
-
 _LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
-
-# kexec-tools crashdump-x86.c get_crash_memory_ranges(): exact names; "System
-# RAM" is the version's rule (HeaderRules.is_ram).
-_TYPES = {
-    "ACPI Tables": RangeType.ACPI,
-    "ACPI Non-volatile Storage": RangeType.ACPI_NVS,
-    "Persistent Memory (legacy)": RangeType.PRAM,
-    "Persistent Memory": RangeType.PMEM,
-    "reserved": RangeType.RESERVED,
-    "Reserved": RangeType.RESERVED,
-}
 
 
 @dataclass(frozen=True)
@@ -107,15 +91,16 @@ def read_iomem(root: Root) -> list[Resource]:
 
 
 def crash_ranges(
-    resources: Sequence[Resource], path: str = "/proc/iomem", rules: HeaderRules = NEW
+    resources: Sequence[Resource], path: str = "/proc/iomem", rules: HeaderRules | None = None
 ) -> CrashRanges:
     """The ranges kexec-tools collects for a crash kernel's ELF core header.
 
-    kexec-tools crashdump-x86.c get_crash_memory_ranges() reads every line,
-    nested or not, keeps RAM, ACPI, NVS, reserved and persistent memory in
-    file order (no sorting, no merging), stops silently at its most ranges,
-    then cuts out each "Crash kernel" range and a GART aperture with
-    exclude_region().
+    kexec-tools' crashdump code (x86: crashdump-x86.c get_crash_memory_ranges())
+    reads every line, nested or not, keeps RAM and the architecture's other
+    kinds (:attr:`kexecd.arch.KexecToolsFacts.range_types`) in file order (no
+    sorting, no merging), stops silently at its most ranges, then cuts out
+    each "Crash kernel" range and what the architecture skips (x86: a GART
+    aperture) with exclude_region().
 
     :param path: where ``resources`` were read, for messages.
     :param rules: the kexec-tools version's: what is RAM, the most ranges.
@@ -123,26 +108,28 @@ def crash_ranges(
         the most already (exclude_region() fails then too, and so does
         ``kexec -p``).
     """
+    rules = rules or rules_for(None)
+    facts = rules.facts
     limit = rules.max_ranges
     ranges: list[MemRange] = []
     reserved: list[MemRange] = []
-    gart: MemRange | None = None
+    skipped: dict[str, MemRange] = {}  # the last of each name, as kexec-tools keeps it
     for res in resources:
-        if res.name == "Crash kernel" and len(reserved) < MAX_CRASH_RESERVED:
+        if res.name == "Crash kernel" and len(reserved) < facts.max_crash_reserved:
             reserved.append(MemRange(res.start, res.end))
         if len(ranges) >= limit:
             continue
         if rules.is_ram(res.name):
             kind = RangeType.RAM
-        elif res.name == "GART":
-            gart = MemRange(res.start, res.end)
+        elif res.name in facts.skipped:
+            skipped[res.name] = MemRange(res.start, res.end)
             continue
-        elif res.name in _TYPES:
-            kind = _TYPES[res.name]
+        elif res.name in facts.range_types:
+            kind = facts.range_types[res.name]
         else:
             continue
         ranges.append(MemRange(res.start, res.end, kind))
-    cuts = [("'Crash kernel'", r) for r in reserved] + ([("'GART'", gart)] if gart else [])
+    cuts = [("'Crash kernel'", r) for r in reserved] + [(f"'{n}'", r) for n, r in skipped.items()]
     for name, cut in cuts:
         try:
             ranges = core.exclude_range(ranges, cut.start, cut.end, limit)

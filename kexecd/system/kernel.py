@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import PT_LOAD, KernelText, Note
-from kexecd.system.kexectools import NEW, PAGE_OFFSET_PRE_4_20, HeaderRules
+from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 
 __all__ = [
@@ -25,12 +25,6 @@ __all__ = [
     "read_vmcoreinfo",
 ]
 
-# kexec-tools crashdump-x86.c: KCORE_ELF_HEADERS_SIZE, the most of /proc/kcore it reads.
-KCORE_HEADERS = 65536
-# arch/x86/include/asm/page_64_types.h: __START_KERNEL_map, and the 512 MiB
-# kexec-tools' fallback searches above it.
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-KERNEL_IMAGE_SIZE = 512 << 20
 GIB = 1 << 30
 MIB = 1 << 20
 PAGE_SIZE = 4096
@@ -148,7 +142,7 @@ def _symbol(root: Root, name: str) -> int | None:
     return None
 
 
-def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules = NEW) -> KernelMap:
+def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules | None = None) -> KernelMap:
     """The direct map's base and the kernel text PT_LOAD, as kexec-tools finds them.
 
     kexec-tools crashdump-x86.c get_kernel_vaddr_and_size(): page_offset is the
@@ -161,21 +155,24 @@ def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules = NEW) -> 
     :param kernel_paddr: the physical start of "Kernel code" in /proc/iomem.
     :param rules: the kexec-tools version's.
     """
+    facts = (rules or rules_for(None)).facts
+    kcore_headers = facts.kcore_headers
+    text_map, text_size = facts.kernel_text_map
     path = root.path("proc/kcore")
-    data = root.read_bytes("proc/kcore", KCORE_HEADERS)
+    data = root.read_bytes("proc/kcore", kcore_headers)
     try:
         _, phdrs = core.parse_header(data)
     except OSError:
         raise SystemStateError(
-            f"{path}: not an ELF core file whose headers fit in {KCORE_HEADERS} bytes; "
+            f"{path}: not an ELF core file whose headers fit in {kcore_headers} bytes; "
             "is /proc mounted, and are we root?"
         ) from None
     loads = [p for p in phdrs if p.type == PT_LOAD]
     lowest = min((p.vaddr for p in loads), default=0) & ~(GIB - 1)
     if not lowest:
         raise SystemStateError(f"{path}: no PT_LOAD, so the direct map's base is unknown")
-    if rules.page_offset_symbol and _symbol(root, "page_offset_base") is None:
-        lowest = PAGE_OFFSET_PRE_4_20
+    if rules and rules.page_offset_symbol and _symbol(root, "page_offset_base") is None:
+        lowest = facts.page_offset_fallback
     stext = _symbol(root, "_stext")
     text = None
     for p in loads:
@@ -187,8 +184,7 @@ def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules = NEW) -> 
             (
                 p
                 for p in loads
-                if p.vaddr >= START_KERNEL_MAP
-                and p.vaddr + p.memsz <= START_KERNEL_MAP + KERNEL_IMAGE_SIZE
+                if p.vaddr >= text_map and p.vaddr + p.memsz <= text_map + text_size
             ),
             None,
         )

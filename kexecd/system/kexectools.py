@@ -28,6 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kexecd.arch import Arch, KexecToolsFacts, host
+
 __all__ = ["HeaderRules", "is_version", "rules_for", "version_in"]
 
 # kexec-tools configure.ac: AC_INIT(kexec-tools, X.Y.Z); PACKAGE_STRING is
@@ -35,11 +37,6 @@ __all__ = ["HeaderRules", "is_version", "rules_for", "version_in"]
 _VERSION = re.compile(rb"kexec-tools (\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 # The first version with today's rules (see the module docstring).
 _NEW_RULES = (2, 0, 22)
-# kexec-tools crashdump-x86.h CRASH_MAX_MEMORY_RANGES, before and since 2.0.22.
-MAX_RANGES_OLD = 2050
-MAX_RANGES = 32768
-# kexec-tools 2.0.20 crashdump-x86.h X86_64_PAGE_OFFSET (Linux before 4.20).
-PAGE_OFFSET_PRE_4_20 = 0xFFFF880000000000
 
 
 @dataclass(frozen=True)
@@ -52,14 +49,23 @@ class HeaderRules:
         are RAM.
     :ivar max_ranges: the most memory ranges it collects.
     :ivar page_offset_symbol: the direct map's base comes from /proc/kcore only
-        when /proc/kallsyms has ``page_offset_base``; else it is
-        :data:`PAGE_OFFSET_PRE_4_20`.
+        when /proc/kallsyms has ``page_offset_base``; else it is the
+        architecture's fallback.
+    :ivar arch: the architecture whose kexec-tools code these are
+        (:attr:`kexecd.arch.Arch.kexec_tools`: the names it collects, its
+        limits, the kernel text mapping).
     """
 
     version: str | None
     ram_exact: bool
     max_ranges: int
     page_offset_symbol: bool
+    arch: Arch
+
+    @property
+    def facts(self) -> KexecToolsFacts:
+        """What the architecture's kexec-tools code reads, and how."""
+        return self.arch.kexec_tools
 
     def is_ram(self, name: str) -> bool:
         """Whether kexec-tools takes an /proc/iomem line of this name as RAM."""
@@ -72,9 +78,6 @@ class HeaderRules:
         return f"{who}: {ram}, at most {self.max_ranges:,} ranges"
 
 
-NEW = HeaderRules(None, ram_exact=False, max_ranges=MAX_RANGES, page_offset_symbol=False)
-
-
 def _parse(version: str) -> tuple[int, int, int] | None:
     m = _VERSION.fullmatch(b"kexec-tools " + version.encode("ascii", "replace"))
     return None if m is None else (int(m[1]), int(m[2]), int(m[3]))
@@ -85,15 +88,15 @@ def is_version(text: str) -> bool:
     return _parse(text) is not None
 
 
-def rules_for(version: str | None) -> HeaderRules:
+def rules_for(version: str | None, arch: Arch | None = None) -> HeaderRules:
     """The header rules of a kexec-tools version (``None`` or an unparsable
-    version: those of 2.0.22 and later, the rules of every kexec-tools since 2021)."""
+    version: those of 2.0.22 and later, the rules of every kexec-tools since 2021)
+    on an architecture (default: this machine's)."""
+    arch = arch or host()
     parsed = None if version is None else _parse(version)
-    if parsed is None:
-        return NEW
-    if parsed >= _NEW_RULES:
-        return HeaderRules(version, False, MAX_RANGES, False)
-    return HeaderRules(version, True, MAX_RANGES_OLD, True)
+    old = parsed is not None and parsed < _NEW_RULES
+    limit = arch.kexec_tools.max_ranges[0 if old else 1]
+    return HeaderRules(version if parsed else None, old, limit, old, arch)
 
 
 def version_in(program: bytes | None) -> str | None:

@@ -9,7 +9,7 @@ from kexecd.model import Note
 from kexecd.system.cpus import Cpus, read_cpus
 from kexecd.system.iomem import CrashRanges, Resource, crash_ranges, read_iomem
 from kexecd.system.kernel import read_vmcoreinfo
-from kexecd.system.kexectools import NEW, HeaderRules
+from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 from kexecd.timing import Spans
 
@@ -25,11 +25,11 @@ class SystemState:
     iomem: tuple[Resource, ...]
     memory: CrashRanges
     vmcoreinfo: Note | None
-    rules: HeaderRules = NEW
+    rules: HeaderRules
 
 
 def read_system(
-    root: Root | None = None, spans: Spans | None = None, rules: HeaderRules = NEW
+    root: Root | None = None, spans: Spans | None = None, rules: HeaderRules | None = None
 ) -> SystemState:
     """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``), as
     the kexec-tools version of ``rules`` reads them.
@@ -39,6 +39,7 @@ def read_system(
     """
     root = root or Root()
     spans = spans or Spans()
+    rules = rules or rules_for(None)
     resources = read_iomem(root)
     spans.mark("iomem")
     memory = crash_ranges(resources, str(root.path("proc/iomem")), rules)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from kexecd.arch.x86_64 import MAX_RANGES
 from kexecd.errors import HeaderError, KexecdError, SnapshotError, SystemStateError
 from kexecd.image import elfcore, loader
 from kexecd.image.store import MANIFEST, SNAPSHOT, open_snapshot
 from kexecd.system.cpus import MAX_CPUS, parse_cpu_list, read_cpus
 from kexecd.system.iomem import crash_ranges, parse_iomem
 from kexecd.system.kernel import parse_u64, read_kernel_map, read_kexec_state, read_vmcoreinfo
-from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from testbed.images import image, loaded_root

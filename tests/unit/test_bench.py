@@ -10,9 +10,9 @@ import pytest
 from bench import bench_refresh
 from bench.bench_header import main, make_spec, python_build
 from kexecd import core
+from kexecd.arch.x86_64 import MAX_RANGES
 from kexecd.image import loader
 from kexecd.image.store import open_snapshot
-from kexecd.system.kexectools import MAX_RANGES
 from kexecd.system.root import Root
 from testbed.images import loaded_root
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kexecd import core
+from kexecd.arch.x86_64 import MAX_RANGES, MAX_RANGES_OLD, PAGE_OFFSET_PRE_4_20
 from kexecd.errors import SnapshotError, SystemStateError
 from kexecd.image import elfcore, loader, plan
 from kexecd.image.manifest import decode, encode
@@ -21,9 +22,6 @@ from kexecd.model import RangeType
 from kexecd.system.iomem import crash_ranges, parse_iomem
 from kexecd.system.kernel import read_kernel_map, read_kexec_state
 from kexecd.system.kexectools import (
-    MAX_RANGES,
-    MAX_RANGES_OLD,
-    PAGE_OFFSET_PRE_4_20,
     rules_for,
     version_in,
 )

@@ -19,7 +19,7 @@ from kexecd.errors import HeaderError
 from kexecd.loads import Buffer, Segment
 from kexecd.model import RangeType
 
-__all__ = ["X86_64"]
+__all__ = ["FACTS", "MAX_RANGES", "MAX_RANGES_OLD", "PAGE_OFFSET_PRE_4_20", "X86_64"]
 
 # include/uapi/linux/kexec.h KEXEC_ARCH_X86_64; include/uapi/linux/elf-em.h.
 KEXEC_ARCH_X86_64 = 62 << 16
@@ -40,6 +40,10 @@ _ELFCOREHDR = re.compile(rf"(?<!\S){bootparams.ELFCOREHDR}=\S*")
 # arch/x86/include/asm/page_64_types.h __START_KERNEL_map and the 512 MiB
 # get_kernel_vaddr_and_size() searches above it; get_backup_area(): the
 # first RAM range ending at or below 640 KiB.
+MAX_RANGES_OLD = 2050
+MAX_RANGES = 32768
+PAGE_OFFSET_PRE_4_20 = 0xFFFF880000000000
+START_KERNEL_MAP = 0xFFFFFFFF80000000
 FACTS = KexecToolsFacts(
     range_types=MappingProxyType(
         {
@@ -53,9 +57,9 @@ FACTS = KexecToolsFacts(
     ),
     skipped=("GART",),
     max_crash_reserved=8,
-    max_ranges=(2050, 32768),
-    page_offset_fallback=0xFFFF880000000000,
-    kernel_text_map=(0xFFFFFFFF80000000, 512 << 20),
+    max_ranges=(MAX_RANGES_OLD, MAX_RANGES),
+    page_offset_fallback=PAGE_OFFSET_PRE_4_20,
+    kernel_text_map=(START_KERNEL_MAP, 512 << 20),
     kcore_headers=65536,
     backup_limit=0xA0000,
 )
