@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_CORE_NOTE_N_TYPE
 from elftools.elf.segments import NoteSegment
 
-from kexecd.errors import KexecdError
+from kexecd.errors import KexecdError, SnapshotError
 from kexecd.files import write_atomic
 from kexecd.image import elfcore
 from kexecd.image.elfcore import CoreHeader
@@ -24,7 +25,7 @@ from kexecd.system.kexectools import rules_for
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 
-__all__ = ["describe", "render", "run"]
+__all__ = ["Options", "describe", "render", "run"]
 
 _MACHINES = {62: "x86_64", 183: "aarch64", 21: "ppc64", 22: "s390"}
 # include/uapi/linux/elf.h
@@ -140,75 +141,106 @@ def render(d: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-def run(
-    file: str | None,
-    *,
-    system: bool,
-    root: str,
-    template: str | None,
-    backup_start: int | None,
-    kexec_tools: str | None = None,
-    output: str | None = None,
-    as_json: bool,
-    loaded: Path | None = None,
-) -> int:
-    """Carry out ``kexecd inspect``; return the exit code (2 on bad input).
+@dataclass(frozen=True)
+class Options:
+    """What ``kexecd inspect`` shows, as given on the command line.
 
-    :param loaded: the state directory whose loaded header to show, with
-        where it lives (a moved header is not where kexec-tools put it).
+    Exactly one source: ``file`` (a header or a vmcore head), ``system``
+    (the header kexecd would build for the system under ``root``), or
+    ``loaded`` (the state directory whose loaded header to show, with where
+    it lives: a moved header is not where kexec-tools put it).
+
+    :ivar template: with ``system``: the header loaded earlier, to take the
+        kernel text, vmcoreinfo, backup remap and page_offset from.
+    :ivar backup_start: with ``system`` and no template: the backup segment's address.
+    :ivar kexec_tools: with ``system``: build by this kexec-tools version's rules.
+    :ivar output: with ``system``: write the raw header there, show nothing.
     """
-    place: dict[str, int] | None = None
-    try:
-        if loaded is not None:
-            from kexecd.image.record import LOADED_HEADER
-            from kexecd.image.store import Store
 
-            snap = Store(loaded).open()
-            if snap.header is None:
-                print(
-                    f"kexecd inspect: {snap.path}: the loaded image has no ELF core header "
-                    "kexecd can see (kexec_file_load?)",
-                    file=sys.stderr,
-                )
-                return 2
-            data = snap.record.header()
-            header = elfcore.parse(data, str(snap.path / LOADED_HEADER))
-            seg = snap.segments[snap.header]
-            place = {
-                "segment": snap.header,
-                "address": seg.mem,
-                "memsz": seg.memsz,
-                "capacity": snap.header_capacity or 0,
-            }
-            title = (
-                f"loaded header ({snap.path}): segment {snap.header} at {seg.mem:#x}, "
-                f"{seg.memsz} bytes, room for {place['capacity']} program headers"
-            )
-        elif system:
-            state = read_system(Root(root), rules=rules_for(kexec_tools))
-            if template:
-                _, tmpl = elfcore.read_header(template)
-                spec = elfcore.spec_from_template(tmpl, state)
-            else:
-                spec = elfcore.spec_fresh(state, backup_start)
-            data = elfcore.build(spec)
-            header = elfcore.parse(data, "built header")
-            title = f"system under {root}" + (f" (template {template})" if template else "")
-            if output:
-                write_atomic(Path(output), data, durable=False)
-                return 0
+    file: str | None = None
+    system: bool = False
+    loaded: Path | None = None
+    root: str = "/"
+    template: str | None = None
+    backup_start: int | None = None
+    kexec_tools: str | None = None
+    output: str | None = None
+    as_json: bool = False
+
+
+@dataclass(frozen=True)
+class _Shown:
+    data: bytes
+    header: CoreHeader
+    title: str
+    place: dict[str, int] | None = None
+
+
+def run(opts: Options) -> int:
+    """Carry out ``kexecd inspect``; return the exit code (2 on bad input)."""
+    shown: _Shown | None
+    try:
+        if opts.loaded is not None:
+            shown = _loaded(opts.loaded)
+        elif opts.system:
+            shown = _system(opts)
         else:
-            assert file is not None
-            data, header = elfcore.read_header(file)
-            title = file
+            assert opts.file is not None
+            data, header = elfcore.read_header(opts.file)
+            shown = _Shown(data, header, opts.file)
     except KexecdError as e:
         print(f"kexecd inspect: {e}", file=sys.stderr)
         return 2
-    d = describe(data, header)
-    if place is not None:
-        d["place"] = place
-    if as_json:
+    if shown is None:  # written to --output
+        return 0
+    d = describe(shown.data, shown.header)
+    if shown.place is not None:
+        d["place"] = shown.place
+    if opts.as_json:
         print(json.dumps(d, indent=2))
     else:
-        print(render(d, title))
+        print(render(d, shown.title))
     return 0
+
+
+def _loaded(state_dir: Path) -> _Shown:
+    from kexecd.image.record import LOADED_HEADER
+    from kexecd.image.store import Store
+
+    snap = Store(state_dir).open()
+    if snap.header is None:
+        raise SnapshotError(
+            f"{snap.path}: the loaded image has no ELF core header kexecd can see "
+            "(kexec_file_load?)"
+        )
+    data = snap.record.header()
+    header = elfcore.parse(data, str(snap.path / LOADED_HEADER))
+    seg = snap.segments[snap.header]
+    place = {
+        "segment": snap.header,
+        "address": seg.mem,
+        "memsz": seg.memsz,
+        "capacity": snap.header_capacity or 0,
+    }
+    title = (
+        f"loaded header ({snap.path}): segment {snap.header} at {seg.mem:#x}, "
+        f"{seg.memsz} bytes, room for {place['capacity']} program headers"
+    )
+    return _Shown(data, header, title, place)
+
+
+def _system(opts: Options) -> _Shown | None:
+    # The header kexecd would build now; None once written to opts.output.
+    state = read_system(Root(opts.root), rules=rules_for(opts.kexec_tools))
+    if opts.template:
+        _, tmpl = elfcore.read_header(opts.template)
+        spec = elfcore.spec_from_template(tmpl, state)
+    else:
+        spec = elfcore.spec_fresh(state, opts.backup_start)
+    data = elfcore.build(spec)
+    if opts.output:
+        write_atomic(Path(opts.output), data, durable=False)
+        return None
+    header = elfcore.parse(data, "built header")
+    title = f"system under {opts.root}" + (f" (template {opts.template})" if opts.template else "")
+    return _Shown(data, header, title)

@@ -83,29 +83,7 @@ def _image_commands(sub: Any) -> None:
     _state_dir(p)
     p.add_argument("kexec", nargs=argparse.REMAINDER, help="-- kexec -p KERNEL ...")
 
-    p = sub.add_parser(
-        "adopt",
-        help="take over the crash kernel the distro loaded",
-        description="Replay the command the distro loaded the crash kernel with (kdump-tools' "
-        "kexec_cmd, or COMMAND) under the tracer, keep what it loads, and reconcile at once. "
-        "Nothing in the distro's files is changed.",
-    )
-    p.add_argument(
-        "--kexec-cmd",
-        type=Path,
-        metavar="FILE",
-        help="the distro's record of its kexec command (default: the config's kexec_cmd, "
-        "else kdump-tools' $KDUMP_COREDIR/kexec_cmd, /var/crash/kexec_cmd)",
-    )
-    _config(p)
-    _state_dir(p, config=True)
-    _root(p, config=True)
-    p.add_argument(
-        "command_",
-        nargs=argparse.REMAINDER,
-        metavar="-- COMMAND",
-        help="replay this command instead of the distro's record",
-    )
+    _adopt_command(sub)
 
     p = sub.add_parser(
         "refresh",
@@ -133,6 +111,33 @@ def _image_commands(sub: Any) -> None:
         "--capacity", type=_positive, required=True, metavar="N", help="program headers"
     )
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
+
+
+def _adopt_command(sub: Any) -> None:
+    """adopt: take over what the distro loaded."""
+    p = sub.add_parser(
+        "adopt",
+        help="take over the crash kernel the distro loaded",
+        description="Replay the command the distro loaded the crash kernel with (kdump-tools' "
+        "kexec_cmd, or COMMAND) under the tracer, keep what it loads, and reconcile at once. "
+        "Nothing in the distro's files is changed.",
+    )
+    p.add_argument(
+        "--kexec-cmd",
+        type=Path,
+        metavar="FILE",
+        help="the distro's record of its kexec command (default: the config's kexec_cmd, "
+        "else kdump-tools' $KDUMP_COREDIR/kexec_cmd, /var/crash/kexec_cmd)",
+    )
+    _config(p)
+    _state_dir(p, config=True)
+    _root(p, config=True)
+    p.add_argument(
+        "command_",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="replay this command instead of the distro's record",
+    )
 
 
 def _positive(text: str) -> int:
@@ -271,6 +276,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports it
 
 
+def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from kexecd.cli import inspect
+
+    if [bool(args.file), args.system, args.loaded].count(True) != 1:
+        parser.error("inspect takes one of FILE, --system and --loaded")
+    if not args.system and (args.template or args.output or args.backup_start is not None):
+        parser.error("--template, --backup-start and --output go with --system")
+    opts = inspect.Options(
+        file=args.file,
+        system=args.system,
+        loaded=args.state_dir if args.loaded else None,
+        root=args.root,
+        template=args.template,
+        backup_start=args.backup_start,
+        kexec_tools=args.kexec_tools,
+        output=args.output,
+        as_json=args.json,
+    )
+    return inspect.run(opts)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -315,22 +341,6 @@ def _main(argv: Sequence[str] | None) -> int:
             verbose=args.verbose,
         )
     if args.command == "inspect":
-        from kexecd.cli import inspect
-
-        if [bool(args.file), args.system, args.loaded].count(True) != 1:
-            parser.error("inspect takes one of FILE, --system and --loaded")
-        if not args.system and (args.template or args.output or args.backup_start is not None):
-            parser.error("--template, --backup-start and --output go with --system")
-        return inspect.run(
-            args.file,
-            system=args.system,
-            root=args.root,
-            template=args.template,
-            backup_start=args.backup_start,
-            kexec_tools=args.kexec_tools,
-            output=args.output,
-            as_json=args.json,
-            loaded=args.state_dir if args.loaded else None,
-        )
+        return _inspect(parser, args)
     parser.print_help(sys.stderr)
     return 2

@@ -20,12 +20,13 @@ from typing import Any
 
 from kexecd.errors import KexecdError
 from kexecd.image import plan
-from kexecd.image.plan import Action, Plan, Why
+from kexecd.image.plan import Plan
 from kexecd.image.snapshot import Snapshot
 from kexecd.image.store import Store
 from kexecd.model import human
-from kexecd.service import udevmask
+from kexecd.service import udevmask, verdict
 from kexecd.service.statefile import DaemonState, read_state
+from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE, Verdict
 from kexecd.system.kernel import KexecState, read_kexec_state
 from kexecd.system.root import Root
 
@@ -39,7 +40,6 @@ __all__ = [
     "gather",
 ]
 
-EXIT_CURRENT, EXIT_STALE, EXIT_ERROR, EXIT_NOT_LOADED = 0, 1, 2, 3
 #: The version of ``status --json``'s form. It goes up when a field is removed
 #: or renamed, or changes its type or meaning; a field may be added without
 #: it (readers ignore fields they do not know). docs/status.schema.json
@@ -121,12 +121,12 @@ def gather(
         kstate = read_kexec_state(root)
         daemon = read_state(runtime_dir)
     except KexecdError as e:
-        return Status(EXIT_ERROR, f"error: {e}", False, error=str(e))
+        v = verdict.failure(str(e))
+        return Status(v.exit_code, v.headline, False, error=str(e))
     support = _support(kstate)
     if not kstate.crash_loaded:
-        return Status(
-            EXIT_NOT_LOADED, "no crash kernel loaded", False, kernel_support=support, daemon=daemon
-        )
+        v = verdict.not_loaded()
+        return Status(v.exit_code, v.headline, False, kernel_support=support, daemon=daemon)
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon)
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
@@ -136,9 +136,8 @@ def gather(
             snap = store.open()
             _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
     except KexecdError as e:
-        st.exit_code = EXIT_ERROR
-        st.error = str(e)
-        st.verdict = f"error: {e}"
+        v = verdict.failure(str(e))
+        st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
     return st
 
 
@@ -163,9 +162,7 @@ def _render_snapshot(
         # kexecd appended included), where it can be read.
         st.image["cmdline"] = line.text or st.image["cmdline"]
         st.acpi_no_memhotplug = line.no_memhotplug
-        if line.hazard:
-            st.hazards.append(line.hazard)
-    _render_plan(st, p)
+    _render_plan(st, p, verdict.judge(p))
 
 
 def _text(value: object) -> str | None:
@@ -173,16 +170,12 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _render_plan(st: Status, p: Plan) -> None:
-    why = p.decision.why
-    if why is Why.KERNEL_UPDATES:
-        st.current = True
-        st.verdict = "loaded; the kernel keeps the header current"
+def _render_plan(st: Status, p: Plan, v: Verdict) -> None:
+    st.current, st.exit_code, st.verdict = v.in_sync, v.exit_code, v.headline
+    st.hazards += v.hazards
+    st.differences = list(v.differences)
+    if p.target is None or p.wanted is None or v.standing_aside:
         return
-    if why in (Why.FILE_LOAD, Why.NO_HEADER):
-        st.verdict = "loaded; header not visible (kexec_file_load): reloaded whole on change"
-        return
-    assert p.target is not None and p.wanted is not None
     st.header = {
         "cpus": p.cpus,
         "ram_ranges": p.ranges,
@@ -193,33 +186,6 @@ def _render_plan(st: Status, p: Plan) -> None:
         "segment_bytes": p.segment_bytes,
         "address": p.snapshot.segments[p.snapshot.header or 0].mem,
     }
-    cap = p.snapshot.header_capacity or 0
-    if why is Why.TOO_BIG and p.action is Action.RELOCATE:
-        st.hazards.append(f"{p.decision.reason}: the next refresh does it (one kexec_load)")
-    elif why is Why.TOO_BIG:
-        st.hazards.append(f"{p.decision.reason}: the next refresh re-runs kexec")
-    elif p.room is not None and p.room * 10 < cap:
-        st.hazards.append(
-            f"only {p.room} of {cap} program headers free (under 10%): 'kexecd grow "
-            f"--capacity {2 * cap}' makes room ahead of a scale-up"
-        )
-    st.current = p.in_sync
-    if why is Why.UNCERTAIN:
-        st.current = None
-        st.exit_code = EXIT_STALE
-        st.verdict = (
-            "UNCERTAIN: a load was interrupted before it was recorded; the next refresh "
-            "(or the daemon at start) loads the header again"
-        )
-    elif why is Why.CMDLINE and p.cmdline is not None:
-        st.exit_code = EXIT_STALE
-        st.verdict = f"STALE: the next refresh will {p.cmdline.change}"
-    elif not st.current:
-        st.differences = p.diff.lines() if p.diff else []
-        st.exit_code = EXIT_STALE
-        st.verdict = "STALE: the loaded header does not match the system"
-    else:
-        st.verdict = "loaded and current"
 
 
 def daemon_running(state: DaemonState) -> bool:
@@ -246,20 +212,7 @@ _NO_MEMHOTPLUG = {
 def render(st: Status) -> str:
     """The short aligned report a person reads at a glance."""
     rows: list[tuple[str, str]] = [("crash kernel", st.verdict)]
-    if st.image:
-        img = st.image
-        rows.append(
-            ("image", f"{img.get('kernel')}  initrd {img.get('initrd')}  ({img.get('syscall')})")
-        )
-        rows.append(("command line", str(img.get("cmdline"))))
-        note = _NO_MEMHOTPLUG.get(st.acpi_no_memhotplug or "")
-        if note:
-            rows.append(note)
-        rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
-        if img.get("adopted_from"):
-            rows.append(("adopted from", str(img["adopted_from"])))
-        if img.get("header_rules"):
-            rows.append(("built by", str(img["header_rules"])))
+    rows += _image_rows(st)
     if st.header:
         h = st.header
         rows.append(
@@ -273,27 +226,7 @@ def render(st: Status) -> str:
         why = "  (missing from the loaded header)" if diff.startswith("+") else "  (gone)"
         rows.append(("differs", diff + why))
     if st.daemon:
-        d = st.daemon
-        rows.append(
-            (
-                "daemon" if daemon_running(d) else "daemon (gone)",
-                f"pid {d.pid} since {d.started}: {d.events} events, "
-                f"{d.reloads} reloads{f' ({d.moves} moved the header)' if d.moves else ''}, "
-                f"{d.full_reloads} full, {d.skipped} skipped, "
-                f"{d.failed} failed",
-            )
-        )
-        if d.last_event:
-            e = d.last_event
-            rows.append(("last event", f"{e.time} {e.action} {e.devpath}"))
-        if d.last_update:
-            u = d.last_update
-            lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
-            rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
-        if d.last_error:
-            rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
-        if d.retry_in_s and not d.stopped:
-            rows.append(("retry", f"in {d.retry_in_s:.0f} s after the failure (backing off)"))
+        rows += _daemon_rows(st.daemon)
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))
@@ -306,6 +239,48 @@ def render(st: Status) -> str:
     rows.append(("hazards", "none" if not st.hazards else st.hazards[0]))
     rows += [("", h) for h in st.hazards[1:]]
     return "\n".join(f"{k:<15}{v}" for k, v in rows)
+
+
+def _image_rows(st: Status) -> list[tuple[str, str]]:
+    if not st.image:
+        return []
+    img = st.image
+    rows = [
+        ("image", f"{img.get('kernel')}  initrd {img.get('initrd')}  ({img.get('syscall')})"),
+        ("command line", str(img.get("cmdline"))),
+    ]
+    note = _NO_MEMHOTPLUG.get(st.acpi_no_memhotplug or "")
+    if note:
+        rows.append(note)
+    rows.append(("loaded", f"{img.get('loaded')} by {img.get('how')}"))
+    if img.get("adopted_from"):
+        rows.append(("adopted from", str(img["adopted_from"])))
+    if img.get("header_rules"):
+        rows.append(("built by", str(img["header_rules"])))
+    return rows
+
+
+def _daemon_rows(d: DaemonState) -> list[tuple[str, str]]:
+    moved = f" ({d.moves} moved the header)" if d.moves else ""
+    rows = [
+        (
+            "daemon" if daemon_running(d) else "daemon (gone)",
+            f"pid {d.pid} since {d.started}: {d.events} events, {d.reloads} reloads{moved}, "
+            f"{d.full_reloads} full, {d.skipped} skipped, {d.failed} failed",
+        )
+    ]
+    if d.last_event:
+        e = d.last_event
+        rows.append(("last event", f"{e.time} {e.action} {e.devpath}"))
+    if d.last_update:
+        u = d.last_update
+        lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
+        rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
+    if d.last_error:
+        rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
+    if d.retry_in_s and not d.stopped:
+        rows.append(("retry", f"in {d.retry_in_s:.0f} s after the failure (backing off)"))
+    return rows
 
 
 def to_json(st: Status) -> str:

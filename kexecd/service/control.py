@@ -2,9 +2,10 @@
 """The control socket's clients, served from the daemon's loop without blocking it.
 
 One JSON object per line each way: ``{"cmd": "status"}`` or ``{"cmd":
-"refresh"}``. Each client is non-blocking and lives in the daemon's selector;
-a request is at most :data:`MAX_REQUEST` bytes and must arrive within
-:data:`DEADLINE` seconds, and at most :data:`MAX_CLIENTS` are served at once.
+"refresh"}``. Each client is non-blocking and lives in the daemon's loop
+(its deadline a timer there); a request is at most :data:`MAX_REQUEST`
+bytes and must arrive within :data:`DEADLINE` seconds, and at most
+:data:`MAX_CLIENTS` are served at once.
 Nothing a client sends or fails to send can stall or end the daemon: a
 malformed request gets an error reply, a slow or silent one is dropped at its
 deadline, a vanished one is closed. Only root may ask (``SO_PEERCRED``).
@@ -15,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from kexecd.service.loop import Loop, Timer
 
 __all__ = [
     "COMMANDS",
@@ -80,6 +83,7 @@ class Client:
     outbox: bytes = b""
     done: bool = False  # the reply is queued; close once it is sent
     closed: bool = field(default=False, repr=False)
+    timer: Timer | None = field(default=None, repr=False)  # its deadline in the loop
 
     def receive(self) -> bytes | None:
         """Read what is there; the request line once complete, else ``None``.
@@ -134,16 +138,14 @@ class Client:
 
 
 class Server:
-    """The listening socket and its clients, for the daemon's selector.
+    """The listening socket and its clients, in the daemon's loop.
 
     :param answer: the reply to an allowed, parsed command.
     """
 
-    def __init__(
-        self, path: Path, clock: Callable[[], float], answer: Callable[[str], dict[str, object]]
-    ) -> None:
+    def __init__(self, path: Path, loop: Loop, answer: Callable[[str], dict[str, object]]) -> None:
         self.path = path
-        self.clock = clock
+        self.loop = loop
         self.answer = answer
         self.clients: list[Client] = []
         with contextlib.suppress(FileNotFoundError):
@@ -156,29 +158,29 @@ class Server:
             os.umask(old)
         self.sock.listen(8)
         self.sock.setblocking(False)
+        loop.add_reader(self.sock, self.on_connect)
 
-    def deadlines(self) -> list[float]:
-        return [c.deadline for c in self.clients]
-
-    def on_connect(self, sel: selectors.BaseSelector) -> None:
-        """Accept one client; register it (or refuse it) without waiting on it."""
+    def on_connect(self) -> None:
+        """Accept one client; watch it (or refuse it) without waiting on it."""
         try:
             conn, _ = self.sock.accept()
         except OSError:  # BlockingIOError, or the client left already
             return
         conn.setblocking(False)
-        client = Client(conn, self.clock() + DEADLINE)
+        client = Client(conn, self.loop.clock() + DEADLINE)
         if len(self.clients) >= MAX_CLIENTS:
             client.close()
             return
         self.clients.append(client)
+        client.timer = self.loop.call_at(client.deadline, partial(self._drop, client))
+        serve = partial(self.on_client, client)
         if peer_uid(conn) != 0:
             client.reply({"error": "permission denied: root only"})
-            sel.register(conn, selectors.EVENT_WRITE, client)
+            self.loop.add_writer(conn, serve)
         else:
-            sel.register(conn, selectors.EVENT_READ, client)
+            self.loop.add_reader(conn, serve)
 
-    def on_client(self, client: Client, sel: selectors.BaseSelector) -> None:
+    def on_client(self, client: Client) -> None:
         """Read the request, or write the reply, as far as the socket allows now."""
         if client.done:
             client.send()
@@ -190,28 +192,24 @@ class Server:
                 except RequestError as e:
                     client.reply({"error": str(e)})
             if client.done and not client.closed:
-                sel.modify(client.conn, selectors.EVENT_WRITE, client)
+                self.loop.to_writer(client.conn, partial(self.on_client, client))
                 client.send()
         if client.closed:
-            self._drop(client, sel)
+            self._drop(client)
 
-    def expire(self, sel: selectors.BaseSelector) -> None:
-        """Drop the clients past their deadline (silent, slow, or not reading)."""
-        now = self.clock()
-        for client in [c for c in self.clients if now >= c.deadline]:
-            self._drop(client, sel)
-
-    def _drop(self, client: Client, sel: selectors.BaseSelector) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            sel.unregister(client.conn)
+    def _drop(self, client: Client) -> None:
+        # Done, gone, or past its deadline (silent, slow, or not reading).
+        self.loop.remove(client.conn)
+        self.loop.cancel(client.timer)
         if client in self.clients:
             self.clients.remove(client)
         client.close()
 
-    def close(self, sel: selectors.BaseSelector) -> None:
+    def close(self) -> None:
         """Drop every client, close the socket, remove its file."""
         for client in list(self.clients):
-            self._drop(client, sel)
+            self._drop(client)
+        self.loop.remove(self.sock)
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -8,7 +8,10 @@ it off, and a directory that does not exist means off too).
 
 :func:`render` computes nothing: every value is a fact the daemon recorded
 in its :class:`~kexecd.service.statefile.DaemonState` (the same ones
-``kexecd status`` shows) or one of :class:`Host`. The file is replaced by a
+``kexecd status`` shows) or one of :class:`Host`. ``kexecd_in_sync`` is the
+verdict's (:func:`kexecd.service.verdict.judge`), as the daemon's recorder
+keeps it in ``DaemonState.in_sync``: the same verdict as ``STATUS=`` and
+``kexecd status``'s exit code. The file is replaced by a
 rename (mode 0644: node exporter runs as ``prometheus``) only when a value
 changed, and at least every :data:`HEARTBEAT` seconds, with
 ``kexecd_heartbeat_timestamp_seconds``: a file written only on change never

@@ -20,6 +20,7 @@ __all__ = [
     "read_kernel_map",
     "read_kexec_state",
     "read_lockdown",
+    "read_memory_block_size",
     "read_uevent_seqnum",
     "read_vmcoreinfo",
 ]
@@ -59,6 +60,12 @@ class KexecState:
         ``KEXEC_UPDATE_ELFCOREHDR``).
         """
         return bool(self.cpu_crash_hotplug or self.memory_crash_hotplug)
+
+    @property
+    def crash_hotplug(self) -> bool:
+        """The kernel has crash hotplug (Linux 6.6+: a ``crash_hotplug`` file),
+        active for this image or not: it may keep a header, and drop an update."""
+        return self.cpu_crash_hotplug is not None or self.memory_crash_hotplug is not None
 
     def kernel_updating(self) -> KexecState:
         """This state with ``crash_hotplug`` read as 1 wherever the kernel has
@@ -217,6 +224,17 @@ def read_kexec_state(root: Root) -> KexecState:
         elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),
         uevent_seqnum=_int(root, "sys/kernel/uevent_seqnum") or 0,
     )
+
+
+def read_memory_block_size(root: Root) -> int | None:
+    """The size of one memory block device, in bytes; ``None`` without memory hotplug.
+
+    drivers/base/memory.c: ``block_size_bytes`` is hex without ``0x``
+    (memory block ``N`` spans ``N * size`` to ``(N + 1) * size - 1``).
+
+    :raises SystemStateError: the file does not hold a hex number.
+    """
+    return _int(root, "sys/devices/system/memory/block_size_bytes", base=16)
 
 
 def read_uevent_seqnum(root: Root) -> int:

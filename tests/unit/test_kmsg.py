@@ -141,7 +141,9 @@ def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
     t = threading.Thread(target=log_it)
     t.start()
     try:
-        run_until(daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.kernel_missed)
+        run_until(
+            daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.session.kernel_missed
+        )
     finally:
         t.join()
         for fd in writer:
@@ -158,16 +160,17 @@ def test_unreadable_log_is_dropped_not_fatal(tmp_path: Path) -> None:
     cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
     daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
     watch = KmsgWatch(os.open(tmp_path, os.O_RDONLY))
-    sel = selectors.SelectSelector()  # epoll takes no directory
-    sel.register(watch.fd, selectors.EVENT_READ, watch)
+    daemon.loop.open(selectors.SelectSelector())  # epoll takes no directory
+    daemon.loop.add_reader(watch.fd, lambda: daemon.read_kernel_log(watch))
     other = KmsgWatch(os.open(tmp_path, os.O_RDONLY))
     with pytest.raises(IsADirectoryError):
         other.drain()
     other.close()
-    daemon._dispatch(watch, None, sel, None, -1)  # type: ignore[arg-type]
-    assert watch.fd == -1 and not sel.get_map()
+    daemon.loop.run_once()  # the directory reads as ready; its read fails
+    assert watch.fd == -1 and daemon.loop.watched() == 0
+    daemon.loop.close()
     watch.close()  # again: nothing to do
-    assert not daemon.kernel_missed
+    assert not daemon.session.kernel_missed
 
 
 @pytest.mark.parametrize(

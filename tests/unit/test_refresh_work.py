@@ -32,10 +32,10 @@ def watched(tmp_path: Path) -> Iterator[tuple[Daemon, Config, Path]]:
     """A daemon with its snapshot watch running, as ``run()`` starts it."""
     cfg = daemon_env(tmp_path, settle_ms=100, max_delay_ms=1000)
     d = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
-    d.snapshot_watch = SnapshotWatch.start(cfg.state_dir)
-    assert d.snapshot_watch is not None
+    d.session.watch = SnapshotWatch.start(cfg.state_dir)
+    assert d.session.watch is not None
     yield d, cfg, tmp_path
-    d.snapshot_watch.close()
+    d.session.watch.close()
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[object]:

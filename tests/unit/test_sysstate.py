@@ -167,3 +167,20 @@ def test_kexec_state(tmp_path: Path) -> None:
     assert st.cpu_crash_hotplug is None and st.memory_crash_hotplug is None
     (root / "sys/devices/system/cpu/crash_hotplug").write_text("1\n")
     assert read_kexec_state(Root(root)).cpu_crash_hotplug is True
+
+
+def test_memory_block_size_and_crash_hotplug(tmp_path: Path) -> None:
+    from kexecd.system.kernel import read_memory_block_size
+
+    root = Root(DATA / "boot" / "root")
+    assert read_memory_block_size(root) == 0x8000000  # 128 MiB blocks
+    assert not read_kexec_state(root).crash_hotplug  # Linux 6.1: no crash_hotplug file
+    bare = tmp_path / "root"
+    (bare / "sys/devices/system/memory").mkdir(parents=True)
+    assert read_memory_block_size(Root(bare)) is None
+    (bare / "sys/devices/system/memory/block_size_bytes").write_text("lots\n")
+    with pytest.raises(SystemStateError, match="block_size_bytes: cannot parse 'lots'"):
+        read_memory_block_size(Root(bare))
+    (bare / "sys/devices/system/memory/crash_hotplug").write_text("0\n")
+    state = read_kexec_state(Root(bare))
+    assert state.crash_hotplug and not state.kernel_updates  # there, not active
