@@ -120,36 +120,38 @@ class Hotplug:
                 f"the guest refused the CPU {dev_id}: _OST status {status:#x}\n"
                 + "\n".join(dmesg[-8:])
             )
+        cpu = self._registered_cpu(before, dev_id, timeout)
+        self.cpu_devices[cpu] = dev_id
+        self._cpu_acpi_slots[dev_id] = ost["data"]["info"]["slot"]
+        if self.agent.read(_cpu_sysfs(cpu, "online")).strip() != "0":
+            self.set_cpu_online(cpu, False)
+        return cpu
+
+    def _registered_cpu(self, before: set[int], dev_id: str, timeout: float) -> int:
+        """The number of the CPU ``dev_id`` once it is present beyond ``before``
+        and can be onlined (``cpuN/online`` exists)."""
         deadline = time.monotonic() + timeout
         look = time.monotonic() + 2.0  # when to read dmesg for the refusal below
         while True:
             new = sorted(set(self.present_cpus()) - before)
-            if (
-                new
-                and self.agent.run(["test", "-e", _cpu_sysfs(new[0], "online")], check=False).rc
-                == 0
-            ):
-                cpu = new[0]
-                break
+            online = _cpu_sysfs(new[0], "online") if new else ""
+            if new and self.agent.run(["test", "-e", online], check=False).rc == 0:
+                return new[0]
             if not new and look and time.monotonic() > look:
                 look = 0.0
                 # The processor driver's failure does not fail the ACPI scan,
                 # so _OST says 0 (seen on 6.12 without the table upgrade).
                 if "Unable to map lapic to logical cpu number" in self.agent.sh("dmesg"):
                     raise self.agent.fail(
-                        f"the guest's kernel has no hot-pluggable CPU for {dev_id} ('Unable to "
-                        "map lapic'): boot a 6.12 guest with acpi_upgrade (testbed/acpi.py)"
+                        f"the guest's kernel has no hot-pluggable CPU for {dev_id} ('Unable "
+                        "to map lapic'): boot a 6.12 guest with Machine.acpi_upgrade "
+                        "(testbed/acpi.py)"
                     )
             if time.monotonic() > deadline:
                 raise self.agent.fail(
                     f"the guest did not register the CPU {dev_id} within {timeout} s"
                 )
             time.sleep(0.2)
-        self.cpu_devices[cpu] = dev_id
-        self._cpu_acpi_slots[dev_id] = ost["data"]["info"]["slot"]
-        if self.agent.read(_cpu_sysfs(cpu, "online")).strip() != "0":
-            self.set_cpu_online(cpu, False)
-        return cpu
 
     def hot_remove_cpu(self, cpu: int, timeout: float = 60.0) -> None:
         """Offline a hot-added CPU, unplug it, wait until the guest has ejected
