@@ -176,7 +176,7 @@ def p1_p4(n: int = 9, idle_seconds: float = 30.0) -> dict[str, Any]:
 
 def _burst(g: Guest, dimms: int, dimm_mib: int) -> list[tuple[int, int]]:
     ranges = g.hot_add_memories([dimm_mib] * dimms)
-    blocks = [b for s, e in ranges for b in g._blocks(s, e)]
+    blocks = [b for s, e in ranges for b in g.memory_blocks(s, e)]
     g.sh(
         "for b in " + " ".join(map(str, blocks)) + "; do "
         "echo online_movable > /sys/devices/system/memory/memory$b/state & done; wait",
@@ -273,7 +273,7 @@ print(time.monotonic() - t)
 
 def _timed_online(g: Guest, start: int, end: int) -> float:
     """Seconds the kernel takes to online one block (one write to its state)."""
-    (block,) = g._blocks(start, end)
+    (block,) = g.memory_blocks(start, end)
     out = g.python("-c", _ONLINE, f"/sys/devices/system/memory/memory{block}/state").stdout
     return float(out)
 

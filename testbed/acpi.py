@@ -27,7 +27,7 @@ arch/x86/kernel/acpi/boot.c), which splits a System RAM range in /proc/iomem.
 The upgraded tables are QEMU's own (they depend on the machine's shape),
 read once from a guest and kept in ``cache_dir()/acpi/<key>/`` (see
 :func:`shape_key`); this module patches them and packs the cpio. Nothing
-here runs QEMU: :mod:`testbed.vm` does.
+here runs QEMU: :mod:`testbed.boot` does.
 """
 
 from __future__ import annotations

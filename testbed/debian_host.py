@@ -35,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import assets, debpkg
-from testbed.vm import Guest, Machine, TestbedError, _new_run_dir, launch
+from testbed.boot import launch, new_run_dir
+from testbed.guest import Guest
+from testbed.qemu import BootSpec, Machine
+from testbed.transport import TestbedError
 
 SUITE = "bookworm"
 MIRRORS = (
@@ -315,21 +318,17 @@ def boot_host(
     :param append: more kernel parameters (``systemd.mask=kexecd.service``, say).
     The copy is ``RUN_DIR/disk.img``; read it with :func:`read_crash_dir`.
     """
-    run_dir = _new_run_dir(name)
+    run_dir = new_run_dir(name)
     disk = run_dir / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
-    cmdline = ["root=/dev/vda", "rw", "console=ttyS0", *append]
-    devices = ["-drive", f"file={disk},format=raw,if=virtio,cache=unsafe"]
-    return launch(
-        name,
-        run_dir,
+    spec = BootSpec(
         machine or Machine(),
         image.kernel,
         image.initrd,
-        cmdline,
-        devices,
-        timeout,
+        append=("root=/dev/vda", "rw", "console=ttyS0", *append),
+        devices=("-drive", f"file={disk},format=raw,if=virtio,cache=unsafe"),
     )
+    return launch(name, run_dir, spec, timeout)
 
 
 def read_crash_dir(disk: Path, out: Path) -> Path:

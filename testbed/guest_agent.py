@@ -43,6 +43,12 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+    if (REPO / "kexecd").is_dir():
+        # The checkout the agent runs from is the kexecd under test, for the
+        # venv's console scripts too: an editable install may point at
+        # another checkout of the same venv (a git worktree's). The Debian
+        # host's agent directory holds no kexecd: its .deb's stays in use.
+        env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
 

@@ -84,7 +84,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 # The test bed's own boot parameters that name paths of the machine that ran
-# it (testbed/vm.py boot()); a capture must not carry them.
+# it (testbed/boot.py boot()); a capture must not carry them.
 HOST_PATH_PARAMS = ("kexecd.share", "kexecd.python", "kexecd.agent")
 
 

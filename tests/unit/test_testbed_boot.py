@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from testbed import vm
+from testbed import boot
+from testbed.qemu import BootSpec, Machine
+from testbed.transport import TestbedError
 
 # The panic seen in CI (6.12.95, 2 vCPUs, TCG), cut to the lines that matter.
 OOPS = """\
@@ -25,26 +27,26 @@ OOPS = """\
 def test_boot_panic_names_the_first_oops(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text(OOPS)
-    assert vm.boot_panic(log) == "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"
+    assert boot.boot_panic(log) == "Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"
 
 
 def test_boot_panic_without_an_oops_names_the_panic(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text("[    2.1] Kernel panic - not syncing: No working init found.\n")
-    assert vm.boot_panic(log) == "Kernel panic - not syncing: No working init found."
+    assert boot.boot_panic(log) == "Kernel panic - not syncing: No working init found."
 
 
 def test_a_console_without_a_panic_is_not_one(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text("[    1.0] Oops: this word alone is not a panic\n[    2.0] login:\n")
-    assert vm.boot_panic(log) is None
-    assert vm.boot_panic(tmp_path / "missing.log") is None
+    assert boot.boot_panic(log) is None
+    assert boot.boot_panic(tmp_path / "missing.log") is None
 
 
 def test_keep_logs_moves_each_log_aside(tmp_path: Path) -> None:
     for log in ("console.log", "qmp.log", "ttyS1.out"):
         (tmp_path / log).write_text(log)
-    kept = vm._keep_logs(tmp_path, "boot1")
+    kept = boot._keep_logs(tmp_path, "boot1")
     assert kept == tmp_path / "console.boot1.log"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "console.boot1.log",
@@ -72,29 +74,23 @@ class _Starts:
 
 
 def _launch(tmp_path: Path) -> Any:
-    return vm.launch(
-        "t",
-        tmp_path,
-        vm.Machine(),
-        None,
-        tmp_path / "initrd",
-        [],
-        [],
-        1.0,  # type: ignore[arg-type]
-    )
+    spec = BootSpec(Machine(), None, tmp_path / "initrd")  # type: ignore[arg-type]
+    return boot.launch("t", tmp_path, spec, 1.0)
 
 
 @pytest.fixture
 def no_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm, "qemu_argv", lambda *a: ["qemu-system-x86_64"])
+    monkeypatch.setattr(boot, "qemu_argv", lambda *a: ["qemu-system-x86_64"])
 
 
 @pytest.mark.usefixtures("no_qemu")
 def test_a_boot_that_panics_is_tried_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    starts = _Starts(tmp_path, [vm.GuestBootPanic("agent gone", "Oops: int3", tmp_path), "guest"])
-    monkeypatch.setattr(vm, "_start", starts)
+    starts = _Starts(
+        tmp_path, [boot.GuestBootPanic("agent gone", "Oops: int3", tmp_path), "guest"]
+    )
+    monkeypatch.setattr(boot, "_start", starts)
     assert _launch(tmp_path) == "guest"
     assert starts.calls == 2
     assert (tmp_path / "console.boot1.log").read_text() == "boot 1\n"
@@ -107,22 +103,22 @@ def test_a_second_panic_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     starts = _Starts(
         tmp_path,
         [
-            vm.GuestBootPanic("first", "Oops: a", tmp_path),
-            vm.GuestBootPanic("second", "Oops: b", tmp_path),
+            boot.GuestBootPanic("first", "Oops: a", tmp_path),
+            boot.GuestBootPanic("second", "Oops: b", tmp_path),
         ],
     )
-    monkeypatch.setattr(vm, "_start", starts)
-    with pytest.raises(vm.GuestBootPanic, match="second"):
+    monkeypatch.setattr(boot, "_start", starts)
+    with pytest.raises(boot.GuestBootPanic, match="second"):
         _launch(tmp_path)
-    assert starts.calls == vm.BOOT_ATTEMPTS
+    assert starts.calls == boot.BOOT_ATTEMPTS
 
 
 @pytest.mark.usefixtures("no_qemu")
 def test_other_boot_failures_are_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    starts = _Starts(tmp_path, [vm.TestbedError("the guest agent did not answer"), "guest"])
-    monkeypatch.setattr(vm, "_start", starts)
-    with pytest.raises(vm.TestbedError, match="did not answer"):
+    starts = _Starts(tmp_path, [TestbedError("the guest agent did not answer"), "guest"])
+    monkeypatch.setattr(boot, "_start", starts)
+    with pytest.raises(TestbedError, match="did not answer"):
         _launch(tmp_path)
     assert starts.calls == 1

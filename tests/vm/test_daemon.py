@@ -53,7 +53,7 @@ def test_burst_of_sixteen_blocks_is_at_most_two_reloads(guest: Guest) -> None:
     guest.kexecd_load(STATE)
     guest.start_daemon(STATE)
     dimms = [guest.hot_add_memory(1024) for _ in range(2)]
-    blocks = [b for s, e in dimms for b in guest._blocks(s, e)]
+    blocks = [b for s, e in dimms for b in guest.memory_blocks(s, e)]
     assert len(blocks) == 16
     guest.sh(
         "for b in " + " ".join(map(str, blocks)) + "; do "

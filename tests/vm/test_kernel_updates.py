@@ -23,7 +23,7 @@ def test_dropped_kernel_update_is_repaired(guest_612: Guest) -> None:
     assert g.read("/sys/devices/system/memory/crash_hotplug").strip() == "1"
     g.start_daemon(STATE)
     ranges = g.hot_add_memories([256] * 6)
-    blocks = [b for s, e in ranges for b in g._blocks(s, e)]
+    blocks = [b for s, e in ranges for b in g.memory_blocks(s, e)]
     # Another program loading and unloading a kexec reboot kernel holds the
     # kexec lock, so some of the kernel's own updates fail while blocks come online.
     g.sh(

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from testbed import acpi
-from testbed.vm import Guest, GuestBootPanic, TestbedError, boot, read_acpi_tables
+from testbed.vm import Guest, GuestBootPanic, Machine, TestbedError, boot, read_acpi_tables
 
 pytestmark = pytest.mark.vm
 
@@ -105,7 +105,7 @@ def test_cpu_hot_add_and_remove_on_612(guest_612: Guest) -> None:
 
 def test_612_without_the_upgrade_cannot_hot_add_a_cpu(request: pytest.FixtureRequest) -> None:
     # The control: QEMU 7.2's own tables (FADT revision 3), TCG, Linux 6.12.
-    g = boot(request.node.name, kernel_version="6.12", acpi_upgrade=False)
+    g = boot(request.node.name, Machine(acpi_upgrade=False), kernel_version="6.12")
     try:
         assert g.acpi_key is None
         assert "Allowing 2 present CPUs plus 0 hotplug CPUs" in g.sh("dmesg")
