@@ -242,6 +242,17 @@ def test_any_corruption_is_read_or_refused(data: st.DataObject) -> None:
         for props in tree.nodes.values():
             for p in props.values():
                 assert 0 <= p.offset <= p.offset + p.length <= len(tree.blob)
+    segs = image(bytes(blob[:cut]))
+    for call in (AARCH64.find_cmdline, AARCH64.header_holes):
+        try:
+            call(segs)
+        except (HeaderError, CmdlineError) as e:
+            assert "\n" not in str(e)
+    try:
+        AARCH64.repoint(segs, 4, (0x6FFFD000, 0x6FFFF000))
+        AARCH64.resize(segs, 4, 0x800)
+    except HeaderError as e:
+        assert "\n" not in str(e)
 
 
 _VALID = compile_dts(dts())
@@ -335,6 +346,8 @@ def test_header_holes_are_the_usable_memory_ranges() -> None:
         CRASH,
         (1 << 32, (1 << 32) + 0x20000000),
     ]
+    three = dts(usable=f"0x0 {CRASH[0]:#x} 0x0 0x10000000 0x1 0x0 0x0 0x1000 0x2 0x0 0x0 0x1000")
+    assert len(AARCH64.header_holes(image(compile_dts(three)))) == 2  # what Linux reads
     one = dts(cells=(1, 1), elfcorehdr=f"{HDR_MEM:#x} 0x400", usable="0x60000000 0x10000000")
     assert AARCH64.header_holes(image(compile_dts(one))) == [CRASH]
     for bad, message in (

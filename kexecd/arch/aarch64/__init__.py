@@ -18,9 +18,12 @@ area). The DTB (kexec/arch/arm64/kexec-arm64.c setup_2nd_dtb(), from
 Address and size are ``#address-cells`` and ``#size-cells`` of the root
 (get_cells_size(); 1 each when absent, as in Linux's dt_root_*_cells), which
 kexec-tools checks the values fit (cells_size_fitted()). The capture kernel
-(Linux drivers/of/fdt.c early_init_dt_check_for_elfcorehdr(),
-fdt_reserve_elfcorehdr()) reserves exactly the size the DTB gives, so a
-header that grows in place must have that size rewritten too (:meth:`resize`).
+(Linux drivers/of/fdt.c early_init_dt_check_for_elfcorehdr() and
+fdt_reserve_elfcorehdr(); arch/arm64/mm/init.c reserve_elfcorehdr() in older
+kernels) reserves exactly the size the DTB gives, so a header that grows in
+place must have that size rewritten too (:meth:`resize`). Of
+``linux,usable-memory-range`` it takes the first two ranges
+(early_init_dt_check_for_usable_mem_range(), MAX_USABLE_RANGES).
 
 The blob is ``fdt_pack()``ed: every rewrite here is of cells of the same size,
 in a copy of the same length (:mod:`.fdt`).
@@ -51,6 +54,8 @@ HEADER_ALIGN = 1024
 MIN_HEADER_MEMSZ = PAGE
 # arch/arm64/include/uapi/asm/setup.h (kexec-tools kexec-arm64.h too).
 COMMAND_LINE_SIZE = 2048
+# Linux drivers/of/fdt.c: the usable memory ranges a crash kernel takes.
+MAX_USABLE_RANGES = 2
 
 # kexec-tools kexec-arm64.c get_page_offset(): since Linux 5.4 the kernel image
 # is above UINT64_MAX << (VA_BITS - 1) and the linear map below it; with
@@ -227,7 +232,8 @@ class _AArch64:
 
     def header_holes(self, segments: Sequence[Segment]) -> list[tuple[int, int]]:
         _, tree = _dtb(segments)
-        return [(start, start + size) for start, size in _ranges(tree, _USABLE)]
+        ranges = _ranges(tree, _USABLE)[:MAX_USABLE_RANGES]
+        return [(start, start + size) for start, size in ranges]
 
     def repoint(
         self, segments: Sequence[Segment], header: int, new: tuple[int, int]
