@@ -276,13 +276,16 @@ def test_flags_and_machine_name_aarch64() -> None:
 
 
 def test_kexec_tools_rules_on_arm64() -> None:
-    old, new = rules_for("2.0.24", AARCH64), rules_for("2.0.25", AARCH64)
+    old, new = rules_for("2.0.20", AARCH64), rules_for("2.0.21", AARCH64)
     assert (old.max_ranges, new.max_ranges, rules_for(None, AARCH64).max_ranges) == (
         32,
-        32768,
-        32768,
+        0xFFFFFFFF,  # a growing array since 2.0.21
+        0xFFFFFFFF,
     )
-    for rules in (old, new, rules_for("2.0.20", AARCH64)):
+    assert not old.page_offset_symbol and new.describe().startswith(
+        "kexec-tools 2.0.21: 'System RAM' only"
+    )
+    for rules in (old, new, rules_for("2.0.25", AARCH64)):
         assert rules.is_ram("System RAM")
         assert not rules.is_ram("System RAM (virtio_mem)")
     # x86's rules are as before.

@@ -63,24 +63,29 @@ MAX_USABLE_RANGES = 2
 # (modules, the kimage at KIMAGE_VADDR, vmalloc): the kernel text PT_LOAD is the
 # only one a kexec-tools header puts there.
 KIMAGE_REGION = (0xFFFF800000000000, 1 << 47)
-# crashdump-arm64.h CRASH_MAX_MEMORY_RANGES: 32 before 2.0.25 (commit
-# 1b87ea9 "increase CRASH_MAX_MEMORY_RANGES to 32k"), CRASH_MAX_RESERVED_RANGES
-# (a low and a high "Crash kernel"). iomem_range_callback() compares the names
-# with "System RAM\n" (iomem.h, the newline included): exactly that name, in
-# every version; nothing else is collected and nothing is cut but "Crash
-# kernel". Without a _text symbol get_page_offset() fails and the header is
-# written with page_offset 0 (no constant to fall back on). No backup area.
+# crashdump-arm64.c: 2.0.20 collects at most CRASH_MAX_MEMORY_RANGES = 32
+# ranges (a fixed array; kexec-iomem.c stops reading at the first that does not
+# fit); since 2.0.21 (commit 2572b8d "deal with a lot of resource entries in
+# /proc/iomem") mem_regions_alloc_and_add() grows the array, so the only bound
+# is its unsigned int count (2.0.25 raised the constant, 1b87ea9, but nothing
+# reads it any more). At most CRASH_MAX_RESERVED_RANGES "Crash kernel" ranges
+# (a low and a high one; one before 2.0.24, b5a34a2). iomem_range_callback()
+# compares the names with "System RAM\n" (iomem.h, the newline included):
+# exactly that name, in every version; nothing else is collected and nothing
+# is cut but "Crash kernel". Without a _text symbol get_page_offset() fails and
+# the header is written with page_offset 0 (no constant to fall back on). No
+# backup area.
 FACTS = KexecToolsFacts(
     range_types=MappingProxyType({}),
     skipped=(),
     max_crash_reserved=2,
-    max_ranges=(32, 32768),
+    max_ranges=(32, 0xFFFFFFFF),
     page_offset_fallback=0,
     kernel_text_map=KIMAGE_REGION,
-    kcore_headers=65536,
+    kcore_headers=65536,  # crashdump.h KCORE_ELF_HEADERS_SIZE, as on x86
     backup_limit=0,
     ram_exact=True,
-    ranges_raised_in=(2, 0, 25),
+    ranges_raised_in=(2, 0, 21),
 )
 
 _CHOSEN = "/chosen"
