@@ -9,7 +9,8 @@ e820 map; arm64: the DTB's ``/chosen``), the header's size and placement
 rules, and kexec-tools' per-architecture rules for reading the system. Plan,
 loader and relocation hold no architecture conditionals: they call this.
 
-x86_64 is the first implementation (:mod:`kexecd.arch.x86_64`).
+x86_64 is the first implementation (:mod:`kexecd.arch.x86_64`), aarch64 the
+second (:mod:`kexecd.arch.aarch64`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class KexecToolsFacts:
     :ivar kernel_text_map: where the kernel text is mapped, and how far.
     :ivar kcore_headers: the most of ``/proc/kcore`` it reads.
     :ivar backup_limit: the low memory purgatory copies aside (0: none).
+    :ivar ram_exact: RAM is only lines named exactly ``System RAM`` in every
+        version (arm64); else it is the version's rule
+        (:class:`kexecd.system.kexectools.HeaderRules`).
+    :ivar ranges_raised_in: the version that raised ``max_ranges``.
     """
 
     range_types: Mapping[str, RangeType]
@@ -79,6 +84,8 @@ class KexecToolsFacts:
     kernel_text_map: tuple[int, int]
     kcore_headers: int
     backup_limit: int
+    ram_exact: bool = False
+    ranges_raised_in: tuple[int, int, int] = (2, 0, 22)
 
 
 class Arch(Protocol):
@@ -121,11 +128,20 @@ class Arch(Protocol):
         :raises HeaderError, CmdlineError: they cannot be rewritten.
         """
 
+    def resize(self, segments: Sequence[Segment], header: int, size: int) -> dict[int, bytes]:
+        """The boot segment(s) rewritten to give the header, where it is,
+        ``size`` bytes (for a header rewritten in place); empty when the boot
+        segment names no size (x86's ``elfcorehdr=``).
+
+        :raises HeaderError, CmdlineError: they cannot be rewritten.
+        """
+
 
 def _known() -> dict[int, Arch]:
+    from kexecd.arch.aarch64 import AARCH64
     from kexecd.arch.x86_64 import X86_64
 
-    return {X86_64.kexec_arch: X86_64}
+    return {X86_64.kexec_arch: X86_64, AARCH64.kexec_arch: AARCH64}
 
 
 def host() -> Arch:

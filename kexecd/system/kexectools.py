@@ -94,9 +94,13 @@ def rules_for(version: str | None, arch: Arch | None = None) -> HeaderRules:
     on an architecture (default: this machine's)."""
     arch = arch or host()
     parsed = None if version is None else _parse(version)
+    facts = arch.kexec_tools
     old = parsed is not None and parsed < _NEW_RULES
-    limit = arch.kexec_tools.max_ranges[0 if old else 1]
-    return HeaderRules(version if parsed else None, old, limit, old, arch)
+    few = parsed is not None and parsed < facts.ranges_raised_in
+    limit = facts.max_ranges[0 if few else 1]
+    # Only an architecture with a fallback constant (x86) ever used it.
+    symbol = old and bool(facts.page_offset_fallback)
+    return HeaderRules(version if parsed else None, old or facts.ram_exact, limit, symbol, arch)
 
 
 def version_in(program: bytes | None) -> str | None:

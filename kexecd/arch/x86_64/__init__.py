@@ -95,6 +95,10 @@ class _X86_64:
         setup = self.map_moved(setup, segments[header], new)
         return {line.segment: setup}
 
+    def resize(self, segments: Sequence[Segment], header: int, size: int) -> dict[int, bytes]:
+        # elfcorehdr= names the address only; the e820 hole is memsz, not size.
+        return {}
+
     def line_moved(self, setup: Buffer, line: CommandLine, mem: int) -> bytes:
         """The boot parameters with ``elfcorehdr=`` naming ``mem``
         (crashdump-x86.c cmdline_add_elfcorehdr(): KiB, decimal, so no leading
