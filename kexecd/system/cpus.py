@@ -16,9 +16,10 @@ __all__ = ["MAX_CPUS", "CpuNote", "Cpus", "cpu_limit", "parse_cpu_list", "read_c
 CPU_DIR = "sys/devices/system/cpu"
 # kexec-tools crashdump.c: MAX_NOTE_BYTES, used when crash_notes_size is absent.
 DEFAULT_NOTE_SIZE = 1024
-# The most CPU ids kexecd takes: x86_64's largest NR_CPUS (CONFIG_MAXSMP), so
-# that a bad cpu/possible cannot make kexecd allocate without bound. Below it,
-# the kernel's own limit, cpu/kernel_max (NR_CPUS - 1), is the bound.
+# The most CPU ids kexecd takes, on any architecture: the largest NR_CPUS of
+# those it loads for (x86_64's CONFIG_MAXSMP 8192; arm64's is 4096), so that a
+# bad cpu/possible cannot make kexecd allocate without bound. Below it, the
+# kernel's own limit, cpu/kernel_max (NR_CPUS - 1), is the bound.
 MAX_CPUS = 8192
 
 _PART = re.compile(r"([0-9]+)(?:-([0-9]+))?")
@@ -95,7 +96,7 @@ def parse_cpu_list(text: str, path: str = "cpu list", limit: int = MAX_CPUS) -> 
 
 def _limit_why(limit: int) -> str:
     if limit == MAX_CPUS:
-        return f"kexecd takes at most {MAX_CPUS} CPUs, x86_64's largest NR_CPUS"
+        return f"kexecd takes at most {MAX_CPUS} CPUs, the largest NR_CPUS it knows"
     return "cpu/kernel_max says so"
 
 
