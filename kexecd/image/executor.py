@@ -80,6 +80,12 @@ def image_with(
     segs[snap.header] = replace(segs[snap.header], buf=header)
     loc = snap.digest
     changed = [snap.header] if loc is not None and loc.header_hashed else []
+    # What names the header's size (arm64: the DTB's linux,elfcorehdr, which
+    # the capture kernel reserves exactly; x86: nothing).
+    for i, buf in snap.arch.resize(segs, snap.header, len(header)).items():
+        if bytes(buf) != bytes(segs[i].buf):
+            segs[i] = replace(segs[i], buf=buf)
+            changed.append(i)
     if words:
         found = None if line is None else line.found
         if found is None or loc is None:

@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,9 @@ from kexecd.arch.aarch64 import AARCH64, KEXEC_ARCH_AARCH64, fdt
 from kexecd.arch.x86_64 import X86_64
 from kexecd.errors import CmdlineError, HeaderError
 from kexecd.image import purgatory, relocate
-from kexecd.loads import Segment
+from kexecd.image.executor import image_with
+from kexecd.image.store import Origin, Store
+from kexecd.loads import LoadCapture, Segment
 from kexecd.system.kexectools import rules_for
 from tests import elfwriter
 
@@ -426,3 +429,27 @@ def test_relocated_moves_the_header_and_rewrites_dtb_and_purgatory() -> None:
     regions = b"".join(struct.pack("<QQ", s.mem, s.memsz) for i, s in enumerate(new) if i != 3)
     assert p[loc.regions_offset : loc.regions_offset + 256] == regions.ljust(256, b"\0")
     assert purgatory.locate(list(new), 3, 4, setup=2) is not None
+
+
+def test_a_longer_header_in_place_rewrites_the_dtb_size_and_the_digest(tmp_path: Path) -> None:
+    # The header grows within its page: the capture kernel reserves exactly
+    # what linux,elfcorehdr says, so its size cell follows, and purgatory's
+    # digest covers the rewritten DTB too (it hashes every segment).
+    segs = with_purgatory(image(_VALID))
+    cap = LoadCapture.one_load(segs[3].mem, KEXEC_ARCH_AARCH64 | 1, segs)
+    snap = Store(tmp_path / "state").create(cap, Origin(["kexec", "-p", "Image"]))
+    assert snap.arch is AARCH64 and snap.header == 4 and snap.digest is not None
+    header = elfwriter.core([elfwriter.Ph(elfwriter.PT_LOAD)] * 20, size=0x800)
+    new, digest = image_with(snap, None, header, ())
+    assert chosen_prop(decompile(bytes(new[2].buf)), "linux,elfcorehdr") == (
+        f"<0x00 {HDR_MEM:#x} 0x00 0x800>"
+    )
+    h = hashlib.sha256()
+    for i, s in enumerate(new):
+        if i != 3:
+            h.update(bytes(s.buf) + bytes(s.memsz - len(s.buf)))
+    assert digest == h.digest()
+    assert bytes(new[3].buf)[snap.digest.digest_offset :][:32] == h.digest()
+    # The same size: the DTB is left as it was.
+    same, _ = image_with(snap, None, bytes(segs[4].buf), ())
+    assert same[2] is snap.segments[2]
