@@ -66,15 +66,6 @@ class Refresher:
         """The snapshot's files changed (or may have): open and hash them again."""
         self.snapshot, self.verified = None, False
 
-    def plan(self, request: Request = ASKED, spans: Spans | None = None) -> Plan:
-        """The plan, without carrying it out (``kexecd status``); holds the lock shared.
-
-        :raises SnapshotError, SystemStateError, HeaderError: as :func:`make`.
-        """
-        with self.store.locked(shared=True):
-            snap = self._open()
-            return make(snap, self.deps.root, request, self.policy, spans=spans)
-
     def refresh(self, request: Request = ASKED, spans: Spans | None = None) -> RefreshResult:
         """Make the plan and carry it out, under the state directory's lock.
 
