@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.arm64_disk import GUEST_DIR, Arm64Image, disk_image
 from testbed.boot import launch, new_run_dir
+from testbed.capture import Capture
 from testbed.guest import Guest
 from testbed.qemu import BootSpec, Machine
 from testbed.transport import TestbedError
@@ -37,6 +39,7 @@ __all__ = [
     "MACHINE",
     "Arm64Load",
     "boot",
+    "capture_load",
     "kexec_argv",
     "load_crash_kernel",
     "qemu_argv",
@@ -243,3 +246,21 @@ def traced_load(guest: Guest, skip: bool, options: Sequence[str] = ()) -> Arm64L
         raise guest.fail(f"traced kexec -p exited {out['exit']}: {res.stderr}")
     segments = tuple((m, ms, n, base64.b64decode(b)) for m, ms, n, b in out["segments"])
     return Arm64Load(out["entry"], out["flags"], segments, res.stderr)
+
+
+def capture_load(guest: Guest, out: Path, options: Sequence[str] = ()) -> Capture:
+    """``kexec -p`` in the guest under :mod:`testbed.guest_capture` (kexecd's
+    tracer, the load going through): a ground-truth capture, brought back to
+    ``out`` over the agent (the arm64 kernel has no 9p)."""
+    remote = "/run/tmp/capture"
+    guest.run(
+        ["python3", "-m", "testbed.guest_capture", remote, "--", *kexec_argv(options)],
+        timeout=180,
+        # assets.cache_dir() is under $HOME, on the read-only root.
+        env={"KEXECD_VM_CACHE": "/run/tmp/cache"},
+    )
+    data = guest.sh(f"tar -C {remote} -cz . | base64", timeout=60)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(out), "-xz"], input=base64.b64decode(data), check=True)
+    return Capture(out)

@@ -36,7 +36,14 @@ __all__ = ["GUEST_DIR", "Arm64Image", "debugfs_commands", "disk_image"]
 REPO = Path(__file__).resolve().parents[1]
 # Where the guest finds the test bed's files (its agent runs from there).
 GUEST_DIR = "/opt/kexecd-testbed"
-AGENT_FILES = ("__init__.py", "guest_agent.py", "guest_safety.py")
+# The agent, and the ground-truth capture (guest_capture.py, which needs assets.py).
+AGENT_FILES = (
+    "__init__.py",
+    "guest_agent.py",
+    "guest_safety.py",
+    "guest_capture.py",
+    "assets.py",
+)
 # The image's size (sparse): the root and room to spare.
 IMAGE_SIZE = "2G"
 # Bump when disk_image()'s steps change.
