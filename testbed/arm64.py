@@ -56,8 +56,11 @@ CRASH_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices rdinit=/init"
 GUEST_KEXEC = "/usr/sbin/kexec"
 GUEST_IMAGE = f"{GUEST_DIR}/Image"
 GUEST_INITRAMFS = f"{GUEST_DIR}/initramfs.cpio"
+_TEXT_LINES = 'awk \'$3 == "_text" || $3 == "_stext"\' /proc/kallsyms'
 # Where the guest's /proc/kallsyms with _text is bind-mounted from.
 KALLSYMS = "/run/kallsyms"
+# arch/arm64/kernel/vmlinux.lds.S (Linux 6.1, 4 KiB pages).
+SEGMENT_ALIGN = 0x10000
 # Segments up to this size come back from a traced load whole (the DTB, the
 # header, purgatory); the kernel and initrd by size only.
 SMALL_SEGMENT = 1 << 20
@@ -140,23 +143,29 @@ def boot(
     return launch(name, run_dir, spec, timeout, argv=qemu_argv(run_dir, spec))
 
 
-def text_symbol(guest: Guest) -> str:
-    """The ``_text`` line Debian's arm64 /proc/kallsyms lacks, from the kernel
-    package's System.map (the guest runs with ``nokaslr``: the addresses are
-    the link-time ones)."""
-    vmlinuz = guest.kernel.vmlinuz
-    system_map = vmlinuz.with_name(vmlinuz.name.replace("vmlinuz-", "System.map-"))
-    for line in system_map.read_text().splitlines():
-        if line.endswith(" _text"):
+def text_symbol(kallsyms: str) -> str:
+    """The ``_text`` line Debian's arm64 /proc/kallsyms lacks, from its ``_stext``.
+
+    Linux 6.1 arch/arm64/kernel/vmlinux.lds.S: ``_text`` starts ``.head.text``
+    (the Image header, well under 64 KiB) and ``_stext`` the ``.text`` after
+    it, aligned to SEGMENT_ALIGN (64 KiB). Debian's System.map is a stub that
+    points at the -dbg package, so it cannot say.
+    """
+    for line in kallsyms.splitlines():
+        words = line.split()
+        if words[2:3] == ["_text"]:
             return line
-    raise TestbedError(f"{system_map} has no _text")
+        if words[2:] == ["_stext"]:
+            return f"{int(words[0], 16) - SEGMENT_ALIGN:016x} T _text"
+    raise TestbedError("the guest's /proc/kallsyms has no _stext")
 
 
 def fix_kallsyms(guest: Guest) -> None:
     """Bind-mount a /proc/kallsyms with ``_text`` over the guest's (FIELD-NOTES 13:
     without it kexec-tools 2.0.25 writes a kernel PT_LOAD of 16 EiB)."""
     guest.sh(
-        f"cat /proc/kallsyms >{KALLSYMS} && echo '{text_symbol(guest)}' >>{KALLSYMS} && "
+        f"cat /proc/kallsyms >{KALLSYMS} && "
+        f"echo '{text_symbol(guest.sh(_TEXT_LINES))}' >>{KALLSYMS} && "
         f"mount --bind {KALLSYMS} /proc/kallsyms"
     )
 

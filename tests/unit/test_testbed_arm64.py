@@ -142,14 +142,10 @@ def test_a_traced_load_names_its_header_and_dtb() -> None:
         load.segment(b"nope")
 
 
-def test_text_symbol_is_read_from_system_map(tmp_path: Path) -> None:
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    (boot / "System.map-6.1.0-57-cloud-arm64").write_text(
-        "ffff800008000000 t _head\nffff800008000000 T _text\nffff800008010000 T _stext\n"
-    )
-
-    class _Guest:
-        kernel = Kernel("k", boot / "vmlinuz-6.1.0-57-cloud-arm64", tmp_path)
-
-    assert arm64.text_symbol(_Guest()) == "ffff800008000000 T _text"  # type: ignore[arg-type]
+def test_text_symbol_is_64_kib_below_stext() -> None:
+    kallsyms = "ffff800008010000 T _stext\nffff800008010000 t __exception_text_start\n"
+    assert arm64.text_symbol(kallsyms) == "ffff800008000000 T _text"
+    with_text = "ffff800008000000 T _text\n" + kallsyms
+    assert arm64.text_symbol(with_text) == "ffff800008000000 T _text"
+    with pytest.raises(TestbedError, match="no _stext"):
+        arm64.text_symbol("ffff800008010000 t something\n")
