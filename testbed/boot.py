@@ -235,7 +235,8 @@ def _keep_logs(run_dir: Path, tag: str) -> Path:
     return where the console went."""
     kept = run_dir / f"console.{tag}.log"
     for log in ("console.log", "qmp.log", "ttyS1.out"):
-        if (run_dir / log).exists():
+        # An arm64 guest's ttyS1.out is a link to its console.log: it stays.
+        if (run_dir / log).exists() and not (run_dir / log).is_symlink():
             stem, _, ext = log.partition(".")
             (run_dir / log).rename(run_dir / f"{stem}.{tag}.{ext}")
     return kept

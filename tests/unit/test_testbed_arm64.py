@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import arm64, arm64_assets, arm64_disk
+from testbed import arm64, arm64_assets, arm64_disk, boot
 from testbed.assets import Kernel
 from testbed.guest_safety import MARK
 from testbed.qemu import BootSpec
@@ -149,3 +149,11 @@ def test_text_symbol_is_64_kib_below_stext() -> None:
     assert arm64.text_symbol(with_text) == "ffff800008000000 T _text"
     with pytest.raises(TestbedError, match="no _stext"):
         arm64.text_symbol("ffff800008010000 t something\n")
+
+
+def test_a_boot_retry_keeps_the_crash_log_link_to_the_console(tmp_path: Path) -> None:
+    (tmp_path / "console.log").write_text("panic\n")
+    (tmp_path / "ttyS1.out").symlink_to("console.log")
+    boot._keep_logs(tmp_path, "boot1")
+    assert (tmp_path / "console.boot1.log").read_text() == "panic\n"
+    assert (tmp_path / "ttyS1.out").readlink() == Path("console.log")
