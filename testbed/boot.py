@@ -193,7 +193,9 @@ def _check_acpi_upgrade(guest: Guest) -> None:
         )
 
 
-def launch(name: str, run_dir: Path, spec: BootSpec, timeout: float) -> Guest:
+def launch(
+    name: str, run_dir: Path, spec: BootSpec, timeout: float, argv: list[str] | None = None
+) -> Guest:
     """Start QEMU with the test bed's machine shape, its QMP socket and the agent's
     virtio-serial port; wait for the agent (after any other guest has closed).
 
@@ -205,9 +207,11 @@ def launch(name: str, run_dir: Path, spec: BootSpec, timeout: float) -> Guest:
 
     :param run_dir: where QEMU's sockets and the logs go (:func:`new_run_dir`).
     :param timeout: how long to wait for the agent, per boot.
+    :param argv: the QEMU command line, if not :func:`testbed.qemu.qemu_argv`'s
+        (the arm64 guests' of :mod:`testbed.arm64`).
     :raises GuestBootPanic: the kernel panicked while booting, twice.
     """
-    argv = qemu_argv(run_dir, spec)
+    argv = qemu_argv(run_dir, spec) if argv is None else argv
     key = None
     if spec.machine.acpi_upgrade:
         key, raw = _acpi_tables(name, argv, spec, timeout)
@@ -231,7 +235,8 @@ def _keep_logs(run_dir: Path, tag: str) -> Path:
     return where the console went."""
     kept = run_dir / f"console.{tag}.log"
     for log in ("console.log", "qmp.log", "ttyS1.out"):
-        if (run_dir / log).exists():
+        # An arm64 guest's ttyS1.out is a link to its console.log: it stays.
+        if (run_dir / log).exists() and not (run_dir / log).is_symlink():
             stem, _, ext = log.partition(".")
             (run_dir / log).rename(run_dir / f"{stem}.{tag}.{ext}")
     return kept

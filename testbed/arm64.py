@@ -1,0 +1,275 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The arm64 test bed: Debian's cloud-arm64 kernel in qemu-system-aarch64 under TCG.
+
+FIELD-NOTES section 13, as proven on this machine: the ``virt`` machine with
+GICv3 and EDK2's UEFI firmware (memory hotplug needs its ACPI GED device),
+a Cortex-A57 pair, 1 GiB of 3 GiB, ``crashkernel=256M``, ``nokaslr``. The
+guest's root is an arm64 bookworm on a read-only virtio-blk disk
+(:mod:`testbed.arm64_assets`), reached from a busybox initramfs that is also
+the crash kernel's; the test bed's agent answers on a virtio-serial port as
+on x86, so a booted guest is a :class:`~testbed.guest.Guest` whose hotplug
+and panic work unchanged. The virt machine has one serial port: the crash
+kernel sends the head of its /proc/vmcore to the console, between the
+markers :func:`testbed.dumps.read_vmcore` reads.
+
+Guests boot under the test bed's guest lock (:func:`testbed.boot.launch`),
+one at a time with the x86 ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.arm64_disk import GUEST_DIR, Arm64Image, disk_image
+from testbed.boot import launch, new_run_dir
+from testbed.capture import Capture
+from testbed.guest import Guest
+from testbed.qemu import BootSpec, Machine
+from testbed.transport import TestbedError
+
+__all__ = [
+    "CRASH_APPEND",
+    "EFI_FIRMWARE",
+    "MACHINE",
+    "Arm64Load",
+    "boot",
+    "capture_load",
+    "kexec_argv",
+    "load_crash_kernel",
+    "qemu_argv",
+    "text_symbol",
+    "traced_load",
+]
+
+EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
+# No vCPU hotplug on arm64 in QEMU 7.2: maxcpus is smp.
+MACHINE = Machine(smp=2, maxcpus=2, mem_mib=1024, slots=4, maxmem_mib=3072)
+APPEND = ("console=ttyAMA0", "memhp_default_state=online", "nokaslr", "rdinit=/init")
+# FIELD-NOTES 13's crash kernel command line.
+CRASH_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices rdinit=/init"
+GUEST_KEXEC = "/usr/sbin/kexec"
+GUEST_IMAGE = f"{GUEST_DIR}/Image"
+GUEST_INITRAMFS = f"{GUEST_DIR}/initramfs.cpio"
+_TEXT_LINES = 'awk \'$3 == "_text" || $3 == "_stext"\' /proc/kallsyms'
+# Where the guest's /proc/kallsyms with _text is bind-mounted from.
+KALLSYMS = "/run/kallsyms"
+# arch/arm64/kernel/vmlinux.lds.S (Linux 6.1, 4 KiB pages).
+SEGMENT_ALIGN = 0x10000
+# Segments up to this size come back from a traced load whole (the DTB, the
+# header, purgatory); the kernel and initrd by size only.
+SMALL_SEGMENT = 1 << 20
+
+
+def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
+    """The qemu-system-aarch64 command line of an arm64 guest whose files are in
+    ``run_dir``; ``spec.devices`` holds its disk."""
+    qemu = shutil.which("qemu-system-aarch64")
+    if not qemu:
+        raise TestbedError("qemu-system-aarch64 is missing: apt-get install qemu-system-arm")
+    if not EFI_FIRMWARE.exists():
+        raise TestbedError(f"{EFI_FIRMWARE} is missing: apt-get install qemu-efi-aarch64")
+    m = spec.machine
+    return [
+        qemu,
+        "-bios",
+        str(EFI_FIRMWARE),
+        "-machine",
+        "virt,gic-version=3",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "cortex-a57",
+        "-smp",
+        str(m.smp),
+        "-m",
+        f"{m.mem_mib}M,slots={m.slots},maxmem={m.maxmem_mib}M",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(spec.kernel.vmlinuz),
+        "-initrd",
+        str(spec.initrd),
+        "-append",
+        spec.cmdline,
+        "-serial",
+        f"file:{run_dir / 'console.log'}",
+        "-qmp",
+        f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        *spec.devices,
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=agent,name=org.kexecd.agent",
+    ]
+
+
+def boot(
+    name: str = "arm64",
+    machine: Machine = MACHINE,
+    timeout: float = 300.0,
+    image: Arm64Image | None = None,
+) -> Guest:
+    """Boot an arm64 guest (after any other guest has closed) and wait for its agent.
+
+    The crash kernel's output is the console's: ``RUN_DIR/ttyS1.out`` (the
+    x86 guests' second port, :attr:`Guest.crash_log`) links to ``console.log``.
+    """
+    image = image or disk_image()
+    run_dir = new_run_dir(name)
+    (run_dir / "ttyS1.out").symlink_to("console.log")
+    spec = BootSpec(
+        machine,
+        image.kernel,
+        image.initramfs,
+        append=APPEND,
+        devices=(
+            "-drive",
+            f"if=none,id=root,file={image.disk},format=raw,readonly=on",
+            "-device",
+            "virtio-blk-pci,drive=root",
+        ),
+        kexec=GUEST_KEXEC,
+    )
+    return launch(name, run_dir, spec, timeout, argv=qemu_argv(run_dir, spec))
+
+
+def text_symbol(kallsyms: str) -> str:
+    """The ``_text`` line Debian's arm64 /proc/kallsyms lacks, from its ``_stext``.
+
+    Linux 6.1 arch/arm64/kernel/vmlinux.lds.S: ``_text`` starts ``.head.text``
+    (the Image header, well under 64 KiB) and ``_stext`` the ``.text`` after
+    it, aligned to SEGMENT_ALIGN (64 KiB). Debian's System.map is a stub that
+    points at the -dbg package, so it cannot say.
+    """
+    for line in kallsyms.splitlines():
+        words = line.split()
+        if words[2:3] == ["_text"]:
+            return line
+        if words[2:] == ["_stext"]:
+            return f"{int(words[0], 16) - SEGMENT_ALIGN:016x} T _text"
+    raise TestbedError("the guest's /proc/kallsyms has no _stext")
+
+
+def fix_kallsyms(guest: Guest) -> None:
+    """Bind-mount a /proc/kallsyms with ``_text`` over the guest's (FIELD-NOTES 13:
+    without it kexec-tools 2.0.25 writes a kernel PT_LOAD of 16 EiB)."""
+    guest.sh(
+        f"cat /proc/kallsyms >{KALLSYMS} && "
+        f"echo '{text_symbol(guest.sh(_TEXT_LINES))}' >>{KALLSYMS} && "
+        f"mount --bind {KALLSYMS} /proc/kallsyms"
+    )
+
+
+def kexec_argv(options: Sequence[str] = ()) -> list[str]:
+    """The guest's ``kexec -p`` of the test bed's crash kernel."""
+    return [
+        GUEST_KEXEC,
+        "-p",
+        *options,
+        GUEST_IMAGE,
+        f"--initrd={GUEST_INITRAMFS}",
+        f"--append={CRASH_APPEND}",
+    ]
+
+
+def load_crash_kernel(guest: Guest, options: Sequence[str] = ()) -> float:
+    """``kexec -p`` in the guest; return how long it took (s)."""
+    res = guest.run(kexec_argv(options), timeout=120)
+    if guest.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
+        raise guest.fail("kexec -p succeeded but no crash kernel is loaded")
+    return res.seconds
+
+
+@dataclass(frozen=True)
+class Arm64Load:
+    """A crash load kexec-tools made (or would make) in an arm64 guest.
+
+    :ivar segments: (mem, memsz, bufsz, buf): ``buf`` is empty for segments
+        over :data:`SMALL_SEGMENT` (the kernel, the initrd).
+    """
+
+    entry: int
+    flags: int
+    segments: tuple[tuple[int, int, int, bytes], ...]
+    stderr: str
+
+    def segment(self, magic: bytes) -> tuple[int, int, int, bytes]:
+        """The one segment whose buffer starts with ``magic``."""
+        found = [s for s in self.segments if s[3][: len(magic)] == magic]
+        if len(found) != 1:
+            raise TestbedError(f"{len(found)} segments start with {magic!r}")
+        return found[0]
+
+    @property
+    def header(self) -> bytes:
+        """The ELF core header (e_type ET_CORE)."""
+        hits = [
+            s[3] for s in self.segments if s[3][:4] == b"\x7fELF" and s[3][16:18] == b"\x04\x00"
+        ]
+        if len(hits) != 1:
+            raise TestbedError(f"{len(hits)} ELF core headers in the load")
+        return hits[0]
+
+    @property
+    def dtb(self) -> bytes:
+        return self.segment(b"\xd0\x0d\xfe\xed")[3]
+
+
+# Run in the guest by traced_load(): kexecd's tracer, compiled for aarch64 on
+# the guest's disk; the load as JSON on stdout.
+_TRACE = """
+import base64, json, sys
+from kexecd.core import trace_kexec
+cap = trace_kexec(sys.argv[3:], skip=sys.argv[1] == "skip")
+small = int(sys.argv[2])
+json.dump({"entry": cap.entry, "flags": cap.flags, "exit": cap.exit_code,
+    "segments": [[s.mem, s.memsz, len(s.buf),
+        base64.b64encode(bytes(s.buf) if len(s.buf) <= small else b"").decode()]
+        for s in cap.segments]}, sys.stdout)
+"""
+
+
+def traced_load(guest: Guest, skip: bool, options: Sequence[str] = ()) -> Arm64Load:
+    """``kexec -p`` under kexecd's tracer in the guest: what it loads
+    (``skip``: answered without reaching the kernel, nothing loaded).
+
+    ``--debug`` is passed: kexec-tools' account of the load is ``stderr``.
+    """
+    argv = kexec_argv(["--debug", *options])
+    res = guest.run(
+        ["python3", "-c", _TRACE, "skip" if skip else "pass", str(SMALL_SEGMENT), *argv],
+        timeout=180,
+    )
+    out = json.loads(res.stdout)
+    if out["exit"] != 0:
+        raise guest.fail(f"traced kexec -p exited {out['exit']}: {res.stderr}")
+    segments = tuple((m, ms, n, base64.b64decode(b)) for m, ms, n, b in out["segments"])
+    return Arm64Load(out["entry"], out["flags"], segments, res.stderr)
+
+
+def capture_load(guest: Guest, out: Path, options: Sequence[str] = ()) -> Capture:
+    """``kexec -p`` in the guest under :mod:`testbed.guest_capture` (kexecd's
+    tracer, the load going through): a ground-truth capture, brought back to
+    ``out`` over the agent (the arm64 kernel has no 9p)."""
+    remote = "/run/tmp/capture"
+    guest.run(
+        ["python3", "-m", "testbed.guest_capture", remote, "--", *kexec_argv(options)],
+        timeout=180,
+        # assets.cache_dir() is under $HOME, on the read-only root.
+        env={"KEXECD_VM_CACHE": "/run/tmp/cache"},
+    )
+    data = guest.sh(f"tar -C {remote} -cz . | base64", timeout=60)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    subprocess.run(["tar", "-C", str(out), "-xz"], input=base64.b64decode(data), check=True)
+    return Capture(out)

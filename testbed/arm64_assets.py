@@ -1,0 +1,256 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the arm64 test bed boots, built from Debian's archive and cached by content.
+
+FIELD-NOTES section 13. Everything lives in ``$KEXECD_VM_CACHE/arm64``:
+
+- **The kernel** (:func:`ensure_kernel`): the package ``linux-image-cloud-arm64``
+  depends on in bookworm (the cloud flavour is the only one with
+  ``CONFIG_ACPI_HOTPLUG_MEMORY``; its vmlinuz is an uncompressed Image),
+  fetched by ``apt-get download`` with apt lists of its own that name arm64 the only
+  architecture: the host's apt and dpkg configuration are not touched.
+- **The root** (:func:`base_root`): ``mmdebstrap --arch=arm64`` of bookworm
+  (minbase, kexec-tools 2.0.25, busybox-static, python3 and what kexecd's C
+  core needs to be compiled in it), run through qemu-user (binfmt,
+  :func:`ensure_binfmt`), about 140 s. Rebuilt when :data:`PACKAGES` change.
+- **The initramfs** (:func:`build_initramfs`): the root's static busybox, the
+  virtio modules, ``testbed/guest_init_arm64.sh``; the guest's and the crash
+  kernel's both.
+
+The disk made of them is :mod:`testbed.arm64_disk`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from testbed import assets
+from testbed.transport import TestbedError
+
+__all__ = [
+    "PACKAGES",
+    "base_root",
+    "build_initramfs",
+    "cache",
+    "content_key",
+    "ensure_binfmt",
+    "ensure_kernel",
+    "kernel_package",
+    "run_logged",
+]
+
+SUITE = "bookworm"
+MIRRORS = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+KERNEL_META = "linux-image-cloud-arm64"
+# kexec-tools is bookworm's, 2.0.25; busybox-static gives the initramfs its
+# busybox; python3 runs the agent; the rest builds and runs kexecd's C core.
+PACKAGES = (
+    "kexec-tools",
+    "busybox-static",
+    "python3",
+    "python3-cffi-backend",
+    "python3-pyelftools",
+    "python3-cffi",
+    "python3-dev",
+    "gcc",
+    "libc6-dev",
+)
+# The cloud kernel has ext4, the PL011 console and the PCIe host built in.
+GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_console")
+INIT_SCRIPT = Path(__file__).with_name("guest_init_arm64.sh")
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+def cache() -> Path:
+    path = assets.cache_dir() / "arm64"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def content_key(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:16]
+
+
+def run_logged(argv: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> None:
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        p = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, check=False)
+    if p.returncode != 0:
+        raise TestbedError(f"{what} failed (exit {p.returncode}); see {log}")
+
+
+def _apt_options() -> list[str]:
+    # Lists of the suite's own for arm64 alone, and an empty dpkg status: apt
+    # then treats arm64 as native without the host's dpkg knowing arm64.
+    d = cache() / "apt"
+    opts = [
+        "-oAPT::Architecture=arm64",
+        "-oAPT::Architectures::=arm64",
+        f"-oDir::Etc::SourceList={d / 'sources.list'}",
+        "-oDir::Etc::SourceParts=/dev/null",
+        f"-oDir::State::Lists={d / 'lists'}",
+        f"-oDir::State::status={d / 'status'}",
+        f"-oDir::Cache={d / 'cache'}",
+    ]
+    if not (d / "lists" / "ok").exists():
+        (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+        (d / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+        (d / "sources.list").write_text("".join(f"{m}\n" for m in MIRRORS))
+        (d / "status").touch()
+        r = subprocess.run(
+            ["apt-get", *opts, "update", "-qq"], capture_output=True, text=True, check=False
+        )
+        if r.returncode != 0:
+            raise assets.AssetError(f"apt-get update (arm64) failed: {r.stderr.strip()}")
+        (d / "lists" / "ok").write_text("")
+    return opts
+
+
+def kernel_package() -> str:
+    """The exact package ``linux-image-cloud-arm64`` depends on in bookworm."""
+    out = subprocess.run(
+        ["apt-cache", *_apt_options(), "depends", KERNEL_META],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for line in out.splitlines():
+        word = line.strip().removeprefix("Depends:").strip()
+        if line.strip().startswith("Depends:") and word.startswith("linux-image-"):
+            return word
+    raise assets.AssetError(f"the arm64 apt lists in {cache() / 'apt'} have no {KERNEL_META}")
+
+
+def ensure_kernel() -> assets.Kernel:
+    """Download and unpack the cloud-arm64 kernel once; return where it is."""
+    package = kernel_package()
+    root = cache() / package
+    if not (root / "boot").is_dir():
+        download = cache() / "download-kernel"
+        shutil.rmtree(download, ignore_errors=True)
+        download.mkdir()
+        r = subprocess.run(
+            ["apt-get", *_apt_options(), "download", package],
+            cwd=download,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        debs = list(download.glob("*.deb"))
+        if r.returncode != 0 or len(debs) != 1:
+            raise assets.AssetError(f"apt-get download {package} failed: {r.stderr.strip()}")
+        tmp = root.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp)], check=True)
+        tmp.rename(root)
+        shutil.rmtree(download)
+    vmlinuz = next((root / "boot").glob("vmlinuz-*"))
+    release = vmlinuz.name.removeprefix("vmlinuz-")
+    return assets.Kernel(package, vmlinuz, root / "lib" / "modules" / release)
+
+
+def _binfmt_enabled() -> bool:
+    entry = BINFMT / "qemu-aarch64"
+    try:
+        return entry.read_text().splitlines()[0] == "enabled"
+    except (OSError, IndexError):
+        return False
+
+
+def ensure_binfmt() -> None:
+    """Have the kernel run aarch64 binaries through qemu-user (for mmdebstrap):
+    mount binfmt_misc and enable qemu-aarch64, as root, only if not done yet.
+
+    :raises TestbedError: qemu-user-static or binfmt-support is missing, or
+        enabling failed.
+    """
+    if _binfmt_enabled():
+        return
+    if not shutil.which("update-binfmts") or not Path("/usr/libexec/qemu-binfmt").is_dir():
+        raise TestbedError(
+            "qemu-aarch64 is not enabled in binfmt_misc: apt-get install "
+            "qemu-user-static binfmt-support arch-test (scripts/setup-arm64)"
+        )
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=False)
+    subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], check=False)
+    if not _binfmt_enabled():
+        raise TestbedError(f"could not enable qemu-aarch64 in {BINFMT} (root needed)")
+
+
+def base_root() -> Path:
+    """The cached arm64 bookworm root (built once per package list, ~2-3 min)."""
+    for tool in ("mmdebstrap", "mkfs.ext4", "debugfs"):
+        if not shutil.which(tool):
+            raise TestbedError(f"{tool} is missing: run 'bash scripts/setup'")
+    key = content_key(SUITE, *MIRRORS, *PACKAGES)
+    done = cache() / f"root-{key}"
+    if (done / "ok").exists():
+        return done / "root"
+    ensure_binfmt()
+    work = cache() / f"root-{key}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    run_logged(
+        [
+            "mmdebstrap",
+            "--arch=arm64",
+            "--variant=minbase",
+            "--mode=root",
+            f"--include={','.join(PACKAGES)}",
+            SUITE,
+            str(work / "root"),
+            *MIRRORS,
+        ],
+        work / "build.log",
+        "mmdebstrap of the arm64 root",
+    )
+    (work / "ok").write_text(time.strftime("%F %T\n"))
+    shutil.rmtree(done, ignore_errors=True)
+    work.rename(done)
+    for old in cache().glob("root-*"):
+        if old != done:
+            shutil.rmtree(old, ignore_errors=True)
+    return done / "root"
+
+
+def build_initramfs(kernel: assets.Kernel, root: Path) -> Path:
+    """Write (once per content) the initramfs the guest and its crash kernel boot:
+    the root's static busybox, :data:`GUEST_MODULES`, ``guest_init_arm64.sh``."""
+    files: list[tuple[str, int, bytes]] = [
+        ("bin", 0o40755, b""),
+        ("dev", 0o40755, b""),
+        ("proc", 0o40755, b""),
+        ("sys", 0o40755, b""),
+        ("newroot", 0o40755, b""),
+        ("modules", 0o40755, b""),
+        ("bin/busybox", 0o100755, (root / "bin/busybox").read_bytes()),
+        ("init", 0o100755, INIT_SCRIPT.read_bytes()),
+    ]
+    order = []
+    for name, data in kernel.load_order(GUEST_MODULES):
+        order.append(name)
+        files.append((f"modules/{name}.ko", 0o100644, data))
+    files.append(("modules/order", 0o100644, "".join(f"{n}\n" for n in order).encode()))
+    blob = b"".join(assets._cpio_entry(n, m, d, i + 1) for i, (n, m, d) in enumerate(files))
+    blob += assets._cpio_entry("TRAILER!!!", 0)
+    blob += b"\0" * (-len(blob) % 512)
+    path = cache() / f"initramfs-{hashlib.sha256(blob).hexdigest()[:16]}.cpio"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        tmp.rename(path)
+    return path

@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The arm64 guest's disk (FIELD-NOTES 13: the guest runs from a virtio-blk disk).
+
+The root of :func:`testbed.arm64_assets.base_root` as a raw ext4 image, which
+the guest mounts read-only, with the kernel, the initramfs, the test bed's
+agent and kexecd in :data:`GUEST_DIR`: kexecd's Python sources and its C core,
+compiled for aarch64 in the root through qemu-user, so that kexecd's tracer
+runs in the guest. Cached in ``$KEXECD_VM_CACHE/arm64/image-KEY`` by the
+content of all of it; ``python -m testbed.arm64_disk`` builds it ahead of time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed import assets
+from testbed.arm64_assets import (
+    base_root,
+    build_initramfs,
+    cache,
+    content_key,
+    ensure_kernel,
+    run_logged,
+)
+from testbed.transport import TestbedError
+
+__all__ = ["GUEST_DIR", "Arm64Image", "debugfs_commands", "disk_image"]
+
+REPO = Path(__file__).resolve().parents[1]
+# Where the guest finds the test bed's files (its agent runs from there).
+GUEST_DIR = "/opt/kexecd-testbed"
+# The agent, and the ground-truth capture (guest_capture.py, which needs assets.py).
+AGENT_FILES = (
+    "__init__.py",
+    "guest_agent.py",
+    "guest_safety.py",
+    "guest_capture.py",
+    "assets.py",
+)
+# The image's size (sparse): the root and room to spare.
+IMAGE_SIZE = "2G"
+# Bump when disk_image()'s steps change.
+IMAGE_RECIPE = 1
+
+
+@dataclass(frozen=True)
+class Arm64Image:
+    """A bootable arm64 guest: its read-only disk, kernel and initramfs.
+
+    :ivar core: whether kexecd's C core was compiled for aarch64 in the disk's
+        ``GUEST_DIR/kexecd`` (its tracer runs in the guest).
+    """
+
+    disk: Path
+    kernel: assets.Kernel
+    initramfs: Path
+    core: bool
+
+
+def _guest_files(kernel: assets.Kernel, initramfs: Path) -> list[tuple[str, Path]]:
+    """What goes into :data:`GUEST_DIR` on the disk: (path there, file here)."""
+    files = [("Image", kernel.vmlinuz), ("initramfs.cpio", initramfs)]
+    files += [(f"testbed/{n}", REPO / "testbed" / n) for n in AGENT_FILES]
+    for path in sorted((REPO / "kexecd").rglob("*.py")):
+        files.append((str(path.relative_to(REPO)), path))
+    for path in sorted((REPO / "csrc").glob("*.[ch]")):
+        files.append((str(path.relative_to(REPO)), path))
+    return files
+
+
+def disk_image() -> Arm64Image:
+    """The arm64 guest's disk, kernel and initramfs (cached by content)."""
+    root = base_root()
+    kernel = ensure_kernel()
+    initramfs = build_initramfs(kernel, root)
+    files = _guest_files(kernel, initramfs)
+    key = content_key(
+        str(root),
+        *(name + "\0" for name, _ in files),
+        *(hashlib.sha256(p.read_bytes()).hexdigest() for _, p in files),
+        IMAGE_SIZE,
+        str(IMAGE_RECIPE),
+    )
+    done = cache() / f"image-{key}"
+    if not (done / "ok").exists():
+        _build_disk(root, files, done)
+    info = json.loads((done / "ok").read_text())
+    return Arm64Image(done / "disk.img", kernel, initramfs, bool(info["core"]))
+
+
+def _build_disk(root: Path, files: list[tuple[str, Path]], done: Path) -> None:
+    work = done.with_name(done.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    log = work / "build.log"
+    core = _build_core(root, files, work, log)
+    disk = work / "disk.img"
+    run_logged(
+        ["mkfs.ext4", "-q", "-F", "-L", "kexecd-arm64", "-d", str(root), str(disk), IMAGE_SIZE],
+        log,
+        "mkfs.ext4 -d of the arm64 root",
+    )
+    extra = list(files)
+    if core is not None:
+        extra.append((f"kexecd/{core.name}", core))
+    _debugfs_write(disk, extra, work, log)
+    (work / "ok").write_text(json.dumps({"core": core is not None}))
+    shutil.rmtree(done, ignore_errors=True)
+    work.rename(done)
+    for old in cache().glob("image-*"):
+        if old != done:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_core(root: Path, files: list[tuple[str, Path]], work: Path, log: Path) -> Path | None:
+    """kexecd's C core compiled for aarch64 in the root (qemu-user); None if
+    that failed (the log says why): the guest then has no tracer."""
+    src = root / "tmp" / "kexecd-build"
+    shutil.rmtree(src, ignore_errors=True)
+    for name, path in files:
+        if name.startswith(("kexecd/", "csrc/")):
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, src / name)
+    try:
+        run_logged(
+            [
+                "chroot",
+                str(root),
+                "sh",
+                "-c",
+                "cd /tmp/kexecd-build && python3 kexecd/_build_core.py",
+            ],
+            log,
+            "compiling kexecd's C core for aarch64",
+        )
+    except TestbedError:
+        return None
+    finally:
+        built = sorted((src / "kexecd").glob("_core*.so"))
+        if built:
+            shutil.copyfile(built[0], work / built[0].name)
+        shutil.rmtree(src, ignore_errors=True)
+    return work / built[0].name if built else None
+
+
+def debugfs_commands(files: Sequence[tuple[str, Path]]) -> list[str]:
+    """The ``debugfs -w`` commands that put ``files`` (path under
+    :data:`GUEST_DIR`, file here) into an image: each directory made once,
+    parents first, then each file written."""
+    dirs: list[str] = []
+    for name, _ in files:
+        parts = f"{GUEST_DIR}/{name}".strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/" + "/".join(parts[:i])
+            if d not in dirs:
+                dirs.append(d)
+    return [f"mkdir {d}" for d in dirs] + [f"write {p} {GUEST_DIR}/{n}" for n, p in files]
+
+
+def _debugfs_write(disk: Path, files: list[tuple[str, Path]], work: Path, log: Path) -> None:
+    # mkfs.ext4 -d took the root; the test bed's files go in with debugfs, so
+    # the cached root is never written to. (debugfs's mkdir of a directory the
+    # root has, /opt, fails harmlessly and the script goes on.)
+    script = work / "debugfs.cmds"
+    script.write_text("\n".join(debugfs_commands(files)) + "\n")
+    run_logged(
+        ["debugfs", "-w", "-f", str(script), str(disk)], log, "debugfs -w of the arm64 disk"
+    )
+
+
+def main() -> None:
+    """Build the arm64 root, kernel, initramfs and disk ahead of time."""
+    start = time.monotonic()
+    image = disk_image()
+    print(f"arm64 guest: {image.disk} core={image.core} ({time.monotonic() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    main()
