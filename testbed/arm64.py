@@ -30,7 +30,7 @@ from testbed.arm64_disk import GUEST_DIR, Arm64Image, disk_image
 from testbed.boot import launch, new_run_dir
 from testbed.capture import Capture
 from testbed.guest import Guest
-from testbed.qemu import BootSpec, Machine
+from testbed.qemu import BootSpec, Machine, control
 from testbed.transport import TestbedError
 
 __all__ = [
@@ -101,15 +101,7 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
         spec.cmdline,
         "-serial",
         f"file:{run_dir / 'console.log'}",
-        "-qmp",
-        f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
-        *spec.devices,
-        "-device",
-        "virtio-serial-pci",
-        "-chardev",
-        f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
-        "-device",
-        "virtserialport,chardev=agent,name=org.kexecd.agent",
+        *control(run_dir, spec.devices),
     ]
 
 

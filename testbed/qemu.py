@@ -5,6 +5,7 @@ command line for both."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,22 @@ class BootSpec:
         return " ".join([*self.append, f"crashkernel={self.machine.crashkernel}", "panic=1", MARK])
 
 
+def control(run_dir: Path, devices: Sequence[str]) -> list[str]:
+    """QEMU options of every guest's channels in ``run_dir``: QMP, the given
+    devices, and the agent's virtio-serial port."""
+    return [
+        "-qmp",
+        f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        *devices,
+        "-device",
+        "virtio-serial-pci",
+        "-chardev",
+        f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=agent,name=org.kexecd.agent",
+    ]
+
+
 def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
     """The QEMU command line of a test-bed guest whose files are in ``run_dir``."""
     qemu = shutil.which("qemu-system-x86_64")
@@ -118,13 +135,5 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
         f"file:{run_dir / 'console.log'}",
         "-serial",
         f"file:{run_dir / 'ttyS1.out'}",
-        "-qmp",
-        f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
-        *devices,
-        "-device",
-        "virtio-serial-pci",
-        "-chardev",
-        f"socket,id=agent,path={run_dir / 'agent.sock'},server=on,wait=off",
-        "-device",
-        "virtserialport,chardev=agent,name=org.kexecd.agent",
+        *control(run_dir, devices),
     ]
