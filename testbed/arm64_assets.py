@@ -139,24 +139,12 @@ def ensure_kernel() -> assets.Kernel:
     package = kernel_package()
     root = cache() / package
     if not (root / "boot").is_dir():
-        download = cache() / "download-kernel"
-        shutil.rmtree(download, ignore_errors=True)
-        download.mkdir()
-        r = subprocess.run(
-            ["apt-get", *_apt_options(), "download", package],
-            cwd=download,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        debs = list(download.glob("*.deb"))
-        if r.returncode != 0 or len(debs) != 1:
-            raise assets.AssetError(f"apt-get download {package} failed: {r.stderr.strip()}")
+        deb = assets._download(package, "arm64/download-kernel", _apt_options())
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp)], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
         tmp.rename(root)
-        shutil.rmtree(download)
+        shutil.rmtree(deb.parent)
     vmlinuz = next((root / "boot").glob("vmlinuz-*"))
     release = vmlinuz.name.removeprefix("vmlinuz-")
     return assets.Kernel(package, vmlinuz, root / "lib" / "modules" / release)
