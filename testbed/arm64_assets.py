@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed import assets
+from testbed.assets import content_key
 from testbed.transport import TestbedError
 
 __all__ = [
@@ -73,14 +74,6 @@ def cache() -> Path:
     path = assets.cache_dir() / "arm64"
     path.mkdir(exist_ok=True)
     return path
-
-
-def content_key(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(8, "little") + data)
-    return h.hexdigest()[:16]
 
 
 def run_logged(argv: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> None:

@@ -138,6 +138,15 @@ def modinfo_depends(ko: bytes) -> list[str]:
     return []
 
 
+def content_key(*parts: str | bytes) -> str:
+    """A short key of what a cached asset is built from (each part length-prefixed)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:16]
+
+
 def cache_dir() -> Path:
     """Where downloads and test-bed runs live (outside the repository)."""
     path = Path(os.environ.get("KEXECD_VM_CACHE", Path.home() / ".cache" / "kexecd-vm"))

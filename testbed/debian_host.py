@@ -25,7 +25,6 @@ Two stages, both cached in ``$KEXECD_VM_CACHE/debian-host`` outside the repo:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -146,14 +145,6 @@ def _dir() -> Path:
     return path
 
 
-def _key(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode() if isinstance(part, str) else part
-        h.update(len(data).to_bytes(8, "little") + data)
-    return h.hexdigest()[:16]
-
-
 def _run(argv: list[str], log: Path, what: str) -> None:
     with log.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
@@ -175,7 +166,7 @@ def base_root() -> Path:
         if not shutil.which(tool):
             raise TestbedError(f"{tool} is missing: run 'bash scripts/setup'")
     kernel = assets.kernel_package()
-    key = _key(SUITE, *MIRRORS, *PACKAGES, ESSENTIAL_HOOK, BASE_HOOK, kernel)
+    key = assets.content_key(SUITE, *MIRRORS, *PACKAGES, ESSENTIAL_HOOK, BASE_HOOK, kernel)
     done = _dir() / f"base-{key}"
     if (done / "ok").exists():
         return done / "root"
@@ -217,7 +208,7 @@ def host_image(deb: Path) -> HostImage:
     """The Debian host's disk image with ``deb`` installed (cached per package)."""
     base = base_root()
     agent = _agent_sources()
-    key = _key(
+    key = assets.content_key(
         str(base),
         deb.read_bytes(),
         *(n + "\0" for n, _ in agent),
