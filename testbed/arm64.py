@@ -50,7 +50,7 @@ __all__ = [
 EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 # No vCPU hotplug on arm64 in QEMU 7.2: maxcpus is smp.
 MACHINE = Machine(smp=2, maxcpus=2, mem_mib=1024, slots=4, maxmem_mib=3072)
-APPEND = ("console=ttyAMA0", "memhp_default_state=online", "nokaslr", "rdinit=/init")
+APPEND = ("console=ttyAMA0", "memhp_default_state=online_movable", "nokaslr", "rdinit=/init")
 # FIELD-NOTES 13's crash kernel command line.
 CRASH_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices rdinit=/init"
 GUEST_KEXEC = "/usr/sbin/kexec"
@@ -249,13 +249,17 @@ def traced_load(guest: Guest, skip: bool, options: Sequence[str] = ()) -> Arm64L
     return Arm64Load(out["entry"], out["flags"], segments, res.stderr)
 
 
-def capture_load(guest: Guest, out: Path, options: Sequence[str] = ()) -> Capture:
+def capture_load(
+    guest: Guest, out: Path, options: Sequence[str] = (), *, skip: bool = False
+) -> Capture:
     """``kexec -p`` in the guest under :mod:`testbed.guest_capture` (kexecd's
-    tracer, the load going through): a ground-truth capture, brought back to
-    ``out`` over the agent (the arm64 kernel has no 9p)."""
+    tracer; ``skip``: the call answered without reaching the kernel, nothing
+    loaded): a ground-truth capture, brought back to ``out`` over the agent
+    (the arm64 kernel has no 9p)."""
     remote = "/run/tmp/capture"
+    flags = ["--skip"] if skip else []
     guest.run(
-        ["python3", "-m", "testbed.guest_capture", remote, "--", *kexec_argv(options)],
+        ["python3", "-m", "testbed.guest_capture", *flags, remote, "--", *kexec_argv(options)],
         timeout=180,
         # assets.cache_dir() is under $HOME, on the read-only root.
         env={"KEXECD_VM_CACHE": "/run/tmp/cache"},

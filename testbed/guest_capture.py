@@ -39,10 +39,13 @@ from testbed import assets
 from testbed.guest_safety import require_guest
 
 KEEP_BYTES = 256 * 1024
-# kexec-tools reads _stext; the others help place the kernel text by hand.
+# The most of /proc/kcore a capture keeps (kexec-tools' KCORE_ELF_HEADERS_SIZE).
+KCORE_NOTES_MAX = 65536
+# kexec-tools reads _stext (x86), and _text, _stext and __init_begin (arm64,
+# kexecd/system/kimage.py); the others help place the kernel text by hand.
 # page_offset_base: whether kexec-tools 2.0.20 takes page_offset from kcore
 # (kexecd/system/kexectools.py).
-KALLSYMS = ("_text", "_stext", "_etext", "_edata", "_end", "page_offset_base")
+KALLSYMS = ("_text", "_stext", "__init_begin", "_etext", "_edata", "_end", "page_offset_base")
 
 SYSFS_FILES = (
     "sys/devices/system/cpu/possible",
@@ -99,6 +102,25 @@ def portable(arg: str) -> str:
     return arg.replace(str(assets.cache_dir()), "$KEXECD_VM_CACHE")
 
 
+def _kcore_head(path: Path) -> bytes:
+    # /proc/kcore: the ELF header, the program headers and the notes that
+    # follow them (VMCOREINFO: arm64's kexec-tools reads VA_BITS and
+    # PHYS_OFFSET there), no memory.
+    with open(path, "rb") as f:
+        ehdr = f.read(64)
+        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        end = phoff + len(table)
+        for i in range(phnum):
+            kind, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+            if kind == 4 and offset + filesz <= KCORE_NOTES_MAX:  # PT_NOTE
+                end = max(end, offset + filesz)
+        f.seek(0)
+        return f.read(end)
+
+
 def capture_root(out: Path, src: Path = Path("/")) -> None:
     """Copy the files kexec-tools reads into ``out``, keeping their paths."""
     for rel in SYSFS_FILES:
@@ -110,13 +132,7 @@ def capture_root(out: Path, src: Path = Path("/")) -> None:
     for pattern in SYSFS_GLOBS:
         for path in sorted(src.glob(pattern)):
             _copy(path, out / path.relative_to(src))
-    # /proc/kcore: the ELF header and program headers, no data.
-    with open(src / "proc/kcore", "rb") as f:
-        ehdr = f.read(64)
-        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
-        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-        f.seek(0)
-        (out / "proc/kcore").write_bytes(f.read(phoff + phentsize * phnum))
+    (out / "proc/kcore").write_bytes(_kcore_head(src / "proc/kcore"))
     lines = [
         line
         for line in (src / "proc/kallsyms").read_text().splitlines()
@@ -183,13 +199,18 @@ def write_load(out: Path, argv: list[str], cap: LoadCapture) -> dict[str, Any]:
 def main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--skip",
+        action="store_true",
+        help="answer the kexec call without reaching the kernel: nothing is loaded",
+    )
     parser.add_argument("kexec", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     argv = ns.kexec[1:] if ns.kexec[:1] == ["--"] else ns.kexec
     require_guest("run " + (argv[0] if argv else "kexec"))
     shutil.rmtree(ns.out, ignore_errors=True)
     capture_root(ns.out / "root")
-    cap = trace_kexec(argv)
+    cap = trace_kexec(argv, skip=ns.skip)
     if cap.exit_code != 0 or cap.call is not KexecCall.KEXEC_LOAD or cap.result != 0:
         print(
             f"{argv[0]} exited {cap.exit_code}; syscall {cap.call.name} returned {cap.result}",

@@ -74,6 +74,13 @@ class KexecToolsFacts:
         version (arm64); else it is the version's rule
         (:class:`kexecd.system.kexectools.HeaderRules`).
     :ivar ranges_raised_in: the version that raised ``max_ranges``.
+    :ivar kernel_from_iomem: the kernel text PT_LOAD and the direct map come
+        from ``/proc/iomem``, kallsyms and kcore's VMCOREINFO (arm64,
+        :mod:`kexecd.system.kimage`), not from kcore's PT_LOADs (x86).
+    :ivar sort_ranges: the ranges are cut as kexec/mem_regions.c
+        mem_regions_exclude() does (only a range that holds the cut whole;
+        the upper part of a split appended) and then sorted by start (arm64);
+        else as x86's exclude_region() and left in /proc/iomem order.
     """
 
     range_types: Mapping[str, RangeType]
@@ -86,6 +93,8 @@ class KexecToolsFacts:
     backup_limit: int
     ram_exact: bool = False
     ranges_raised_in: tuple[int, int, int] = (2, 0, 22)
+    kernel_from_iomem: bool = False
+    sort_ranges: bool = False
 
 
 class Arch(Protocol):

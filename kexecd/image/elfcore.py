@@ -30,9 +30,7 @@ from kexecd.model import (
     Note,
     Phdr,
 )
-from kexecd.system.iomem import kernel_code_start
-from kexecd.system.kernel import read_kernel_map
-from kexecd.system.state import SystemState
+from kexecd.system.state import SystemState, kernel_map
 
 __all__ = [
     "CoreHeader",
@@ -166,11 +164,7 @@ def spec_fresh(state: SystemState, backup_start: int | None) -> HeaderSpec:
     :param backup_start: where kexec-tools placed the backup segment; ``None``
         builds the header without the remap.
     """
-    kmap = read_kernel_map(
-        state.root,
-        kernel_code_start(state.iomem, str(state.root.path("proc/iomem"))),
-        state.rules,
-    )
+    kmap = kernel_map(state)
     return HeaderSpec(
         machine=state.rules.arch.machine,
         nr_cpus_conf=state.cpus.nr_cpus_conf,

@@ -129,6 +129,11 @@ def crash_ranges(
         else:
             continue
         ranges.append(MemRange(res.start, res.end, kind))
+    if facts.sort_ranges:
+        for cut in reserved:
+            ranges = _mem_regions_exclude(ranges, cut)
+        ranges.sort(key=lambda r: r.start)
+        return CrashRanges(tuple(ranges), tuple(reserved))
     cuts = [("'Crash kernel'", r) for r in reserved] + [(f"'{n}'", r) for n, r in skipped.items()]
     for name, cut in cuts:
         try:
@@ -142,6 +147,30 @@ def crash_ranges(
                 "pass the kernel's /proc/iomem"
             ) from None
     return CrashRanges(tuple(ranges), tuple(reserved))
+
+
+def _mem_regions_exclude(ranges: list[MemRange], cut: MemRange) -> list[MemRange]:
+    # kexec/mem_regions.c mem_regions_exclude() (arm64): only a range holding
+    # the cut whole is cut; the upper part of a split is appended (typed RAM)
+    # and the scan stops there; after a range is removed the next one is not
+    # looked at (the index moves on past the entry shuffled into its place).
+    out = list(ranges)
+    i = 0
+    while i < len(out):
+        r = out[i]
+        if r.start <= cut.start and r.end >= cut.end:
+            if r.start == cut.start and r.end == cut.end:
+                del out[i]
+            elif r.start == cut.start:
+                out[i] = MemRange(cut.end + 1, r.end, r.type)
+            elif r.end == cut.end:
+                out[i] = MemRange(r.start, cut.start - 1, r.type)
+            else:
+                out.append(MemRange(cut.end + 1, r.end, RangeType.RAM))
+                out[i] = MemRange(r.start, cut.start - 1, r.type)
+                break
+        i += 1
+    return out
 
 
 def kernel_code_start(resources: Sequence[Resource], path: str = "/proc/iomem") -> int:

@@ -14,8 +14,10 @@ from kexecd.system.root import Root
 
 __all__ = [
     "U64_MAX",
+    "KernelMap",
     "KexecState",
     "acpi_memory_hotplug",
+    "kernel_symbols",
     "parse_u64",
     "read_kernel_map",
     "read_kexec_state",
@@ -38,7 +40,7 @@ class KernelMap:
     """Where the kernel is mapped: the direct map's base and the text mapping."""
 
     page_offset: int
-    text: KernelText
+    text: KernelText | None
 
 
 @dataclass(frozen=True)
@@ -125,21 +127,27 @@ def read_vmcoreinfo(root: Root) -> Note | None:
     return Note(addr, size)
 
 
-def _symbol(root: Root, name: str) -> int | None:
-    # kexec-tools symbols.c get_kernel_sym(): a zero address counts as absent.
+def kernel_symbols(root: Root, names: tuple[str, ...]) -> dict[str, int]:
+    """The addresses /proc/kallsyms gives ``names``, the first line of each;
+    kexec-tools symbols.c get_kernel_sym() counts a zero address as absent, so
+    such a name is left out."""
     path = root.path("proc/kallsyms")
+    out: dict[str, int] = {}
     for lineno, line in enumerate(root.read_text("proc/kallsyms").splitlines(), 1):
         parts = line.split()
-        if len(parts) >= 3 and parts[2] == name:
-            addr = parse_u64(
+        if len(parts) >= 3 and parts[2] in names and parts[2] not in out:
+            out[parts[2]] = parse_u64(
                 parts[0],
                 f"{path}:{lineno}",
                 base=16,
-                what=f"'hexaddr T {name}'",
+                what=f"'hexaddr T {parts[2]}'",
                 fix="pass the kernel's /proc/kallsyms",
             )
-            return addr or None
-    return None
+    return {name: addr for name, addr in out.items() if addr}
+
+
+def _symbol(root: Root, name: str) -> int | None:
+    return kernel_symbols(root, (name,)).get(name)
 
 
 def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules | None = None) -> KernelMap:

@@ -7,13 +7,20 @@ from dataclasses import dataclass
 
 from kexecd.model import Note
 from kexecd.system.cpus import Cpus, read_cpus
-from kexecd.system.iomem import CrashRanges, Resource, crash_ranges, read_iomem
-from kexecd.system.kernel import read_vmcoreinfo
+from kexecd.system.iomem import (
+    CrashRanges,
+    Resource,
+    crash_ranges,
+    kernel_code_start,
+    read_iomem,
+)
+from kexecd.system.kernel import KernelMap, read_kernel_map, read_vmcoreinfo
 from kexecd.system.kexectools import HeaderRules, rules_for
+from kexecd.system.kimage import read_arm64_kernel_map
 from kexecd.system.root import Root
 from kexecd.timing import Spans
 
-__all__ = ["SystemState", "read_system"]
+__all__ = ["SystemState", "kernel_map", "read_system"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,17 @@ def read_system(
         vmcoreinfo=vmcoreinfo,
         rules=rules,
     )
+
+
+def kernel_map(state: SystemState) -> KernelMap:
+    """The direct map and kernel text PT_LOAD a fresh ``kexec -p`` would write,
+    read the way the architecture's kexec-tools reads them
+    (:attr:`kexecd.arch.KexecToolsFacts.kernel_from_iomem`).
+
+    :raises SystemStateError: a file it needs is missing or malformed.
+    """
+    path = str(state.root.path("proc/iomem"))
+    if state.rules.facts.kernel_from_iomem:
+        lines = [(r.start, r.end, r.name) for r in state.iomem]
+        return read_arm64_kernel_map(state.root, lines).map
+    return read_kernel_map(state.root, kernel_code_start(state.iomem, path), state.rules)

@@ -10,9 +10,15 @@ segment but purgatory, the DTB and the header included.
 
 from __future__ import annotations
 
+import pytest
+
 from kexecd.arch import of_flags
 from kexecd.arch.aarch64 import AARCH64, fdt
+from kexecd.image import elfcore
 from kexecd.system.iomem import parse_iomem
+from kexecd.system.kexectools import rules_for
+from kexecd.system.root import Root
+from kexecd.system.state import SystemState, read_system
 from testbed import arm64, images
 from testbed.capture import Capture
 from testbed.dumps import parse_elf_core
@@ -76,3 +82,36 @@ def test_the_header_has_the_ram_of_boot_less_the_crash_area() -> None:
     # One more PT_LOAD: the kernel text (with _text known), inside the RAM.
     (text,) = [load for load in loads if load not in expected]
     assert any(s <= text[0] < text[1] <= e for s, e in ram), text
+
+
+HOTADD = "arm64-6.1-2.0.25-hotadd"
+BOTH = [NAME, HOTADD]
+
+
+def _state(name: str) -> SystemState:
+    cap = Capture(images.DATA / name)
+    rules = rules_for(cap.manifest["kexec_tools"], of_flags(cap.manifest["flags"]))
+    return read_system(Root(images.DATA / name / "root"), rules=rules)
+
+
+@pytest.mark.parametrize("name", BOTH)
+def test_fresh_build_is_byte_identical(name: str) -> None:
+    # kexec-tools' arm64 rules: "System RAM" less the crash area, sorted; the
+    # kernel text from Kernel code/data, _text and __init_begin; page_offset
+    # from kcore's VMCOREINFO (VA_BITS, PHYS_OFFSET).
+    built = elfcore.build(elfcore.spec_fresh(_state(name), None))
+    assert built == Capture(images.DATA / name).header
+
+
+@pytest.mark.parametrize(("template", "now"), [(a, b) for a in BOTH for b in BOTH])
+def test_template_build_is_byte_identical(template: str, now: str) -> None:
+    # What a refresh builds: the loaded header as the template, the system now.
+    tmpl = elfcore.parse(Capture(images.DATA / template).header)
+    built = elfcore.build(elfcore.spec_from_template(tmpl, _state(now)))
+    assert built == Capture(images.DATA / now).header
+
+
+def test_the_hot_added_dimm_is_one_more_ram_load() -> None:
+    boot = set(parse_elf_core(CAP.header).loads)
+    now = set(parse_elf_core(Capture(images.DATA / HOTADD).header).loads)
+    assert now - boot == {(0x80000000, 0x90000000)} and boot < now

@@ -86,6 +86,8 @@ FACTS = KexecToolsFacts(
     backup_limit=0,
     ram_exact=True,
     ranges_raised_in=(2, 0, 21),
+    kernel_from_iomem=True,
+    sort_ranges=True,
 )
 
 _CHOSEN = "/chosen"
