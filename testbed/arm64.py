@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -105,6 +106,46 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class MakedumpfileReport:
+    """What the root's makedumpfile made of /proc/vmcore in the crash kernel.
+
+    :ivar dmesg_rc: ``makedumpfile --dump-dmesg``'s exit code; ``dmesg`` the
+        last lines of the log it read out of the dump, ``dmesg_log`` its own
+        messages.
+    :ivar d31_rc: the exit code of ``makedumpfile -F -l -d 31`` (flattened, to
+        a pipe), ``d31_bytes`` the size of that dump, ``d31_log`` its messages.
+    """
+
+    dmesg_rc: int
+    dmesg: str
+    dmesg_log: str
+    d31_rc: int
+    d31_bytes: int
+    d31_log: str
+
+
+def makedumpfile_report(guest: Guest) -> MakedumpfileReport:
+    """The crash kernel's makedumpfile runs (after a crash of a load made with
+    ``append="kexecd.makedumpfile"``), from its console."""
+    text = guest.console_log.read_text(errors="replace").replace("\r", "")
+    m = re.search(
+        r"KEXECD-MAKEDUMPFILE-DMESG rc=(\d+)\n(.*?)KEXECD-MAKEDUMPFILE-LOG\n(.*?)"
+        r"KEXECD-MAKEDUMPFILE-D31 rc=(\d+) bytes=(\d*)\n(.*?)KEXECD-MAKEDUMPFILE-END",
+        text,
+        re.S,
+    )
+    if not m:
+        raise TestbedError(f"the crash kernel sent no makedumpfile report ({guest.console_log})")
+
+    def text_of(b64: str) -> str:
+        return base64.b64decode(re.sub(r"[^A-Za-z0-9+/=]", "", b64)).decode(errors="replace")
+
+    return MakedumpfileReport(
+        int(m[1]), text_of(m[2]), text_of(m[3]), int(m[4]), int(m[5] or 0), text_of(m[6])
+    )
+
+
 def boot(
     name: str = "arm64",
     machine: Machine = MACHINE,
@@ -162,15 +203,17 @@ def fix_kallsyms(guest: Guest) -> None:
     )
 
 
-def kexec_argv(options: Sequence[str] = ()) -> list[str]:
-    """The guest's ``kexec -p`` of the test bed's crash kernel."""
+def kexec_argv(options: Sequence[str] = (), append: str = "") -> list[str]:
+    """The guest's ``kexec -p`` of the test bed's crash kernel; ``append``:
+    more words for its command line (``kexecd.makedumpfile``: the crash kernel
+    runs makedumpfile too, :func:`makedumpfile_report`)."""
     return [
         GUEST_KEXEC,
         "-p",
         *options,
         GUEST_IMAGE,
         f"--initrd={GUEST_INITRAMFS}",
-        f"--append={CRASH_APPEND}",
+        f"--append={CRASH_APPEND} {append}".rstrip(),
     ]
 
 

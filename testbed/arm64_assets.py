@@ -52,13 +52,18 @@ MIRRORS = (
 )
 KERNEL_META = "linux-image-cloud-arm64"
 # kexec-tools is bookworm's, 2.0.25; busybox-static gives the initramfs its
-# busybox; python3 runs the agent; the rest builds and runs kexecd's C core.
+# busybox; python3 runs the agent; pyudev and systemd's bindings are kexecd's
+# (the daemon's uevents, its journal and sd_notify); the rest builds and runs
+# kexecd's C core; makedumpfile reads the dumps as a distro's kdump would.
 PACKAGES = (
     "kexec-tools",
     "busybox-static",
     "python3",
     "python3-cffi-backend",
     "python3-pyelftools",
+    "python3-pyudev",
+    "python3-systemd",
+    "makedumpfile",
     "python3-cffi",
     "python3-dev",
     "gcc",
