@@ -31,7 +31,7 @@ from testbed.arm64_disk import GUEST_DIR, Arm64Image, disk_image
 from testbed.boot import launch, new_run_dir
 from testbed.capture import Capture
 from testbed.guest import Guest
-from testbed.qemu import BootSpec, Machine, control
+from testbed.qemu import BootSpec, Machine, control, virtio_mem_options
 from testbed.transport import TestbedError
 
 __all__ = [
@@ -50,7 +50,10 @@ __all__ = [
 
 EFI_FIRMWARE = Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd")
 # No vCPU hotplug on arm64 in QEMU 7.2: maxcpus is smp.
-MACHINE = Machine(smp=2, maxcpus=2, mem_mib=1024, slots=4, maxmem_mib=3072)
+# A virtio-mem device of 512 MiB, nothing plugged at boot (FIELD-NOTES 13: it
+# works on virt in QEMU 7.2); 128 MiB blocks, arm64's memory block size with
+# 4 KiB pages.
+MACHINE = Machine(smp=2, maxcpus=2, mem_mib=1024, slots=4, maxmem_mib=3072, virtio_mem_mib=512)
 APPEND = ("console=ttyAMA0", "memhp_default_state=online_movable", "nokaslr", "rdinit=/init")
 # FIELD-NOTES 13's crash kernel command line.
 CRASH_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices rdinit=/init"
@@ -102,7 +105,7 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
         spec.cmdline,
         "-serial",
         f"file:{run_dir / 'console.log'}",
-        *control(run_dir, spec.devices),
+        *control(run_dir, [*spec.devices, *virtio_mem_options(m)]),
     ]
 
 

@@ -69,8 +69,9 @@ PACKAGES = (
     "gcc",
     "libc6-dev",
 )
-# The cloud kernel has ext4, the PL011 console and the PCIe host built in.
-GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_console")
+# The cloud kernel has ext4, the PL011 console and the PCIe host built in;
+# virtio_mem drives the machine's virtio-mem device (testbed.arm64.MACHINE).
+GUEST_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "virtio_mem")
 INIT_SCRIPT = Path(__file__).with_name("guest_init_arm64.sh")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 

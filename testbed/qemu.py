@@ -13,7 +13,14 @@ from testbed import assets
 from testbed.guest_safety import MARK
 from testbed.transport import TestbedError
 
-__all__ = ["VIRTIO_MEM_ID", "VIRTIO_MEM_QOM", "BootSpec", "Machine", "qemu_argv"]
+__all__ = [
+    "VIRTIO_MEM_ID",
+    "VIRTIO_MEM_QOM",
+    "BootSpec",
+    "Machine",
+    "qemu_argv",
+    "virtio_mem_options",
+]
 
 # The QMP id of Machine.virtio_mem_mib's device, and its QOM path.
 VIRTIO_MEM_ID = "vmem0"
@@ -86,26 +93,34 @@ def control(run_dir: Path, devices: Sequence[str]) -> list[str]:
     ]
 
 
+def virtio_mem_options(machine: Machine) -> list[str]:
+    """QEMU options of the machine's virtio-mem-pci device (none without one).
+
+    :raises TestbedError: maxmem cannot hold RAM and the device.
+    """
+    if machine.mem_mib + machine.virtio_mem_mib > machine.maxmem_mib:
+        raise TestbedError(
+            f"maxmem {machine.maxmem_mib} MiB is less than RAM {machine.mem_mib} MiB and "
+            f"virtio-mem {machine.virtio_mem_mib} MiB"
+        )
+    if not machine.virtio_mem_mib:
+        return []
+    return [
+        "-object",
+        f"memory-backend-ram,id={VIRTIO_MEM_ID}-mem,size={machine.virtio_mem_mib}M",
+        "-device",
+        f"virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-mem,"
+        f"requested-size=0,block-size={machine.virtio_mem_block_mib}M",
+    ]
+
+
 def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
     """The QEMU command line of a test-bed guest whose files are in ``run_dir``."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise TestbedError("qemu-system-x86_64 is missing: apt-get install qemu-system-x86")
     machine = spec.machine
-    if machine.mem_mib + machine.virtio_mem_mib > machine.maxmem_mib:
-        raise TestbedError(
-            f"maxmem {machine.maxmem_mib} MiB is less than RAM {machine.mem_mib} MiB and "
-            f"virtio-mem {machine.virtio_mem_mib} MiB"
-        )
-    devices = list(spec.devices)
-    if machine.virtio_mem_mib:
-        devices += [
-            "-object",
-            f"memory-backend-ram,id={VIRTIO_MEM_ID}-mem,size={machine.virtio_mem_mib}M",
-            "-device",
-            f"virtio-mem-pci,id={VIRTIO_MEM_ID},memdev={VIRTIO_MEM_ID}-mem,"
-            f"requested-size=0,block-size={machine.virtio_mem_block_mib}M",
-        ]
+    devices = [*spec.devices, *virtio_mem_options(machine)]
     return [
         qemu,
         "-machine",

@@ -70,9 +70,10 @@ class KexecToolsFacts:
     :ivar kernel_text_map: where the kernel text is mapped, and how far.
     :ivar kcore_headers: the most of ``/proc/kcore`` it reads.
     :ivar backup_limit: the low memory purgatory copies aside (0: none).
-    :ivar ram_exact: RAM is only lines named exactly ``System RAM`` in every
-        version (arm64); else it is the version's rule
-        (:class:`kexecd.system.kexectools.HeaderRules`).
+    :ivar ram_exact: whether kexecd's header takes only lines named exactly
+        ``System RAM`` as RAM, in every version; ``None``: as the version of
+        kexec-tools that made the image does (x86:
+        :class:`kexecd.system.kexectools.HeaderRules`).
     :ivar ranges_raised_in: the version that raised ``max_ranges``.
     :ivar kernel_from_iomem: the kernel text PT_LOAD and the direct map come
         from ``/proc/iomem``, kallsyms and kcore's VMCOREINFO (arm64,
@@ -91,7 +92,7 @@ class KexecToolsFacts:
     kernel_text_map: tuple[int, int]
     kcore_headers: int
     backup_limit: int
-    ram_exact: bool = False
+    ram_exact: bool | None = None
     ranges_raised_in: tuple[int, int, int] = (2, 0, 22)
     kernel_from_iomem: bool = False
     sort_ranges: bool = False

@@ -30,6 +30,7 @@ from kexecd.model import (
     Note,
     Phdr,
 )
+from kexecd.system.kernel import U64_MAX, KernelMap
 from kexecd.system.state import SystemState, kernel_map
 
 __all__ = [
@@ -194,10 +195,18 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
     """What a fresh ``kexec -p`` would build now, given the header loaded earlier.
 
     Kernel text, vmcoreinfo, backup remap and page_offset come from
-    ``template``; CPUs and memory from ``state``.
+    ``template``; CPUs and memory from ``state``. But for a template whose
+    kernel PT_LOAD sits at ``UINT64_MAX`` (arm64's kexec-tools without
+    ``_text`` in /proc/kallsyms, as on Debian's kernels): the kernel text and
+    page_offset are read from the system with ``_text`` taken from VMCOREINFO
+    (:func:`_repaired`), when it can be.
 
     :raises HeaderError: the template lacks what it must provide.
     """
+    text = template.kernel_text
+    repaired = _repaired(template, state)
+    if repaired is not None:
+        return _spec(template, state, repaired.text, repaired.page_offset)
     page_offset = template.page_offset
     if page_offset is None:
         raise HeaderError(
@@ -211,8 +220,13 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
             f"{ram.vaddr:#x}, below it, so page_offset would be negative; pass the "
             "elfcorehdr that kexec-tools loaded"
         )
-    text = template.kernel_text
     kernel = KernelText(text.paddr, text.vaddr, text.memsz) if text else None
+    return _spec(template, state, kernel, page_offset)
+
+
+def _spec(
+    template: CoreHeader, state: SystemState, kernel: KernelText | None, page_offset: int
+) -> HeaderSpec:
     return HeaderSpec(
         machine=template.machine,
         nr_cpus_conf=state.cpus.nr_cpus_conf,
@@ -224,6 +238,21 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
         backup=template.backup,
         align=state.rules.arch.header_align,
     )
+
+
+def _repaired(template: CoreHeader, state: SystemState) -> KernelMap | None:
+    # kexec-tools crashdump-arm64.c: without _text the kernel PT_LOAD gets
+    # vaddr UINT64_MAX (crash_get_memory_ranges()) and page_offset stays 0
+    # (get_page_offset() fails), so no reader can place the kernel or the
+    # direct map. Read both again with _text from VMCOREINFO; None when the
+    # template is not such a header, or _text cannot be had.
+    text = template.kernel_text
+    if text is None or text.vaddr != U64_MAX:
+        return None
+    kmap = kernel_map(state, derive_text=True)
+    if kmap.text is None or kmap.text.vaddr == U64_MAX:
+        return None
+    return kmap
 
 
 def _template_vmcoreinfo(template: CoreHeader, state: SystemState) -> Note | None:

@@ -100,7 +100,8 @@ def rules_for(version: str | None, arch: Arch | None = None) -> HeaderRules:
     limit = facts.max_ranges[0 if few else 1]
     # Only an architecture with a fallback constant (x86) ever used it.
     symbol = old and bool(facts.page_offset_fallback)
-    return HeaderRules(version if parsed else None, old or facts.ram_exact, limit, symbol, arch)
+    exact = old if facts.ram_exact is None else facts.ram_exact
+    return HeaderRules(version if parsed else None, exact, limit, symbol, arch)
 
 
 def version_in(program: bytes | None) -> str | None:

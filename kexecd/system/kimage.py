@@ -36,7 +36,7 @@ from kexecd.model import PT_NOTE, KernelText
 from kexecd.system.kernel import U64_MAX, KernelMap, kernel_symbols
 from kexecd.system.root import Root
 
-__all__ = ["Arm64Kernel", "kcore_vmcoreinfo", "read_arm64_kernel_map"]
+__all__ = ["Arm64Kernel", "kcore_vmcoreinfo", "kimage_text", "read_arm64_kernel_map"]
 
 # kexec-tools crashdump.h KCORE_ELF_HEADERS_SIZE: what it reads of /proc/kcore.
 KCORE_HEAD = 65536
@@ -147,18 +147,48 @@ def _text(resources: Sequence[tuple[int, int, str]], syms: dict[str, int]) -> Ke
     return KernelText(paddr, text or U64_MAX, size)
 
 
-def read_arm64_kernel_map(root: Root, resources: Sequence[tuple[int, int, str]]) -> Arm64Kernel:
+def kimage_text(info: dict[str, str], stext: int | None) -> int | None:
+    """``_text`` from VMCOREINFO when /proc/kallsyms lacks it: the kernel image
+    starts at ``KIMAGE_VADDR`` plus the KASLR offset, and arm64's
+    ``KIMAGE_VADDR`` is ``MODULES_END`` (arch/arm64/include/asm/memory.h, 5.4
+    to 6.12), which VMCOREINFO gives with ``KERNELOFFSET``
+    (arch/arm64/kernel/crash_core.c, kernel/crash_core.c). ``None`` when
+    either is missing, or the result is not at most 2 MiB below ``_stext``
+    (``.head.text``, the Image header, is all that lies between).
+    """
+    modules_end = _number(info, "MODULES_END")
+    try:
+        offset = int(info["KERNELOFFSET"], 16)
+    except (KeyError, ValueError):
+        return None
+    if modules_end is None or stext is None:
+        return None
+    text = (modules_end + offset) & U64_MAX
+    return text if 0 < stext - text <= 2 << 20 else None
+
+
+def read_arm64_kernel_map(
+    root: Root, resources: Sequence[tuple[int, int, str]], *, derive_text: bool = False
+) -> Arm64Kernel:
     """The kernel text PT_LOAD and direct map of an arm64 kexec-tools header.
 
     :param resources: /proc/iomem's lines as (start, inclusive end, name).
+    :param derive_text: without ``_text`` in /proc/kallsyms, take it from
+        VMCOREINFO (:func:`kimage_text`), so that the header is the one
+        kexec-tools writes when it has ``_text``; else read as kexec-tools does.
     :raises SystemStateError: /proc/kallsyms or /proc/kcore is unreadable or
         malformed; the message names it.
     """
     syms = kernel_symbols(root, ("_text", "_stext", "__init_begin"))
     info = kcore_vmcoreinfo(root)
+    listed = "_text" in syms
+    if derive_text and not listed:
+        text = kimage_text(info, syms.get("_stext"))
+        if text is not None:
+            syms["_text"] = text
     page_offset = _page_offset(syms.get("_text"), syms.get("_stext"), info)
     first_ram = next((s for s, _, n in resources if n == "System RAM"), None)
     candidates = [v for v in (_number(info, "PHYS_OFFSET"), first_ram) if v is not None]
     phys_offset = min(candidates, default=0)
     offset = (page_offset - phys_offset) & U64_MAX
-    return Arm64Kernel(KernelMap(offset, _text(resources, syms)), "_text" in syms)
+    return Arm64Kernel(KernelMap(offset, _text(resources, syms)), listed)

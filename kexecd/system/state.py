@@ -65,15 +65,19 @@ def read_system(
     )
 
 
-def kernel_map(state: SystemState) -> KernelMap:
+def kernel_map(state: SystemState, *, derive_text: bool = False) -> KernelMap:
     """The direct map and kernel text PT_LOAD a fresh ``kexec -p`` would write,
     read the way the architecture's kexec-tools reads them
     (:attr:`kexecd.arch.KexecToolsFacts.kernel_from_iomem`).
 
+    :param derive_text: arm64: where /proc/kallsyms has no ``_text``, take it
+        from VMCOREINFO (:func:`kexecd.system.kimage.kimage_text`) instead of
+        writing the header kexec-tools writes then, whose kernel PT_LOAD sits
+        at ``UINT64_MAX``. x86 kexec-tools needs only ``_stext``.
     :raises SystemStateError: a file it needs is missing or malformed.
     """
     path = str(state.root.path("proc/iomem"))
     if state.rules.facts.kernel_from_iomem:
         lines = [(r.start, r.end, r.name) for r in state.iomem]
-        return read_arm64_kernel_map(state.root, lines).map
+        return read_arm64_kernel_map(state.root, lines, derive_text=derive_text).map
     return read_kernel_map(state.root, kernel_code_start(state.iomem, path), state.rules)

@@ -10,12 +10,16 @@ segment but purgatory, the DTB and the header included.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from kexecd.arch import of_flags
 from kexecd.arch.aarch64 import AARCH64, fdt
 from kexecd.image import elfcore
 from kexecd.system.iomem import parse_iomem
+from kexecd.system.kernel import U64_MAX
 from kexecd.system.kexectools import rules_for
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
@@ -115,3 +119,48 @@ def test_the_hot_added_dimm_is_one_more_ram_load() -> None:
     boot = set(parse_elf_core(CAP.header).loads)
     now = set(parse_elf_core(Capture(images.DATA / HOTADD).header).loads)
     assert now - boot == {(0x80000000, 0x90000000)} and boot < now
+
+
+def _without_text(tmp_path: Path, name: str) -> SystemState:
+    # The capture's root as Debian's kernels have it: no _text in kallsyms.
+    root = tmp_path / "root"
+    shutil.copytree(images.DATA / name / "root", root)
+    kallsyms = root / "proc/kallsyms"
+    lines = kallsyms.read_text().splitlines(keepends=True)
+    kallsyms.write_text("".join(line for line in lines if not line.endswith(" _text\n")))
+    cap = Capture(images.DATA / name)
+    rules = rules_for(cap.manifest["kexec_tools"], of_flags(cap.manifest["flags"]))
+    return read_system(Root(root), rules=rules)
+
+
+def test_without_text_kexec_tools_writes_no_usable_kernel_load(tmp_path: Path) -> None:
+    # What stock kexec-tools loads on Debian's arm64 kernels (FIELD-NOTES 13):
+    # the kernel PT_LOAD at UINT64_MAX, 2^64 less a bit long; RAM at vaddr = paddr.
+    broken = elfcore.parse(elfcore.build(elfcore.spec_fresh(_without_text(tmp_path, NAME), None)))
+    good = elfcore.parse(CAP.header)
+    text = broken.kernel_text
+    assert text is not None and text.vaddr == U64_MAX and text.memsz > 1 << 63
+    assert broken.page_offset == 0 and good.page_offset == 0xFFFF000000000000
+    assert [(p.paddr, p.memsz) for p in broken.ram] == [(p.paddr, p.memsz) for p in good.ram]
+
+
+@pytest.mark.parametrize("now", BOTH)
+def test_refresh_repairs_a_header_made_without_text(tmp_path: Path, now: str) -> None:
+    # kexecd's refresh of that header: _text from VMCOREINFO (MODULES_END +
+    # KERNELOFFSET), and the header is the one kexec-tools writes with _text.
+    boot = _without_text(tmp_path / "boot", NAME)
+    broken = elfcore.parse(elfcore.build(elfcore.spec_fresh(boot, None)))
+    state = _without_text(tmp_path / "now", now)
+    built = elfcore.build(elfcore.spec_from_template(broken, state))
+    assert built == Capture(images.DATA / now).header
+
+
+def test_no_repair_without_modules_end(tmp_path: Path) -> None:
+    # A kernel whose VMCOREINFO cannot place _text: the header stays kexec-tools'.
+    state = _without_text(tmp_path, NAME)
+    kcore = state.root.path("proc/kcore")
+    data = Path(kcore).read_bytes()
+    Path(kcore).write_bytes(data.replace(b"NUMBER(MODULES_END)=", b"NUMBER(MODULES_XXX)="))
+    broken_bytes = elfcore.build(elfcore.spec_fresh(state, None))
+    again = elfcore.build(elfcore.spec_from_template(elfcore.parse(broken_bytes), state))
+    assert again == broken_bytes

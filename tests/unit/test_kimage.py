@@ -14,7 +14,7 @@ from kexecd.model import KernelText, MemRange
 from kexecd.system.iomem import crash_ranges, parse_iomem
 from kexecd.system.kernel import U64_MAX
 from kexecd.system.kexectools import rules_for
-from kexecd.system.kimage import kcore_vmcoreinfo, read_arm64_kernel_map
+from kexecd.system.kimage import kcore_vmcoreinfo, kimage_text, read_arm64_kernel_map
 from kexecd.system.root import Root
 from tests.elfwriter import PT_LOAD, PT_NOTE, Ph, core, note
 
@@ -111,8 +111,8 @@ def ranges(text: str) -> list[tuple[int, int]]:
 
 def test_arm64_ranges_cut_then_sorted() -> None:
     # The split's upper part is appended, then everything sorted; nested
-    # "reserved" stays in; "System RAM (virtio_mem)" is not RAM to arm64's
-    # kexec-tools.
+    # "reserved" stays in; "System RAM (virtio_mem)" is RAM to kexecd (never
+    # to arm64's kexec-tools: a whole dump wants it).
     text = (
         "40000000-7fffffff : System RAM\n"
         "  50000000-5fffffff : Crash kernel\n"
@@ -124,6 +124,7 @@ def test_arm64_ranges_cut_then_sorted() -> None:
         (0x40000000, 0x4FFFFFFF),
         (0x60000000, 0x7FFFFFFF),
         (0x80000000, 0x8FFFFFFF),
+        (0x90000000, 0x9FFFFFFF),
     ]
 
 
@@ -158,3 +159,36 @@ def test_arm64_split_keeps_the_type_ram() -> None:
     )
     assert got.crash_reserved == (MemRange(0x50000000, 0x5FFFFFFF),)
     assert len(got.ram) == 2
+
+
+@pytest.mark.parametrize(
+    ("info", "stext", "text"),
+    [
+        ({"NUMBER(MODULES_END)": "0xffff800008000000", "KERNELOFFSET": "0"}, STEXT, TEXT),
+        # KASLR: the image moved by 0x1234000 (a multiple of 64 KiB).
+        (
+            {"NUMBER(MODULES_END)": "0xffff800008000000", "KERNELOFFSET": "1234000"},
+            STEXT + 0x1234000,
+            TEXT + 0x1234000,
+        ),
+        ({"KERNELOFFSET": "0"}, STEXT, None),  # no MODULES_END
+        ({"NUMBER(MODULES_END)": "0xffff800008000000"}, STEXT, None),  # no KERNELOFFSET
+        ({"NUMBER(MODULES_END)": "0xffff800008000000", "KERNELOFFSET": "zz"}, STEXT, None),
+        # Not just below _stext: some other layout; kexecd does not guess.
+        ({"NUMBER(MODULES_END)": "0xffff800000000000", "KERNELOFFSET": "0"}, STEXT, None),
+        ({"NUMBER(MODULES_END)": "0xffff800008000000", "KERNELOFFSET": "0"}, TEXT, None),
+        ({"NUMBER(MODULES_END)": "0xffff800008000000", "KERNELOFFSET": "0"}, None, None),
+    ],
+)
+def test_kimage_text_from_vmcoreinfo(
+    info: dict[str, str], stext: int | None, text: int | None
+) -> None:
+    assert kimage_text(info, stext) == text
+
+
+def test_derive_text_gives_the_header_of_a_kallsyms_with_text(tmp_path: Path) -> None:
+    info = INFO + "NUMBER(MODULES_END)=0xffff800008000000\nKERNELOFFSET=0\n"
+    without = {"_stext": STEXT, "__init_begin": INIT}
+    derived = read_arm64_kernel_map(fake(tmp_path / "a", without, info), IOMEM, derive_text=True)
+    listed = read_arm64_kernel_map(fake(tmp_path / "b", ALL, info), IOMEM)
+    assert derived.map == listed.map and not derived.text_symbol and listed.text_symbol

@@ -71,10 +71,14 @@ KIMAGE_REGION = (0xFFFF800000000000, 1 << 47)
 # reads it any more). At most CRASH_MAX_RESERVED_RANGES "Crash kernel" ranges
 # (a low and a high one; one before 2.0.24, b5a34a2). iomem_range_callback()
 # compares the names with "System RAM\n" (iomem.h, the newline included):
-# exactly that name, in every version; nothing else is collected and nothing
-# is cut but "Crash kernel". Without a _text symbol get_page_offset() fails and
-# the header is written with page_offset 0 (no constant to fall back on). No
-# backup area.
+# exactly that name, in every version, so "System RAM (virtio_mem)" and
+# "System RAM (kmem)" are never dumped; nothing else is collected and nothing
+# is cut but "Crash kernel". kexecd's headers take every "System RAM ..."
+# line (ram_exact False), as x86's kexec-tools does since 2.0.22: a whole dump
+# wants virtio-mem's memory, and a header with the same ranges otherwise is
+# byte-identical. Without a _text symbol get_page_offset() fails and the
+# header is written with page_offset 0 (no constant to fall back on;
+# kexecd.image.elfcore repairs such a header). No backup area.
 FACTS = KexecToolsFacts(
     range_types=MappingProxyType({}),
     skipped=(),
@@ -84,7 +88,7 @@ FACTS = KexecToolsFacts(
     kernel_text_map=KIMAGE_REGION,
     kcore_headers=65536,  # crashdump.h KCORE_ELF_HEADERS_SIZE, as on x86
     backup_limit=0,
-    ram_exact=True,
+    ram_exact=False,
     ranges_raised_in=(2, 0, 21),
     kernel_from_iomem=True,
     sort_ranges=True,
