@@ -22,7 +22,7 @@ from pathlib import Path
 
 from testbed.assets import cache_dir
 
-__all__ = ["DebBuildError", "ensure_deb", "source_files", "tree_key"]
+__all__ = ["DebBuildError", "copy_tree", "ensure_deb", "source_files", "tree_key"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DEB = REPO / "scripts" / "build-deb"
@@ -65,6 +65,21 @@ def tree_key(repo: Path = REPO) -> str:
             h.update(len(data).to_bytes(8, "little") + data)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def copy_tree(dest: Path, repo: Path = REPO) -> None:
+    """Copy :func:`source_files` of ``repo`` into ``dest`` as ``scripts/build-deb``
+    does (symlinks as symlinks, the executable bit kept; ``dest`` is created).
+
+    :raises DebBuildError: ``repo`` is not a git work tree.
+    """
+    for name in source_files(repo):
+        src, dst = repo / name, dest / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, dst)
 
 
 def ensure_deb() -> Path:
