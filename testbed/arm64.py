@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.arm64_disk import GUEST_DIR, Arm64Image, disk_image
+from testbed.arm64_disk import Arm64Image, disk_image, guest_image, guest_kexec
 from testbed.boot import launch, new_run_dir
 from testbed.capture import Capture
 from testbed.guest import Guest
@@ -36,9 +36,12 @@ from testbed.transport import TestbedError
 
 __all__ = [
     "CRASH_APPEND",
+    "DEFAULT",
     "EFI_FIRMWARE",
     "MACHINE",
+    "TRIXIE",
     "Arm64Load",
+    "Combo",
     "boot",
     "capture_load",
     "kexec_argv",
@@ -57,9 +60,30 @@ MACHINE = Machine(smp=2, maxcpus=2, mem_mib=1024, slots=4, maxmem_mib=3072, virt
 APPEND = ("console=ttyAMA0", "memhp_default_state=online_movable", "nokaslr", "rdinit=/init")
 # FIELD-NOTES 13's crash kernel command line.
 CRASH_APPEND = "console=ttyAMA0 nr_cpus=1 reset_devices rdinit=/init"
-GUEST_KEXEC = "/usr/sbin/kexec"
-GUEST_IMAGE = f"{GUEST_DIR}/Image"
-GUEST_INITRAMFS = f"{GUEST_DIR}/initramfs.cpio"
+
+
+@dataclass(frozen=True)
+class Combo:
+    """A kernel the guest boots and the kexec-tools it loads its crash kernel
+    with: bookworm's 6.1 with 2.0.25 (:data:`DEFAULT`), trixie's 6.12 with
+    2.0.29 and ``-c`` (``kexec_load``, as trixie's kdump-tools loads with
+    ``KDUMP_KEXEC_ARGS="-c"``)."""
+
+    kernel: str = "6.1"
+    kexec_tools: str = "2.0.25"
+    options: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "-".join([self.kernel, self.kexec_tools, *(o.lstrip("-") for o in self.options)])
+
+    @property
+    def kexec(self) -> str:
+        """The guest's ``kexec`` of this kexec-tools."""
+        return guest_kexec(self.kexec_tools)
+
+
+DEFAULT = Combo()
+TRIXIE = Combo("6.12", "2.0.29", ("-c",))
 _TEXT_LINES = 'awk \'$3 == "_text" || $3 == "_stext"\' /proc/kallsyms'
 # Where the guest's /proc/kallsyms with _text is bind-mounted from.
 KALLSYMS = "/run/kallsyms"
@@ -154,8 +178,10 @@ def boot(
     machine: Machine = MACHINE,
     timeout: float = 300.0,
     image: Arm64Image | None = None,
+    combo: Combo = DEFAULT,
 ) -> Guest:
-    """Boot an arm64 guest (after any other guest has closed) and wait for its agent.
+    """Boot an arm64 guest (after any other guest has closed) on ``combo``'s
+    kernel and wait for its agent.
 
     The crash kernel's output is the console's: ``RUN_DIR/ttyS1.out`` (the
     x86 guests' second port, :attr:`Guest.crash_log`) links to ``console.log``.
@@ -163,10 +189,11 @@ def boot(
     image = image or disk_image()
     run_dir = new_run_dir(name)
     (run_dir / "ttyS1.out").symlink_to("console.log")
+    kernel, initramfs = image.kernels[combo.kernel]
     spec = BootSpec(
         machine,
-        image.kernel,
-        image.initramfs,
+        kernel,
+        initramfs,
         append=APPEND,
         devices=(
             "-drive",
@@ -174,7 +201,7 @@ def boot(
             "-device",
             "virtio-blk-pci,drive=root",
         ),
-        kexec=GUEST_KEXEC,
+        kexec=combo.kexec,
     )
     return launch(name, run_dir, spec, timeout, argv=qemu_argv(run_dir, spec))
 
@@ -198,31 +225,38 @@ def text_symbol(kallsyms: str) -> str:
 
 def fix_kallsyms(guest: Guest) -> None:
     """Bind-mount a /proc/kallsyms with ``_text`` over the guest's (FIELD-NOTES 13:
-    without it kexec-tools 2.0.25 writes a kernel PT_LOAD of 16 EiB)."""
+    without it kexec-tools 2.0.25 writes a kernel PT_LOAD of 16 EiB); nothing
+    when the kernel lists ``_text`` (6.12's cloud-arm64 has KALLSYMS_ALL)."""
+    lines = guest.sh(_TEXT_LINES)
+    if any(line.split()[2:3] == ["_text"] for line in lines.splitlines()):
+        return
     guest.sh(
         f"cat /proc/kallsyms >{KALLSYMS} && "
-        f"echo '{text_symbol(guest.sh(_TEXT_LINES))}' >>{KALLSYMS} && "
+        f"echo '{text_symbol(lines)}' >>{KALLSYMS} && "
         f"mount --bind {KALLSYMS} /proc/kallsyms"
     )
 
 
-def kexec_argv(options: Sequence[str] = (), append: str = "") -> list[str]:
-    """The guest's ``kexec -p`` of the test bed's crash kernel; ``append``:
-    more words for its command line (``kexecd.makedumpfile``: the crash kernel
-    runs makedumpfile too, :func:`makedumpfile_report`)."""
+def kexec_argv(options: Sequence[str] = (), append: str = "", combo: Combo = DEFAULT) -> list[str]:
+    """The guest's ``kexec -p`` of the test bed's crash kernel (the kernel the
+    guest runs, the kexec-tools and options of ``combo``); ``append``: more
+    words for its command line (``kexecd.makedumpfile``: the crash kernel runs
+    makedumpfile too, :func:`makedumpfile_report`)."""
+    image, initrd = guest_image(combo.kernel)
     return [
-        GUEST_KEXEC,
+        combo.kexec,
         "-p",
+        *combo.options,
         *options,
-        GUEST_IMAGE,
-        f"--initrd={GUEST_INITRAMFS}",
+        image,
+        f"--initrd={initrd}",
         f"--append={CRASH_APPEND} {append}".rstrip(),
     ]
 
 
-def load_crash_kernel(guest: Guest, options: Sequence[str] = ()) -> float:
+def load_crash_kernel(guest: Guest, options: Sequence[str] = (), combo: Combo = DEFAULT) -> float:
     """``kexec -p`` in the guest; return how long it took (s)."""
-    res = guest.run(kexec_argv(options), timeout=120)
+    res = guest.run(kexec_argv(options, combo=combo), timeout=120)
     if guest.read("/sys/kernel/kexec_crash_loaded").strip() != "1":
         raise guest.fail("kexec -p succeeded but no crash kernel is loaded")
     return res.seconds
@@ -277,13 +311,15 @@ json.dump({"entry": cap.entry, "flags": cap.flags, "exit": cap.exit_code,
 """
 
 
-def traced_load(guest: Guest, skip: bool, options: Sequence[str] = ()) -> Arm64Load:
+def traced_load(
+    guest: Guest, skip: bool, options: Sequence[str] = (), combo: Combo = DEFAULT
+) -> Arm64Load:
     """``kexec -p`` under kexecd's tracer in the guest: what it loads
     (``skip``: answered without reaching the kernel, nothing loaded).
 
     ``--debug`` is passed: kexec-tools' account of the load is ``stderr``.
     """
-    argv = kexec_argv(["--debug", *options])
+    argv = kexec_argv(["--debug", *options], combo=combo)
     res = guest.run(
         ["python3", "-c", _TRACE, "skip" if skip else "pass", str(SMALL_SEGMENT), *argv],
         timeout=180,
@@ -296,7 +332,12 @@ def traced_load(guest: Guest, skip: bool, options: Sequence[str] = ()) -> Arm64L
 
 
 def capture_load(
-    guest: Guest, out: Path, options: Sequence[str] = (), *, skip: bool = False
+    guest: Guest,
+    out: Path,
+    options: Sequence[str] = (),
+    *,
+    skip: bool = False,
+    combo: Combo = DEFAULT,
 ) -> Capture:
     """``kexec -p`` in the guest under :mod:`testbed.guest_capture` (kexecd's
     tracer; ``skip``: the call answered without reaching the kernel, nothing
@@ -305,7 +346,15 @@ def capture_load(
     remote = "/run/tmp/capture"
     flags = ["--skip"] if skip else []
     guest.run(
-        ["python3", "-m", "testbed.guest_capture", *flags, remote, "--", *kexec_argv(options)],
+        [
+            "python3",
+            "-m",
+            "testbed.guest_capture",
+            *flags,
+            remote,
+            "--",
+            *kexec_argv(options, combo=combo),
+        ],
         timeout=180,
         # assets.cache_dir() is under $HOME, on the read-only root.
         env={"KEXECD_VM_CACHE": "/run/tmp/cache"},

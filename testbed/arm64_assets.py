@@ -33,6 +33,7 @@ from testbed.assets import content_key
 from testbed.transport import TestbedError
 
 __all__ = [
+    "KERNEL_SUITES",
     "PACKAGES",
     "base_root",
     "build_initramfs",
@@ -40,6 +41,7 @@ __all__ = [
     "content_key",
     "ensure_binfmt",
     "ensure_kernel",
+    "ensure_kexec_tools",
     "kernel_package",
     "run_logged",
 ]
@@ -91,10 +93,15 @@ def run_logged(argv: Sequence[str], log: Path, what: str, cwd: Path | None = Non
         raise TestbedError(f"{what} failed (exit {p.returncode}); see {log}")
 
 
-def _apt_options() -> list[str]:
+# The suite of each kernel the arm64 guest boots: bookworm's 6.1 and trixie's
+# 6.12 (both cloud-arm64); the root is bookworm's either way.
+KERNEL_SUITES = {"6.1": "bookworm", "6.12": "trixie"}
+
+
+def _apt_options(suite: str = SUITE) -> list[str]:
     # Lists of the suite's own for arm64 alone, and an empty dpkg status: apt
     # then treats arm64 as native without the host's dpkg knowing arm64.
-    d = cache() / "apt"
+    d = cache() / ("apt" if suite == SUITE else f"apt-{suite}")
     opts = [
         "-oAPT::Architecture=arm64",
         "-oAPT::Architectures::=arm64",
@@ -107,21 +114,24 @@ def _apt_options() -> list[str]:
     if not (d / "lists" / "ok").exists():
         (d / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (d / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        (d / "sources.list").write_text("".join(f"{m}\n" for m in MIRRORS))
+        mirrors = MIRRORS if suite == SUITE else (f"deb {assets.MIRROR} {suite} main",)
+        (d / "sources.list").write_text("".join(f"{m}\n" for m in mirrors))
         (d / "status").touch()
         r = subprocess.run(
             ["apt-get", *opts, "update", "-qq"], capture_output=True, text=True, check=False
         )
         if r.returncode != 0:
-            raise assets.AssetError(f"apt-get update (arm64) failed: {r.stderr.strip()}")
+            raise assets.AssetError(f"apt-get update (arm64, {suite}) failed: {r.stderr.strip()}")
         (d / "lists" / "ok").write_text("")
     return opts
 
 
-def kernel_package() -> str:
-    """The exact package ``linux-image-cloud-arm64`` depends on in bookworm."""
+def kernel_package(which: str = "6.1") -> str:
+    """The exact package ``linux-image-cloud-arm64`` depends on in the suite
+    of ``which`` (:data:`KERNEL_SUITES`)."""
+    suite = KERNEL_SUITES[which]
     out = subprocess.run(
-        ["apt-cache", *_apt_options(), "depends", KERNEL_META],
+        ["apt-cache", *_apt_options(suite), "depends", KERNEL_META],
         capture_output=True,
         text=True,
         check=False,
@@ -130,15 +140,17 @@ def kernel_package() -> str:
         word = line.strip().removeprefix("Depends:").strip()
         if line.strip().startswith("Depends:") and word.startswith("linux-image-"):
             return word
-    raise assets.AssetError(f"the arm64 apt lists in {cache() / 'apt'} have no {KERNEL_META}")
+    raise assets.AssetError(f"the arm64 apt lists of {suite} have no {KERNEL_META}")
 
 
-def ensure_kernel() -> assets.Kernel:
-    """Download and unpack the cloud-arm64 kernel once; return where it is."""
-    package = kernel_package()
+def ensure_kernel(which: str = "6.1") -> assets.Kernel:
+    """Download and unpack a cloud-arm64 kernel once; return where it is."""
+    package = kernel_package(which)
     root = cache() / package
     if not (root / "boot").is_dir():
-        deb = assets._download(package, "arm64/download-kernel", _apt_options())
+        deb = assets._download(
+            package, "arm64/download-kernel", _apt_options(KERNEL_SUITES[which])
+        )
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
@@ -146,7 +158,35 @@ def ensure_kernel() -> assets.Kernel:
         shutil.rmtree(deb.parent)
     vmlinuz = next((root / "boot").glob("vmlinuz-*"))
     release = vmlinuz.name.removeprefix("vmlinuz-")
-    return assets.Kernel(package, vmlinuz, root / "lib" / "modules" / release)
+    # trixie's packages ship /usr/lib/modules (merged /usr), bookworm's /lib.
+    modules = root / "lib" / "modules" / release
+    if not modules.is_dir():
+        modules = root / "usr" / "lib" / "modules" / release
+    return assets.Kernel(package, vmlinuz, modules)
+
+
+def ensure_kexec_tools(version: str) -> Path | None:
+    """The aarch64 ``kexec`` of a kexec-tools the guest loads with: ``None`` for
+    the root's own (bookworm's 2.0.25); trixie's 2.0.29 is cross-built from its
+    Debian source package (its binary needs trixie's glibc), once, into
+    ``cache()/kexec-tools-VERSION``.
+
+    :raises AssetError: an unknown version, or the build failed.
+    """
+    if version == "2.0.25":
+        return None
+    if version != "2.0.29":
+        raise assets.AssetError(f"no arm64 kexec-tools {version} in the test bed")
+    path = cache() / f"kexec-tools-{version}" / "kexec"
+    if not path.exists():
+        built = assets.build_kexec("trixie", host="aarch64-linux-gnu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        shutil.copyfile(built, tmp)
+        tmp.chmod(0o755)
+        tmp.rename(path)
+        shutil.rmtree(built.parents[2].parent, ignore_errors=True)
+    return path
 
 
 def _binfmt_enabled() -> bool:

@@ -243,7 +243,7 @@ def ensure_kexec_tools(version: str = "2.0.25") -> Path:
         path = cache_dir() / "kexec-tools" / version / "kexec"
         if not path.exists():
             suite, kind = how
-            built = _fetch_kexec_binary(suite) if kind == "binary" else _build_kexec(suite)
+            built = _fetch_kexec_binary(suite) if kind == "binary" else build_kexec(suite)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             shutil.copyfile(built, tmp)
@@ -274,12 +274,19 @@ def _fetch_kexec_binary(suite: str) -> Path:
     return unpacked / "sbin" / "kexec"
 
 
-def _build_kexec(suite: str) -> Path:
-    # Debian's source package, from a deb-src list of the suite's own; built
-    # with the host's compiler and libc, without the optional libraries the
-    # host may lack (the test bed's kernels and initrds are not compressed by
-    # kexec-tools).
-    work = cache_dir() / f"kexec-tools-{suite}"
+def build_kexec(suite: str, host: str | None = None) -> Path:
+    """Build Debian's kexec-tools source package of ``suite`` (from a deb-src
+    list of the suite's own) in ``cache_dir()/kexec-tools-SUITE[-HOST]``; return
+    its ``kexec``.
+
+    Built with the host's compiler and libc, or cross-built for ``host`` (a GNU
+    triplet: ``aarch64-linux-gnu``, with gcc-aarch64-linux-gnu), without the
+    optional libraries the host may lack (the test bed's kernels and initrds
+    are not compressed by kexec-tools).
+
+    :raises AssetError: fetching or building failed.
+    """
+    work = cache_dir() / (f"kexec-tools-{suite}" + (f"-{host}" if host else ""))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     r = subprocess.run(
@@ -305,7 +312,13 @@ def _build_kexec(suite: str) -> Path:
         raise AssetError(f"dpkg-source -x {dsc[0]} failed: {r.stderr.strip()}")
     src = work / "src"
     for step in (
-        ["./configure", "--without-zlib", "--without-lzma", "--without-xen"],
+        [
+            "./configure",
+            *([f"--host={host}"] if host else []),
+            "--without-zlib",
+            "--without-lzma",
+            "--without-xen",
+        ],
         ["make", f"-j{os.cpu_count() or 1}"],
     ):
         r = run(step, cwd=src)

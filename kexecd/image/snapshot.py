@@ -126,8 +126,9 @@ class Snapshot:
 
     @property
     def rules(self) -> HeaderRules:
-        """How the kexec-tools that made the load builds the header."""
-        return rules_for(self.kexec_tools)
+        """How the kexec-tools that made the load builds the header, by the
+        architecture the image was loaded for (:attr:`arch`)."""
+        return rules_for(self.kexec_tools, self.arch)
 
     @property
     def syscall(self) -> str:

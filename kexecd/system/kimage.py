@@ -118,6 +118,10 @@ def _number(info: dict[str, str], key: str) -> int | None:
     return None
 
 
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >> 63 else value
+
+
 def _page_offset(text: int | None, stext: int | None, info: dict[str, str]) -> int:
     # kexec-arm64.c get_page_offset(): 0 when it fails (no _text, no VA_BITS).
     va_bits = _number(info, "VA_BITS")
@@ -189,6 +193,9 @@ def read_arm64_kernel_map(
     page_offset = _page_offset(syms.get("_text"), syms.get("_stext"), info)
     first_ram = next((s for s, _, n in resources if n == "System RAM"), None)
     candidates = [v for v in (_number(info, "PHYS_OFFSET"), first_ram) if v is not None]
-    phys_offset = min(candidates, default=0)
+    # kexec-arm64.c set_phys_offset() keeps the least as an int64_t: with
+    # 52-bit VAs on 48-bit hardware PHYS_OFFSET is "negative" (Linux 6.12:
+    # 0xfff1000000000000), and wins.
+    phys_offset = min(candidates, key=_signed, default=0)
     offset = (page_offset - phys_offset) & U64_MAX
     return Arm64Kernel(KernelMap(offset, _text(resources, syms)), listed)

@@ -87,6 +87,21 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
     assert all(int(n) > 0 and f == "0" for n, f in summaries)
 
 
+def test_c_core_tests_pass_under_sanitizers_on_aarch64() -> None:
+    # The same tests cross-compiled for aarch64 (one file per architecture for
+    # what differs: csrc/arch_aarch64.c) and run under qemu-user, ASan and
+    # UBSan included; test_trace is built, and runs in the arm64 guest
+    # (tests/vm/test_arm64.py traces every load there).
+    p = subprocess.run(
+        ["make", "-s", "-C", str(REPO / "csrc"), "check-aarch64"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    summaries = re.findall(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
+    assert len(summaries) == 3  # test_elfcore, test_sha256, test_watch
+    assert all(int(n) > 0 and f == "0" for n, f in summaries)
+    assert "test_trace built" in p.stdout
+
+
 def test_the_unit_tier_cannot_reach_kexec_load(fake_kexec: Path) -> None:
     # The autouse guard in conftest.py: the real syscall and pass-mode tracing
     # are refused, whatever path leads to them.

@@ -192,3 +192,14 @@ def test_derive_text_gives_the_header_of_a_kallsyms_with_text(tmp_path: Path) ->
     derived = read_arm64_kernel_map(fake(tmp_path / "a", without, info), IOMEM, derive_text=True)
     listed = read_arm64_kernel_map(fake(tmp_path / "b", ALL, info), IOMEM)
     assert derived.map == listed.map and not derived.text_symbol and listed.text_symbol
+
+
+def test_52_bit_va_phys_offset_is_negative(tmp_path: Path) -> None:
+    # trixie's 6.12 on 48-bit hardware (tests/data/arm64-6.12-2.0.29-c-boot):
+    # VA_BITS 52 and PHYS_OFFSET 0xfff1000000000000, which kexec-tools keeps as
+    # an int64_t, so it is less than the first RAM: RAM at 0x40000000 is
+    # mapped at 0xffff000040000000.
+    info = "NUMBER(VA_BITS)=52\nNUMBER(PHYS_OFFSET)=0xfff1000000000000\n"
+    syms = {"_text": 0xFFFF800080000000, "_stext": 0xFFFF800080010000}
+    k = read_arm64_kernel_map(fake(tmp_path, syms, info), IOMEM)
+    assert (0x40000000 + k.map.page_offset) & U64_MAX == 0xFFFF000040000000
