@@ -242,7 +242,7 @@ def _udev(cmd: str, root: Root, runtime_dir: Path, nothing: str) -> int:
     how = udevmask.mask if cmd == "mask" else udevmask.unmask
     try:
         report = how(root, runtime_dir)
-    except OSError as e:
+    except (OSError, KexecdError) as e:
         _err(cmd, e)
         return 2
     for line in report.lines() or [nothing]:

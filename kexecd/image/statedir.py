@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kexecd.errors import SnapshotError
+from kexecd.files import read_own
 
 __all__ = ["LOCK", "check_dir", "locked", "read_file", "ready"]
 
@@ -69,33 +70,13 @@ def check_dir(path: Path) -> None:
 
 
 def read_file(directory: Path, name: str, limit: int) -> bytes:
-    """Read the regular file ``name`` in ``directory``, at most ``limit`` bytes.
+    """Read the regular file ``name`` in ``directory``, at most ``limit`` bytes
+    (:func:`kexecd.files.read_own`).
 
     :raises SnapshotError: missing, a symlink, not a regular file, larger
         than ``limit``, or unreadable.
     """
-    path = directory / name
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise SnapshotError(f"{directory}: cannot open: {e.strerror}") from None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-    except FileNotFoundError:
-        raise SnapshotError(f"{path}: missing; run 'kexecd load' again") from None
-    except OSError as e:
-        raise SnapshotError(
-            f"{path}: cannot open ({e.strerror}; a symlink?); run 'kexecd load' again"
-        ) from None
-    finally:
-        os.close(dfd)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"{path}: not a regular file; run 'kexecd load' again")
-        if st.st_size > limit:
-            raise SnapshotError(f"{path}: {st.st_size} bytes, more than {limit}; load again")
-        return f.read(limit + 1)[:limit]
+    return read_own(directory / name, limit, SnapshotError, "run 'kexecd load' again")[0]
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from kexecd.core import fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
-from kexecd.files import timestamp, write_atomic
+from kexecd.files import open_own, timestamp, write_atomic
 from kexecd.image import statedir
 from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode, segment_file
 from kexecd.image.purgatory import DigestLocation, locate
@@ -308,19 +307,11 @@ def _map(directory: Path, index: int, size: int) -> Buffer:
         return b""
     path = directory / segment_file(index)
     try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            fd = os.open(
-                path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
-            )
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        raise SnapshotError(f"{path}: cannot open ({e.strerror}); {FIX}") from None
+        fd = open_own(path, SnapshotError, FIX)
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: missing; {FIX}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"{path}: not a regular file; {FIX}")
         if st.st_size != size:
             raise SnapshotError(
                 f"{path}: {st.st_size} bytes, but the manifest says {size} (truncated?); {FIX}"

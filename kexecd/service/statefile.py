@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kexecd.errors import StateFileError
-from kexecd.files import timestamp, write_atomic
+from kexecd.files import read_own_optional, timestamp, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -247,18 +246,10 @@ def read_state(runtime_dir: Path) -> DaemonState | None:
         version's state.
     """
     path = runtime_dir / STATE_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    got = read_own_optional(path, MAX_SIZE, StateFileError, _FIX)
+    if got is None:
         return None
-    except OSError as e:
-        raise StateFileError(f"{path}: unreadable ({e.strerror}); {_FIX}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise StateFileError(f"{path}: not a regular file; {_FIX}")
-        data = f.read(MAX_SIZE + 1)
-    if len(data) > MAX_SIZE:
-        raise StateFileError(f"{path}: larger than {MAX_SIZE} bytes; {_FIX}")
+    data = got[0]
     try:
         text = data.decode()
     except UnicodeDecodeError as e:
