@@ -8,7 +8,9 @@ is checked: the types of every field, segments that the kernel could accept
 passes them; the kernel checks alignment itself in kernel/kexec_core.c
 sanity_check_segment_list()), the entry inside purgatory,
 purgatory's digest and regions inside purgatory's buffer, a SHA-256 state
-that the C core accepts. A manifest that fails any check is refused whole.
+that the C core accepts, each segment's file named exactly as
+:func:`segment_file` names it (never a path: no ``/``, no ``..``). A
+manifest that fails any check is refused whole.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
         mem = _int(s.get("mem"), f"segment {i} mem")
         memsz = _int(s.get("memsz"), f"segment {i} memsz", 0, U64 - 1 - mem)
         bufsz = _int(s.get("bufsz"), f"segment {i} bufsz", 0, memsz)
+        _segment_name(s.get("file"), s.get("index"), i)
         sha = _str(s.get("sha256"), f"segment {i} sha256")
         if not _HEX64.match(sha):
             raise _Bad(f"segment {i} sha256 is not a SHA-256 in hex")
@@ -165,6 +168,18 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
             raise _Bad(f"segment {i} at {mem:#x} overlaps segment {clash}")
         out.append(SegmentInfo(mem, memsz, bufsz, sha))
     return tuple(out)
+
+
+def _segment_name(name: object, index: object, i: int) -> None:
+    # The segment's file is named as kexecd names it (segment_file), and by
+    # nothing else: no '/', no '..', no absolute path, no other index.
+    if index != i or isinstance(index, bool):
+        raise _Bad(f"segment {i} index must be {i}, not {index!r:.40}")
+    if name != segment_file(i):
+        raise _Bad(
+            f"segment {i} file must be {segment_file(i)!r}, a file kexecd wrote in the "
+            f"snapshot directory, not {name!r:.80}"
+        )
 
 
 def _state(v: object, what: str) -> bytes | None:
