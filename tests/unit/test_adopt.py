@@ -25,9 +25,9 @@ from kexecd.image.store import open_snapshot
 from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
-from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
+from kexecd.system.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 from tests.unit import fakes
