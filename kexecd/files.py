@@ -31,6 +31,7 @@ from pathlib import Path
 from kexecd.errors import KexecdError, OwnFileError
 
 __all__ = [
+    "ensure_dir",
     "open_own",
     "read_own",
     "read_own_optional",
@@ -156,6 +157,23 @@ def read_own_optional(
     if len(data) > limit:
         raise error(f"{path}: more than {limit} bytes; {fix}")
     return data, st
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> None:
+    """Create one of kexecd's directories (and its parents) if it is not there.
+
+    :raises OwnFileError: something else sits at its name: a file, or a
+        symlink (kexecd's writes follow none).
+    """
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
+    except NotADirectoryError:
+        raise OwnFileError(f"{path}: a parent is not a directory; fix the path") from None
+    if os.path.islink(path) or not os.path.isdir(path):
+        what = "a symlink" if os.path.islink(path) else "not a directory"
+        raise OwnFileError(f"{path}: {what}, where kexecd keeps its files; remove it")
 
 
 def write_atomic(

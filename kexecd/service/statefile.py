@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kexecd.errors import StateFileError
-from kexecd.files import read_own_optional, timestamp, write_atomic
+from kexecd.files import ensure_dir, read_own_optional, timestamp, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -233,7 +233,7 @@ def _list(value: object) -> list[object]:
 
 def write_state(runtime_dir: Path, state: DaemonState) -> None:
     """Write ``state.json`` so that readers see the old or the new file, whole."""
-    runtime_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(runtime_dir)
     text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
     # /run is tmpfs: nothing outlives a reboot, so no fsync.
     write_atomic(runtime_dir / STATE_FILE, text.encode(), durable=False)

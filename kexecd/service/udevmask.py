@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kexecd.errors import ServiceError
-from kexecd.files import read_own_optional, write_atomic
+from kexecd.files import ensure_dir, read_own_optional, write_atomic
 from kexecd.system.root import Root
 
 __all__ = ["RULES", "MaskReport", "hazards", "mask", "masked", "reload_udev", "unmask"]
@@ -140,7 +140,7 @@ def mask(root: Root, runtime_dir: Path, reload: Reload | None = None) -> MaskRep
         rundir.mkdir(parents=True, exist_ok=True)
         os.symlink("/dev/null", link)
         report.masked.append(name)
-    runtime_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(runtime_dir)
     write_atomic(runtime_dir / RECORD, json.dumps(report.masked).encode(), durable=False)
     if report.masked:
         error = (reload or reload_udev)()
