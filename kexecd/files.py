@@ -74,32 +74,27 @@ def _dir_fd(directory: Path, error: type[KexecdError], fix: str) -> int:
         raise
 
 
-def open_own(path: Path, error: type[KexecdError], fix: str, *, owner: int | None = None) -> int:
+def open_own(
+    path: Path,
+    error: type[KexecdError],
+    fix: str,
+    *,
+    owner: int | None = None,
+    follow: bool = False,
+) -> int:
     """Open one of kexecd's files for reading: a regular file, no symlink, no wait.
 
     :param error: the :class:`KexecdError` to raise, of the caller's layer.
     :param fix: what to do about a refused file, for the message.
     :param owner: the uid the file must belong to, writable by it alone
         (for a file kexecd runs as root); ``None``: no check.
+    :param follow: follow symlinks (only for ``/etc/kexecd.conf``, which an
+        admin may link; never in the state and runtime directories).
     :returns: the descriptor (``O_CLOEXEC``), the caller's to close.
     :raises FileNotFoundError: the file or its directory is missing.
     :raises KexecdError: ``error``, with one line naming the file and ``fix``.
     """
-    try:
-        dfd = _dir_fd(path.parent, error, fix)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise error(f"{path.parent}: cannot open the directory ({e.strerror}); {fix}") from None
-    try:
-        fd = os.open(path.name, _READ_FLAGS, dir_fd=dfd)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        what = "a symlink" if e.errno == errno.ELOOP else e.strerror  # O_NOFOLLOW met a link
-        raise error(f"{path}: cannot open ({what}), not a regular file; {fix}") from None
-    finally:
-        os.close(dfd)
+    fd = _open_followed(path, error, fix) if follow else _open_in_dir(path, error, fix)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -117,8 +112,40 @@ def open_own(path: Path, error: type[KexecdError], fix: str, *, owner: int | Non
     return fd
 
 
+def _open_in_dir(path: Path, error: type[KexecdError], fix: str) -> int:
+    try:
+        dfd = _dir_fd(path.parent, error, fix)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"{path.parent}: cannot open the directory ({e.strerror}); {fix}") from None
+    try:
+        return os.open(path.name, _READ_FLAGS, dir_fd=dfd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        what = "a symlink" if e.errno == errno.ELOOP else e.strerror  # O_NOFOLLOW met a link
+        raise error(f"{path}: cannot open ({what}), not a regular file; {fix}") from None
+    finally:
+        os.close(dfd)
+
+
+def _open_followed(path: Path, error: type[KexecdError], fix: str) -> int:
+    try:
+        return os.open(path, _READ_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"{path}: cannot open ({e.strerror}); {fix}") from None
+
+
 def read_own(
-    path: Path, limit: int, error: type[KexecdError], fix: str, *, owner: int | None = None
+    path: Path,
+    limit: int,
+    error: type[KexecdError],
+    fix: str,
+    *,
+    owner: int | None = None,
 ) -> tuple[bytes, os.stat_result]:
     """Read one of kexecd's files whole (:func:`open_own`), at most ``limit`` bytes.
 
@@ -136,14 +163,20 @@ def read_own(
 
 
 def read_own_optional(
-    path: Path, limit: int, error: type[KexecdError], fix: str, *, owner: int | None = None
+    path: Path,
+    limit: int,
+    error: type[KexecdError],
+    fix: str,
+    *,
+    owner: int | None = None,
+    follow: bool = False,
 ) -> tuple[bytes, os.stat_result] | None:
     """:func:`read_own`, but ``None`` when the file is not there.
 
     :raises KexecdError: ``error``, as :func:`read_own` but for a missing file.
     """
     try:
-        fd = open_own(path, error, fix, owner=owner)
+        fd = open_own(path, error, fix, owner=owner, follow=follow)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:

@@ -31,6 +31,8 @@ from kexecd.files import read_own
 __all__ = ["LOCK", "check_dir", "locked", "read_file", "ready"]
 
 LOCK = ".lock"
+# No symlink followed, no wait on a FIFO planted at the name.
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # Readers wait this long for a writer (a full reload under TCG takes seconds).
 WAIT_SECONDS = 60.0
 
@@ -94,9 +96,14 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
     check_dir(state_dir)
     path = state_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, _LOCK_FLAGS, 0o600)
     except OSError as e:
-        raise SnapshotError(f"{path}: cannot open the lock: {e.strerror}") from None
+        raise SnapshotError(
+            f"{path}: cannot open the lock ({e.strerror}; a directory, a symlink?); remove it"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SnapshotError(f"{path}: the lock is not a regular file; remove it")
     try:
         wait = WAIT_SECONDS if wait is None else wait
         deadline = time.monotonic() + wait

@@ -300,3 +300,38 @@ def test_a_directory_at_the_name_itself(tmp_path: Path) -> None:
     with pytest.raises(OwnFileError, match=r"/f: a directory where kexecd writes a file"):
         write_atomic(tmp_path / "f", b"new")
     assert not (tmp_path / ".f.tmp").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_dir_lock_not_a_regular_file(
+    host: dict[str, Path], kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant(host["state"] / ".lock", kind, host["tmp"] / "elsewhere")
+    before = tree(host["state"])
+    args = ["refresh", "--state-dir", str(host["state"]), "--root", str(host["hotadd"])]
+    assert main(args) == 2
+    one_line_naming(capsys.readouterr().err, ".lock")
+    assert tree(host["state"]) == before
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "socket"])
+def test_config_file_not_a_regular_file(
+    host: dict[str, Path], kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = host["tmp"] / "kexecd.conf"
+    plant(conf, kind, host["tmp"] / "elsewhere")
+    args = ["--config", str(conf), "--state-dir", str(host["state"]), "--root", str(host["boot"])]
+    assert main(["refresh", *args]) == 2  # and no wait on the FIFO
+    one_line_naming(capsys.readouterr().err, "kexecd.conf")
+
+
+def test_config_file_may_be_a_symlink(
+    host: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /etc/kexecd.conf is the admin's, not kexecd's directory: a link is followed.
+    real = host["tmp"] / "managed.conf"
+    real.write_text("crash_acpi_no_memhotplug = false\n")
+    conf = host["tmp"] / "kexecd.conf"
+    conf.symlink_to(real)
+    args = ["--config", str(conf), "--state-dir", str(host["state"]), "--root", str(host["boot"])]
+    assert main(["refresh", "--dry-run", *args]) == 0
