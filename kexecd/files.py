@@ -98,7 +98,7 @@ def open_own(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{path}: not a regular file ({kind(st.st_mode)}); remove it; {fix}")
+            raise error(f"{path}: not a regular file ({kind(st.st_mode)}); {fix}")
         if owner is not None and (st.st_uid != owner or st.st_mode & 0o022):
             raise error(
                 f"{path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "

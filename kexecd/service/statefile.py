@@ -246,7 +246,7 @@ def read_state(runtime_dir: Path) -> DaemonState | None:
         version's state.
     """
     path = runtime_dir / STATE_FILE
-    got = read_own_optional(path, MAX_SIZE, StateFileError, _FIX)
+    got = read_own_optional(path, MAX_SIZE, StateFileError, f"remove it and {_FIX}")
     if got is None:
         return None
     data = got[0]
