@@ -46,7 +46,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def kind(mode: int) -> str:
+def _kind(mode: int) -> str:
     """What a file of this ``st_mode`` is, in words: ``a directory``, ``a FIFO``, ..."""
     for test, what in (
         (stat.S_ISDIR, "a directory"),
@@ -98,7 +98,7 @@ def open_own(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise error(f"{path}: not a regular file ({kind(st.st_mode)}); {fix}")
+            raise error(f"{path}: not a regular file ({_kind(st.st_mode)}); {fix}")
         if owner is not None and (st.st_uid != owner or st.st_mode & 0o022):
             raise error(
                 f"{path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
