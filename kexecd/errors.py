@@ -13,6 +13,7 @@ __all__ = [
     "HeaderError",
     "KexecdError",
     "LoadError",
+    "OwnFileError",
     "ServiceError",
     "SnapshotError",
     "StateFileError",
@@ -71,3 +72,11 @@ class AdoptError(KexecdError):
 
 class ConfigError(KexecdError):
     """The configuration file is unreadable or holds a bad value."""
+
+
+class OwnFileError(KexecdError, OSError):
+    """One of kexecd's own files cannot be written: a directory sits where it
+    goes, or its directory is a symlink (:func:`kexecd.files.write_atomic`).
+
+    An :class:`OSError` too, with no errno: whoever handles a failed write
+    (the metrics, the udev mask) handles this one."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,10 +218,7 @@ def status(cfg: Config, as_json: bool) -> int:
         cfg.runtime_dir,
         acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
     )
-    try:
-        print(st.to_json(report) if as_json else st.render(report), flush=True)
-    except BrokenPipeError:  # kexecd status | head -1: the exit code still counts
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print(st.to_json(report) if as_json else st.render(report))
     return report.exit_code
 
 
@@ -242,7 +238,7 @@ def _udev(cmd: str, root: Root, runtime_dir: Path, nothing: str) -> int:
     how = udevmask.mask if cmd == "mask" else udevmask.unmask
     try:
         report = how(root, runtime_dir)
-    except OSError as e:
+    except (OSError, KexecdError) as e:
         _err(cmd, e)
         return 2
     for line in report.lines() or [nothing]:

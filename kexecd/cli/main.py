@@ -261,19 +261,31 @@ def _parser() -> argparse.ArgumentParser:
 
 # What needs root: the state directory is root's (0700), kexec_load needs
 # CAP_SYS_BOOT, the udev rules directory in /run is root's.
+# 128 + SIGPIPE: the exit code a shell reports for a closed pipe.
+CLOSED_PIPE = 141
 ROOT_ONLY = ("load", "adopt", "mask", "unmask", "refresh", "grow", "run", "status")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``kexecd`` command line; return its exit code."""
+    """Run the ``kexecd`` command line; return its exit code.
+
+    A reader that went away (``kexecd status | head -1``) is met here, for
+    every command and every line it prints: the output is flushed before
+    the exit code is returned (or argparse's exit is let through), so a
+    closed pipe shows up inside this ``try``, never in the interpreter's
+    flush at exit. Then, as the Python documentation advises for
+    ``BrokenPipeError``, stdout points at ``/dev/null`` and the exit code
+    is 141, what a shell reports of a command that SIGPIPE ended (``yes |
+    head -1``): what it did (a load, a record) stands, its output does not.
+    """
     try:
-        return _main(argv)
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()
     except BrokenPipeError:
-        # The reader went away (kexecd status | head -1): no traceback. As
-        # the Python documentation advises, point stdout at /dev/null so the
-        # flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports it
+        return CLOSED_PIPE
 
 
 def _inspect(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from kexecd.errors import KexecdError, LoadError, SnapshotError
-from kexecd.image import plan, relocate
+from kexecd.image import plan, relocate, rerun
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.cmdline import Amendment
 from kexecd.image.decide import Action, Decision, Request, Why
@@ -193,7 +193,8 @@ class Executor:
         result.cmdline = "" if line is None else line.done
 
     def _full_reload(self, p: Plan, request: Request, result: RefreshResult) -> None:
-        snap = load_locked(self.store, self.deps, Origin(p.snapshot.argv, p.snapshot.source))
+        argv, source = rerun.command(p.snapshot)  # refused here, before anything runs
+        snap = load_locked(self.store, self.deps, Origin(argv, source))
         result.loaded = True
         # kexec-tools loaded its own command line again: what kexecd appends
         # to it goes back at once, with the same request and policy, not at

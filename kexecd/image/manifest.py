@@ -8,7 +8,9 @@ is checked: the types of every field, segments that the kernel could accept
 passes them; the kernel checks alignment itself in kernel/kexec_core.c
 sanity_check_segment_list()), the entry inside purgatory,
 purgatory's digest and regions inside purgatory's buffer, a SHA-256 state
-that the C core accepts. A manifest that fails any check is refused whole.
+that the C core accepts, each segment's file named exactly as
+:func:`segment_file` names it (never a path: no ``/``, no ``..``). A
+manifest that fails any check is refused whole.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from kexecd.image.purgatory import DIGEST_SIZE, SHA256_REGIONS, DigestLocation
 from kexecd.model import shell_words
 from kexecd.system.kexectools import is_version
 
-__all__ = ["FORMAT", "Manifest", "SegmentInfo", "Source", "decode", "encode", "segment_file"]
+__all__ = [
+    "FORMAT",
+    "Manifest",
+    "Program",
+    "SegmentInfo",
+    "Source",
+    "decode",
+    "encode",
+    "segment_file",
+]
 
 FORMAT = 1
 # include/uapi/linux/kexec.h KEXEC_SEGMENT_MAX.
@@ -55,6 +66,25 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Program:
+    """The kexec-tools binary that made a load, as the tracer read it.
+
+    A full reload runs this binary again, and nothing else
+    (:mod:`kexecd.image.rerun`): the content's SHA-256 is its identity (an
+    upgrade or a reinstall gives a new inode; only new bytes are a new
+    program), the path is where the command's first word led to it.
+
+    :ivar path: the absolute path the command's first word resolved to.
+    :ivar size: the binary's size in bytes.
+    :ivar sha256: the SHA-256 of the bytes that ran (``/proc/PID/exe`` at the load).
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class SegmentInfo:
     """One segment as the manifest records it (its bytes are in ``seg-NN.bin``)."""
 
@@ -82,6 +112,9 @@ class Manifest:
     # The kexec-tools version that made the load (its header rules), if known:
     # written since kexecd follows it; older manifests lack it.
     kexec_tools: str | None = None
+    # The kexec binary that made the load (written since issue 26; older
+    # manifests lack it, and a full reload of theirs is refused).
+    program: Program | None = None
 
 
 def encode(m: Manifest) -> bytes:
@@ -103,6 +136,7 @@ def encode(m: Manifest) -> bytes:
         "purgatory": m.purgatory,
         "source": None if m.source is None else asdict(m.source),
         "kexec_tools": m.kexec_tools,
+        "program": None if m.program is None else asdict(m.program),
         "digest": None
         if d is None
         else {
@@ -152,6 +186,7 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
         mem = _int(s.get("mem"), f"segment {i} mem")
         memsz = _int(s.get("memsz"), f"segment {i} memsz", 0, U64 - 1 - mem)
         bufsz = _int(s.get("bufsz"), f"segment {i} bufsz", 0, memsz)
+        _segment_name(s.get("file"), s.get("index"), i)
         sha = _str(s.get("sha256"), f"segment {i} sha256")
         if not _HEX64.match(sha):
             raise _Bad(f"segment {i} sha256 is not a SHA-256 in hex")
@@ -165,6 +200,18 @@ def _segments(v: object) -> tuple[SegmentInfo, ...]:
             raise _Bad(f"segment {i} at {mem:#x} overlaps segment {clash}")
         out.append(SegmentInfo(mem, memsz, bufsz, sha))
     return tuple(out)
+
+
+def _segment_name(name: object, index: object, i: int) -> None:
+    # The segment's file is named as kexecd names it (segment_file), and by
+    # nothing else: no '/', no '..', no absolute path, no other index.
+    if index != i or isinstance(index, bool):
+        raise _Bad(f"segment {i} index must be {i}, not {index!r:.40}")
+    if name != segment_file(i):
+        raise _Bad(
+            f"segment {i} file must be {segment_file(i)!r}, a file kexecd wrote in the "
+            f"snapshot directory, not {name!r:.80}"
+        )
 
 
 def _state(v: object, what: str) -> bytes | None:
@@ -221,6 +268,23 @@ def _source(v: object) -> Source | None:
         _str(v.get("sha256"), "source sha256", 64),
         (a, b, c),
     )
+
+
+MAX_PROGRAM = 64 << 20  # kexec-tools' binary is 200 KB
+
+
+def _program(v: object) -> Program | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise _Bad("program must be an object or null")
+    path = _str(v.get("path"), "program path", 4096)
+    if not path.startswith("/") or "\0" in path or "/../" in f"{path}/":
+        raise _Bad(f"program path must be an absolute path, not {path!r:.80}")
+    sha = _str(v.get("sha256"), "program sha256", 64)
+    if not _HEX64.match(sha):
+        raise _Bad("program sha256 is not a SHA-256 in hex")
+    return Program(path, _int(v.get("size"), "program size", 1, MAX_PROGRAM), sha)
 
 
 def _version(v: object) -> str | None:
@@ -281,6 +345,7 @@ def decode(data: bytes, name: str) -> Manifest:
             digest=_digest(m.get("digest"), segments, purgatory),
             source=_source(m.get("source")),
             kexec_tools=_version(m.get("kexec_tools")),
+            program=_program(m.get("program")),
         )
     except _Bad as e:
         raise SnapshotError(f"{name}: malformed: {e}; {fix}") from None

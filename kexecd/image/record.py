@@ -12,7 +12,6 @@ anyway, and the record with it).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -132,8 +131,14 @@ class LoadRecord:
         }
         data = (json.dumps(info, indent=2) + "\n").encode()
         write_atomic(self.path / LOADED, data, durable=self.durable)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self.path / INTENT).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # a directory planted at the name
+            raise SnapshotError(
+                f"{self.path / INTENT}: cannot remove ({e.strerror}); remove it by hand"
+            ) from None
 
     def done_whole(self, how: str) -> None:
         """Remember a load with no header kexecd can read (a file load)."""

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from kexecd.arch import Arch, of_flags
-from kexecd.image.manifest import Manifest, Source
+from kexecd.image.manifest import Manifest, Program, Source
 from kexecd.image.purgatory import DigestLocation
 from kexecd.image.record import LoadRecord
 from kexecd.image.relocate import capacity
@@ -85,6 +85,11 @@ class Snapshot:
     def source(self) -> Source | None:
         """The distro's record of the command, when adopted."""
         return self.manifest.source
+
+    @property
+    def program(self) -> Program | None:
+        """The kexec binary that made the load, if it was kexec-tools itself."""
+        return self.manifest.program
 
     @property
     def kexec_tools(self) -> str | None:

@@ -26,10 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kexecd.errors import SnapshotError
+from kexecd.files import read_own
 
 __all__ = ["LOCK", "check_dir", "locked", "read_file", "ready"]
 
 LOCK = ".lock"
+# No symlink followed, no wait on a FIFO planted at the name.
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # Readers wait this long for a writer (a full reload under TCG takes seconds).
 WAIT_SECONDS = 60.0
 
@@ -69,33 +72,13 @@ def check_dir(path: Path) -> None:
 
 
 def read_file(directory: Path, name: str, limit: int) -> bytes:
-    """Read the regular file ``name`` in ``directory``, at most ``limit`` bytes.
+    """Read the regular file ``name`` in ``directory``, at most ``limit`` bytes
+    (:func:`kexecd.files.read_own`).
 
     :raises SnapshotError: missing, a symlink, not a regular file, larger
         than ``limit``, or unreadable.
     """
-    path = directory / name
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise SnapshotError(f"{directory}: cannot open: {e.strerror}") from None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-    except FileNotFoundError:
-        raise SnapshotError(f"{path}: missing; run 'kexecd load' again") from None
-    except OSError as e:
-        raise SnapshotError(
-            f"{path}: cannot open ({e.strerror}; a symlink?); run 'kexecd load' again"
-        ) from None
-    finally:
-        os.close(dfd)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"{path}: not a regular file; run 'kexecd load' again")
-        if st.st_size > limit:
-            raise SnapshotError(f"{path}: {st.st_size} bytes, more than {limit}; load again")
-        return f.read(limit + 1)[:limit]
+    return read_own(directory / name, limit, SnapshotError, "run 'kexecd load' again")[0]
 
 
 @contextlib.contextmanager
@@ -113,9 +96,14 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
     check_dir(state_dir)
     path = state_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, _LOCK_FLAGS, 0o600)
     except OSError as e:
-        raise SnapshotError(f"{path}: cannot open the lock: {e.strerror}") from None
+        raise SnapshotError(
+            f"{path}: cannot open the lock ({e.strerror}; a directory, a symlink?); remove it"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SnapshotError(f"{path}: the lock is not a regular file; remove it")
     try:
         wait = WAIT_SECONDS if wait is None else wait
         deadline = time.monotonic() + wait

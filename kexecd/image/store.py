@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from kexecd.core import fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
-from kexecd.files import timestamp, write_atomic
+from kexecd.files import open_own, timestamp, write_atomic
 from kexecd.image import statedir
-from kexecd.image.manifest import Manifest, SegmentInfo, Source, decode, encode, segment_file
+from kexecd.image.manifest import (
+    Manifest,
+    Program,
+    SegmentInfo,
+    Source,
+    decode,
+    encode,
+    segment_file,
+)
 from kexecd.image.purgatory import DigestLocation, locate
 from kexecd.image.record import sha256_hex
+from kexecd.image.rerun import identify
 from kexecd.image.snapshot import Snapshot
 from kexecd.loads import Buffer, KexecCall, LoadCapture, Segment
 from kexecd.system.kexectools import version_in
@@ -43,9 +51,15 @@ FIX = "run 'kexecd load' again"
 
 
 def _rmtree(path: Path) -> None:
+    # A directory kexecd made (.snapshot.new, .snapshot.old), or whatever else
+    # sits at its name (a file, a symlink: removed, never followed).
     import shutil  # not needed by kexecd status
 
-    shutil.rmtree(path, ignore_errors=True)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -114,7 +128,16 @@ def _manifest(cap: LoadCapture, origin: Origin, shas: Sequence[str]) -> Manifest
         digest=digest,
         source=origin.source,
         kexec_tools=origin.kexec_tools or version_in(cap.program),
+        program=_program(cap, origin),
     )
+
+
+def _program(cap: LoadCapture, origin: Origin) -> Program | None:
+    # The kexec binary that made the load; an image kexecd built itself (a
+    # moved header) keeps the one of the snapshot it came from.
+    if cap.program is None and origin.same_as is not None:
+        return origin.same_as.program
+    return identify(origin.argv, cap.program)
 
 
 def _boot_segment(cap: LoadCapture) -> int | None:
@@ -308,19 +331,11 @@ def _map(directory: Path, index: int, size: int) -> Buffer:
         return b""
     path = directory / segment_file(index)
     try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            fd = os.open(
-                path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd
-            )
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        raise SnapshotError(f"{path}: cannot open ({e.strerror}); {FIX}") from None
+        fd = open_own(path, SnapshotError, FIX)
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: missing; {FIX}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SnapshotError(f"{path}: not a regular file; {FIX}")
         if st.st_size != size:
             raise SnapshotError(
                 f"{path}: {st.st_size} bytes, but the manifest says {size} (truncated?); {FIX}"

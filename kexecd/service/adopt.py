@@ -12,7 +12,7 @@ made at once, as after any load.
 Where the command comes from:
 
 * Debian and Ubuntu: kdump-tools' ``$KDUMP_COREDIR/kexec_cmd``
-  (:mod:`kexecd.service.kdumptools`), replayed as ``kdump-config`` ran it;
+  (:mod:`kexecd.system.kdumptools`), replayed as ``kdump-config`` ran it;
 * any distro: a command given on the command line (``kdumpctl start``, ...).
 """
 
@@ -28,7 +28,7 @@ from kexecd.image.loader import capture
 from kexecd.image.refresher import Refresher, RefreshResult
 from kexecd.image.snapshot import Snapshot, Source
 from kexecd.image.store import Origin, Store
-from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
+from kexecd.system.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.system.kernel import read_kexec_state, read_lockdown
 from kexecd.system.root import Root
 

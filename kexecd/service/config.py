@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kexecd.errors import ConfigError
+from kexecd.files import read_own_optional
 from kexecd.paths import (
     DEFAULT_CONFIG,
     DEFAULT_METRICS_DIR,
@@ -79,6 +80,9 @@ _TYPES: dict[str, type] = {
 }
 
 
+MAX_CONFIG = 1 << 20
+
+
 def load_config(path: Path | None, **overrides: Any) -> Config:
     """Read ``path`` (a missing default file is fine), then apply ``overrides``.
 
@@ -87,20 +91,20 @@ def load_config(path: Path | None, **overrides: Any) -> Config:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
+        got = read_own_optional(
+            path, MAX_CONFIG, ConfigError, "give kexecd's settings in a TOML file", follow=True
+        )
+        if got is None:
             # The default file is optional; a file named on purpose is not.
             if path != DEFAULT_CONFIG:
-                raise ConfigError(f"{path}: missing") from None
+                raise ConfigError(f"{path}: missing")
         else:
             import tomllib  # only with a file to read: a start-up cost otherwise
 
-            with f:
-                try:
-                    values = tomllib.load(f)
-                except tomllib.TOMLDecodeError as e:
-                    raise ConfigError(f"{path}: not TOML: {e}") from None
+            try:
+                values = tomllib.loads(got[0].decode())
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{path}: not TOML: {e}") from None
     known = {f.name for f in fields(Config)}
     for key, value in values.items():
         if key not in known:

@@ -300,7 +300,7 @@ class Exporter:
         except OSError as e:
             self.live, self.body = False, None
             missing = e.errno == errno.ENOENT and not self.directory.is_dir()
-            why = "missing" if missing else f"{path}: {e.strerror}"
+            why = "missing" if missing else f"{path}: {e.strerror}" if e.strerror else str(e)
             if e.errno == errno.EROFS:
                 why += f" ({SANDBOX})"
             if why != self.trouble:

@@ -14,18 +14,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 
 from kexecd import core
-from kexecd.errors import ServiceError
+from kexecd.errors import OwnFileError, ServiceError
+from kexecd.files import ensure_dir
 
 __all__ = ["SnapshotWatch", "claim", "watch_kexec_cmd"]
 
 log = logging.getLogger("kexecd")
 INSTANCE_LOCK = "daemon.lock"
+# No symlink followed, no wait on a FIFO planted at the name.
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # Entries of the state and snapshot directories whose change undoes a
 # verification ("" is the directory itself, moved or deleted).
 _SNAPSHOT_FILES = ("", "snapshot", "manifest.json")
@@ -36,9 +41,23 @@ def claim(runtime_dir: Path) -> int:
 
     :raises ServiceError: another daemon holds it.
     """
-    runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        ensure_dir(runtime_dir)
+    except OwnFileError as e:
+        raise ServiceError(str(e)) from None
     path = runtime_dir / INSTANCE_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600
+        )
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+    except OSError as e:
+        raise ServiceError(
+            f"{path}: cannot open the daemon's lock ({e.strerror}; a directory, a FIFO, a "
+            "symlink?); remove it"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

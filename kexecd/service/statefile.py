@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kexecd.errors import StateFileError
-from kexecd.files import timestamp, write_atomic
+from kexecd.files import ensure_dir, read_own_optional, timestamp, write_atomic
 
 __all__ = [
     "FORMAT",
@@ -234,7 +233,7 @@ def _list(value: object) -> list[object]:
 
 def write_state(runtime_dir: Path, state: DaemonState) -> None:
     """Write ``state.json`` so that readers see the old or the new file, whole."""
-    runtime_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(runtime_dir)
     text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
     # /run is tmpfs: nothing outlives a reboot, so no fsync.
     write_atomic(runtime_dir / STATE_FILE, text.encode(), durable=False)
@@ -247,18 +246,10 @@ def read_state(runtime_dir: Path) -> DaemonState | None:
         version's state.
     """
     path = runtime_dir / STATE_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    got = read_own_optional(path, MAX_SIZE, StateFileError, f"remove it and {_FIX}")
+    if got is None:
         return None
-    except OSError as e:
-        raise StateFileError(f"{path}: unreadable ({e.strerror}); {_FIX}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise StateFileError(f"{path}: not a regular file; {_FIX}")
-        data = f.read(MAX_SIZE + 1)
-    if len(data) > MAX_SIZE:
-        raise StateFileError(f"{path}: larger than {MAX_SIZE} bytes; {_FIX}")
+    data = got[0]
     try:
         text = data.decode()
     except UnicodeDecodeError as e:

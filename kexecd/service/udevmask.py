@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kexecd.files import write_atomic
+from kexecd.errors import ServiceError
+from kexecd.files import ensure_dir, read_own_optional, write_atomic
 from kexecd.system.root import Root
 
 __all__ = ["RULES", "MaskReport", "hazards", "mask", "masked", "reload_udev", "unmask"]
@@ -82,9 +83,13 @@ def _is_null_link(path: Path) -> bool:
 
 
 def _record(runtime_dir: Path) -> list[str]:
+    # What kexecd masked; a record that is not a regular file is refused.
+    got = read_own_optional(
+        runtime_dir / RECORD, 65536, ServiceError, "remove it, then run 'kexecd mask' again"
+    )
     try:
-        names = json.loads((runtime_dir / RECORD).read_text())
-    except (OSError, ValueError):
+        names = json.loads(got[0]) if got is not None else []
+    except (ValueError, RecursionError):
         return []
     if not isinstance(names, list):
         return []
@@ -135,7 +140,7 @@ def mask(root: Root, runtime_dir: Path, reload: Reload | None = None) -> MaskRep
         rundir.mkdir(parents=True, exist_ok=True)
         os.symlink("/dev/null", link)
         report.masked.append(name)
-    runtime_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(runtime_dir)
     write_atomic(runtime_dir / RECORD, json.dumps(report.masked).encode(), durable=False)
     if report.masked:
         error = (reload or reload_udev)()

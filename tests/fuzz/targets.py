@@ -35,8 +35,8 @@ from kexecd.errors import KexecdError
 from kexecd.image import cmdline, elfcore, loader
 from kexecd.image.store import MANIFEST, SNAPSHOT, open_snapshot
 from kexecd.loads import Segment
-from kexecd.service import kdumptools, metrics, statefile
-from kexecd.system import cpus, iomem, kernel, packages
+from kexecd.service import metrics, statefile
+from kexecd.system import cpus, iomem, kdumptools, kernel, packages
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root

@@ -12,6 +12,7 @@ from kexecd import core
 from kexecd.paths import DEFAULT_METRICS_DIR
 from kexecd.service import metrics
 from testbed import assets
+from tests.unit.fakes import KEXEC
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,13 @@ def no_real_metrics_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(metrics, "write_atomic", guarded)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def kexec_stand_in_mode() -> None:
+    """The kexec-tools stand-in (``fakes.KEXEC``) writable by its owner alone, as a
+    full reload asks of the binary it runs, whatever the checkout's umask."""
+    KEXEC.chmod(0o755)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from testbed.images import image, loaded_root
 
 __all__ = [
     "ARGV",
+    "KEXEC",
     "FakeBackend",
     "FakeMonitor",
     "FakeSystemd",
@@ -41,7 +42,11 @@ __all__ = [
     "tracer_for",
 ]
 
-ARGV = ["kexec", "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x"]
+# A stand-in for kexec-tools 2.0.25 on disk: its bytes are the program the
+# captures say made their load (testbed.images), so a full reload's check
+# that the command still leads to that binary (kexecd.image.rerun) holds.
+KEXEC = Path(__file__).resolve().parent / "bin" / "kexec"
+ARGV = [str(KEXEC), "-p", "/boot/vmlinuz", "--initrd=/boot/initrd.img", "--append=x"]
 
 
 class FakeBackend:

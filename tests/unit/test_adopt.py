@@ -25,9 +25,9 @@ from kexecd.image.store import open_snapshot
 from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
-from kexecd.service.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.service.monitor import Event
 from kexecd.service.statefile import read_state
+from kexecd.system.kdumptools import default_kexec_cmd, read_kexec_cmd, replay_argv
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, SETUP, image, loaded_root
 from tests.unit import fakes
@@ -158,7 +158,7 @@ def test_refuses_unfit_kexec_cmd_files(tmp_path: Path) -> None:
         read_kexec_cmd(write_cmd(tmp_path / "rm/kexec_cmd", "rm -rf /"))
     big = tmp_path / "big/kexec_cmd"
     write_cmd(big, DEBIAN + " " + "x" * 70000)
-    with pytest.raises(AdoptError, match="more than a kexec command"):
+    with pytest.raises(AdoptError, match="bytes, more than 65536"):
         read_kexec_cmd(big)
 
 

@@ -22,7 +22,15 @@ from testbed.capture import Capture
 from testbed.images import image, loaded_root
 from tests.unit import fakes
 from tests.unit.data import DATA
-from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, run_until, tracer_for
+from tests.unit.fakes import (
+    ARGV,
+    KEXEC,
+    FakeBackend,
+    FakeMonitor,
+    daemon_env,
+    run_until,
+    tracer_for,
+)
 
 # As kernel/crash_core.c logs them: 6.6 on, and later (Debian's 6.12.95 in the test bed).
 OLD = "6,2071,78724423,-;crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate"
@@ -104,7 +112,20 @@ def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
 
 
 def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
-    cap = LoadCapture(KexecCall.KEXEC_FILE_LOAD, 0, 0, 0, (), b"elfcorehdr=1K\0", 1, 0, 1, 0, 0)
+    cap = LoadCapture(
+        KexecCall.KEXEC_FILE_LOAD,
+        0,
+        0,
+        0,
+        (),
+        b"elfcorehdr=1K\0",
+        1,
+        0,
+        1,
+        0,
+        0,
+        KEXEC.read_bytes(),
+    )
     root = loaded_root("boot", tmp_path)
     _updating(root)
     state = tmp_path / "state"
@@ -188,7 +209,18 @@ def test_busy_lock_does_not_hide_the_kernels_updates(
     state = tmp_path / "state"
     if file_load:
         cap = LoadCapture(
-            KexecCall.KEXEC_FILE_LOAD, 0, 0, 0, (), b"elfcorehdr=1K\0", 1, 0, 1, 0, 0
+            KexecCall.KEXEC_FILE_LOAD,
+            0,
+            0,
+            0,
+            (),
+            b"elfcorehdr=1K\0",
+            1,
+            0,
+            1,
+            0,
+            0,
+            KEXEC.read_bytes(),
         )
     else:
         cap = image(header_hashed=False)

@@ -27,7 +27,7 @@ from testbed.capture import Capture
 from testbed.images import image, kexec_tools_digest, loaded_root
 from tests.unit import fakes
 from tests.unit.data import DATA
-from tests.unit.fakes import ARGV, FakeBackend, tracer_for
+from tests.unit.fakes import ARGV, KEXEC, FakeBackend, tracer_for
 
 
 @pytest.fixture
@@ -224,6 +224,7 @@ def test_file_loaded_image_is_reloaded_whole(tmp_path: Path) -> None:
         crash_loads=1,
         unloads=0,
         reboot_loads=0,
+        program=KEXEC.read_bytes(),  # the kexec binary that ran
     )
     root = Root(loaded_root("boot", tmp_path))
     state = tmp_path / "state"

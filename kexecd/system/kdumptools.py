@@ -20,11 +20,11 @@ import hashlib
 import os
 import re
 import shlex
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from kexecd.errors import AdoptError, ConfigError
+from kexecd.files import read_own_optional
 from kexecd.model import shell_words
 from kexecd.system.root import Root
 
@@ -114,27 +114,10 @@ def read_kexec_cmd(path: Path) -> KexecCmd:
         anyone but root, too large, not one line, or not a ``kexec`` command.
     """
     fix = "load kdump again (kdump-config load) or give the command: kexecd adopt -- COMMAND"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise AdoptError(
-            f"{path}: missing: no crash kernel was loaded by kdump-tools; {fix}"
-        ) from None
-    except OSError as e:
-        raise AdoptError(f"{path}: cannot open: {e.strerror}; {fix}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise AdoptError(f"{path}: not a regular file; {fix}")
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            raise AdoptError(
-                f"{path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
-                "only a file that root alone can write is run as root; "
-                f"chown root and chmod go-w it, or {fix}"
-            )
-        if st.st_size > MAX_SIZE:
-            raise AdoptError(f"{path}: {st.st_size} bytes, more than a kexec command; {fix}")
-        data = f.read(MAX_SIZE + 1)
+    got = read_own_optional(path, MAX_SIZE, AdoptError, fix, owner=0)
+    if got is None:
+        raise AdoptError(f"{path}: missing: no crash kernel was loaded by kdump-tools; {fix}")
+    data, st = got
     try:
         line = data.decode()
     except UnicodeDecodeError:
