@@ -19,9 +19,12 @@ core compiled for aarch64 on the guest's disk):
   ``kexecd grow`` moves the header (the DTB repointed) while it runs, one DIMM
   is unplugged, 256 MiB of virtio-mem is plugged: the dump has the DIMM kept
   and the virtio-mem memory (which arm64's kexec-tools never dumps), not the
-  DIMM unplugged.
+  DIMM unplugged;
+* ``test_daemon_moves_an_outgrown_header_on_its_own`` (6.1): 70 DIMMs
+  outgrow the header's page (72 program headers); the daemon moves it, the
+  DTB repointed, and the dump has every DIMM.
 
-The two run on 6.1 with kexec-tools 2.0.25 and on 6.12 with 2.0.29 ``-c``
+The first two run on 6.1 with kexec-tools 2.0.25 and on 6.12 with 2.0.29 ``-c``
 (:data:`testbed.arm64.TRIXIE`). Then, on 6.1, what makedumpfile reads of the
 stock header (no ``_text``) and of kexecd's.
 
@@ -44,6 +47,7 @@ from kexecd.arch.aarch64 import fdt
 from testbed import arm64, arm64_disk, assets
 from testbed.capture import Capture
 from testbed.dumps import Vmcore, parse_elf_core
+from testbed.qemu import Machine
 from testbed.vm import Guest
 
 pytestmark = pytest.mark.vm
@@ -107,9 +111,11 @@ def kexecd(guest: Guest, *args: str, check: bool = True, cli: tuple[str, ...] = 
     return guest.run(argv, timeout=300, check=check).stdout
 
 
-def kexecd_load(guest: Guest, combo: arm64.Combo, cli: tuple[str, ...] = SOURCES) -> str:
+def kexecd_load(
+    guest: Guest, combo: arm64.Combo, cli: tuple[str, ...] = SOURCES, append: str = ""
+) -> str:
     load = [*cli, "load", "--state-dir", STATE, "--"]
-    out = guest.run([*load, *arm64.kexec_argv(combo=combo)], timeout=300).stdout
+    out = guest.run([*load, *arm64.kexec_argv(append=append, combo=combo)], timeout=300).stdout
     assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
     return out
 
@@ -250,6 +256,59 @@ def test_daemon_move_and_hot_remove(arm64_guest: Guest, request: pytest.FixtureR
     assert virtio and all(vmcore.covers(s, e) for s, e in virtio), (virtio, vmcore.loads)
     # The capture kernel read the header at its new place, as the DTB said:
     # the old place kept the header of the load, without either DIMM.
+
+
+# A real overflow: an arm64 header's page holds 72 program headers (2 CPUs,
+# vmcoreinfo, the kernel text and 4 RAM ranges at boot); 70 DIMMs of 128 MiB,
+# each its own "System RAM", outgrow it. The capture kernel gets
+# acpi_no_memhotplug: without it, it finds the 70 DIMMs in ACPI and hot-adds
+# them, whose struct pages (2 MiB a DIMM) do not fit crashkernel=256M ("Out of
+# memory and no killable processes" at boot, seen here). kexecd cannot add the
+# word to arm64's packed DTB (CmdlineError: pass it with kexec -p --append, as
+# here).
+OUTGROW_DIMMS = 70
+OUTGROW = Machine(
+    smp=2,
+    maxcpus=2,
+    mem_mib=2048,
+    slots=OUTGROW_DIMMS,
+    maxmem_mib=2048 + OUTGROW_DIMMS * 128 + 512,
+    virtio_mem_mib=512,
+)
+
+
+@pytest.fixture
+def outgrow_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    image = arm64_disk.disk_image()
+    guest = arm64.boot(request.node.name, machine=OUTGROW, image=image)
+    yield guest
+    guest.close()
+    if request.session.testsfailed:
+        print(f"\nkept the guest's logs: {guest.run_dir}")
+    else:
+        shutil.rmtree(guest.run_dir, ignore_errors=True)
+
+
+def test_daemon_moves_an_outgrown_header_on_its_own(outgrow_guest: Guest) -> None:
+    guest = outgrow_guest
+    facts: dict[str, object] = {"boot_s": round(guest.boot_seconds, 1)}
+    arm64.fix_kallsyms(guest)
+    kexecd_load(guest, arm64.DEFAULT, append="acpi_no_memhotplug")
+    start_daemon(guest)
+    start = time.monotonic()
+    ranges = guest.hot_add_memories([128] * OUTGROW_DIMMS, timeout=600)
+    facts["hot_add_s"] = round(time.monotonic() - start, 1)
+    out = wait_current(guest, timeout=300)
+    facts["current_s"] = round(time.monotonic() - start, 1)
+    st = daemon_state(guest)
+    facts["daemon"] = {k: st[k] for k in ("events", "reloads", "moves", "full_reloads", "failed")}
+    assert st["moves"] == 1 and st["full_reloads"] == 0 and st["failed"] == 0, st
+    m = re.search(r"of (\d+) program headers, at (0x[0-9a-f]+)", out)
+    assert m and int(m.group(1)) > 72, out
+    vmcore = guest.crash(CRASH_TIMEOUT)
+    _record(facts, "arm64-outgrow.json")
+    assert len(vmcore.phdrs) > 72
+    assert all(vmcore.covers(s, e) for s, e in ranges), vmcore.loads
 
 
 # Debian's arm64 /proc/kallsyms has no _text (no KALLSYMS_ALL): what stock
