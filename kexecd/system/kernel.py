@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from kexecd import core
 from kexecd.errors import SystemStateError
-from kexecd.model import PT_LOAD, KernelText, Note
+from kexecd.model import PT_LOAD, KernelText, Note, Phdr
 from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 
@@ -19,6 +19,7 @@ __all__ = [
     "acpi_memory_hotplug",
     "kernel_symbols",
     "parse_u64",
+    "read_kcore",
     "read_kernel_map",
     "read_kexec_state",
     "read_lockdown",
@@ -150,6 +151,23 @@ def _symbol(root: Root, name: str) -> int | None:
     return kernel_symbols(root, (name,)).get(name)
 
 
+def read_kcore(root: Root, limit: int) -> tuple[bytes, list[Phdr]]:
+    """The first ``limit`` bytes of /proc/kcore (what kexec-tools reads of it)
+    and their program headers.
+
+    :raises SystemStateError: it is not an ELF core file whose headers fit.
+    """
+    data = root.read_bytes("proc/kcore", limit)
+    try:
+        _, phdrs = core.parse_header(data)
+    except OSError:
+        raise SystemStateError(
+            f"{root.path('proc/kcore')}: not an ELF core file whose headers fit in {limit} "
+            "bytes; is /proc mounted, and are we root?"
+        ) from None
+    return data, phdrs
+
+
 def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules | None = None) -> KernelMap:
     """The direct map's base and the kernel text PT_LOAD, as kexec-tools finds them.
 
@@ -164,17 +182,9 @@ def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules | None = N
     :param rules: the kexec-tools version's.
     """
     facts = (rules or rules_for(None)).facts
-    kcore_headers = facts.kcore_headers
     text_map, text_size = facts.kernel_text_map
     path = root.path("proc/kcore")
-    data = root.read_bytes("proc/kcore", kcore_headers)
-    try:
-        _, phdrs = core.parse_header(data)
-    except OSError:
-        raise SystemStateError(
-            f"{path}: not an ELF core file whose headers fit in {kcore_headers} bytes; "
-            "is /proc mounted, and are we root?"
-        ) from None
+    _, phdrs = read_kcore(root, facts.kcore_headers)
     loads = [p for p in phdrs if p.type == PT_LOAD]
     lowest = min((p.vaddr for p in loads), default=0) & ~(GIB - 1)
     if not lowest:

@@ -30,16 +30,15 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kexecd import core
-from kexecd.errors import SystemStateError
+from kexecd.arch.aarch64 import FACTS
 from kexecd.model import PT_NOTE, KernelText
-from kexecd.system.kernel import U64_MAX, KernelMap, kernel_symbols
+from kexecd.system.kernel import U64_MAX, KernelMap, kernel_symbols, read_kcore
 from kexecd.system.root import Root
 
 __all__ = ["Arm64Kernel", "kcore_vmcoreinfo", "kimage_text", "read_arm64_kernel_map"]
 
 # kexec-tools crashdump.h KCORE_ELF_HEADERS_SIZE: what it reads of /proc/kcore.
-KCORE_HEAD = 65536
+KCORE_HEAD = FACTS.kcore_headers
 # arch/arm64/Kconfig, as kexec-arm64.c get_va_bits() guesses VA_BITS from _stext
 # when kcore has no VMCOREINFO (kernels before 4.19): the first mask it fills.
 _VA_BITS_GUESS = ((36, 0xFFFFFFF800000000), (39, 0xFFFFFF8000000000),
@@ -69,15 +68,7 @@ def kcore_vmcoreinfo(root: Root) -> dict[str, str]:
 
     :raises SystemStateError: /proc/kcore is not an ELF core file.
     """
-    path = root.path("proc/kcore")
-    data = root.read_bytes("proc/kcore", KCORE_HEAD)
-    try:
-        _, phdrs = core.parse_header(data)
-    except OSError:
-        raise SystemStateError(
-            f"{path}: not an ELF core file whose headers fit in {KCORE_HEAD} bytes; "
-            "is /proc mounted, and are we root?"
-        ) from None
+    data, phdrs = read_kcore(root, KCORE_HEAD)
     out: dict[str, str] = {}
     for p in phdrs:
         if p.type == PT_NOTE and p.offset + p.filesz <= len(data):
