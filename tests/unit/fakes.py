@@ -113,6 +113,24 @@ def tracer_for(cap: LoadCapture) -> loader.Tracer:
     return trace
 
 
+def loaded(name: str, tmp: Path) -> tuple[Path, Path]:
+    """A capture's fake root (:func:`testbed.images.loaded_root`) and the state
+    directory ``tmp/state`` that ``kexecd load`` of :data:`ARGV` filled, traced
+    as the capture's load: (root, state)."""
+    root = loaded_root(name, tmp)
+    state = tmp / "state"
+    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(name)))
+    return root, state
+
+
+def fake_kernel(monkeypatch: Any) -> FakeBackend:
+    """Every :class:`KernelBackend` load goes to the returned fake instead
+    (``monkeypatch``: pytest's)."""
+    backend = FakeBackend()
+    monkeypatch.setattr(KernelBackend, "load", lambda self, *a: backend.load(*a))
+    return backend
+
+
 class FakeMonitor:
     """Events pushed by the test, signalled through a pipe like a netlink socket."""
 

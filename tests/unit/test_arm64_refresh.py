@@ -10,24 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from kexecd.arch.aarch64 import fdt
-from kexecd.image import elfcore, loader, plan
+from kexecd.image import elfcore, plan
 from kexecd.image.plan import Action
 from kexecd.image.store import open_snapshot
 from kexecd.loads import Segment
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
-from testbed.images import image, kexec_tools_digest, loaded_root
+from testbed.images import kexec_tools_digest
 from tests.unit import fakes
-from tests.unit.fakes import ARGV, FakeBackend, tracer_for
+from tests.unit.fakes import FakeBackend
 
 NAME = "arm64-6.1-2.0.25-boot"
-
-
-def _loaded(tmp_path: Path) -> tuple[Path, Path]:
-    root = loaded_root(NAME, tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(NAME)))
-    return root, state
 
 
 def _add_ram(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:
@@ -54,7 +47,7 @@ def _digest_holds(bufs: list[bytes], segments: list[Segment], purgatory: int, of
 
 
 def test_a_header_that_grows_past_1_kib_stays_in_its_page(tmp_path: Path) -> None:
-    root, state = _loaded(tmp_path)
+    root, state = fakes.loaded(NAME, tmp_path)
     before = open_snapshot(state)
     header = before.segments[before.header]
     assert (header.memsz, before.header_capacity) == (4096, 72)
@@ -73,7 +66,7 @@ def test_a_header_that_grows_past_1_kib_stays_in_its_page(tmp_path: Path) -> Non
 
 
 def test_an_outgrown_header_moves_with_the_dtb_repointed(tmp_path: Path) -> None:
-    root, state = _loaded(tmp_path)
+    root, state = fakes.loaded(NAME, tmp_path)
     before = open_snapshot(state)
     old = before.segments[before.header]
     ranges = _add_ram(root, 70)  # 78 program headers: past the page

@@ -28,8 +28,9 @@ from kexecd.image import deps, loader
 from kexecd.service import adopt as adopt_mod
 from kexecd.system.root import Root
 from testbed.images import image, loaded_root
+from tests.unit import fakes
 from tests.unit.data import DATA
-from tests.unit.fakes import ARGV, FakeBackend, tracer_for
+from tests.unit.fakes import ARGV, tracer_for
 
 REPO = Path(__file__).resolve().parents[2]
 SEG = str(DATA / "boot/load/seg-05.bin")  # the boot capture's ELF core header
@@ -57,12 +58,10 @@ def closed_stdout() -> Iterator[None]:
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A loaded boot image and fake roots; loads and traces go to fakes."""
-    boot, hotadd = loaded_root("boot", tmp_path), loaded_root("hotadd", tmp_path)
+    boot, state = fakes.loaded("boot", tmp_path)
+    hotadd = loaded_root("hotadd", tmp_path)
     (boot / "etc/default").mkdir(parents=True)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(boot), tracer=tracer_for(image("boot")))
-    backend = FakeBackend()
-    monkeypatch.setattr(deps.KernelBackend, "load", lambda self, *a: backend.load(*a))
+    backend = fakes.fake_kernel(monkeypatch)
     real_load, real_adopt = loader.load, adopt_mod.adopt
 
     def load(argv: Any, state_dir: Path) -> Any:
@@ -194,9 +193,7 @@ CHILD = [c for c in COMMANDS if c not in ("load", "adopt", "refresh, reloaded", 
 def test_a_closed_stdout_in_a_process(case: str, tmp_path: Path) -> None:
     # What a child can run without fakes (no load, no trace): the flush at the
     # interpreter's exit is the one left to fail, and main() does it first.
-    boot = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(boot), tracer=tracer_for(image("boot")))
+    boot, state = fakes.loaded("boot", tmp_path)
     paths = {
         "state": str(state),
         "boot": str(boot),

@@ -23,13 +23,12 @@ import pytest
 from kexecd.cli import main
 from kexecd.errors import KexecdError, OwnFileError, ServiceError, SnapshotError
 from kexecd.files import ensure_dir, read_own, write_atomic
-from kexecd.image import deps, loader
 from kexecd.image.store import open_snapshot
 from kexecd.service import metrics, runtime, statefile, udevmask
 from kexecd.service.statefile import DaemonState
 from kexecd.system.root import Root
-from testbed.images import image, loaded_root
-from tests.unit.fakes import ARGV, FakeBackend, tracer_for
+from testbed.images import loaded_root
+from tests.unit import fakes
 
 KINDS = ["directory", "fifo", "socket", "symlink"]
 
@@ -66,11 +65,9 @@ def tree(path: Path) -> dict[str, tuple[int, int, int]]:
 @pytest.fixture
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A loaded boot image, a hotadd root (a refresh would reload), fake kexec_load."""
-    boot, hotadd = loaded_root("boot", tmp_path), loaded_root("hotadd", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(boot), tracer=tracer_for(image("boot")))
-    backend = FakeBackend()
-    monkeypatch.setattr(deps.KernelBackend, "load", lambda self, *a: backend.load(*a))
+    boot, state = fakes.loaded("boot", tmp_path)
+    hotadd = loaded_root("hotadd", tmp_path)
+    fakes.fake_kernel(monkeypatch)
     run = tmp_path / "run"
     run.mkdir()
     return {"state": state, "boot": boot, "hotadd": hotadd, "run": run, "tmp": tmp_path}

@@ -20,7 +20,7 @@ from kexecd.arch.x86_64 import X86_64, e820
 from kexecd.arch.x86_64.e820 import E820Entry
 from kexecd.cli.main import main
 from kexecd.errors import HeaderError, LoadError
-from kexecd.image import deps, elfcore, loader, plan, purgatory, relocate
+from kexecd.image import deps, elfcore, plan, purgatory, relocate
 from kexecd.image.plan import Action
 from kexecd.image.store import open_snapshot
 from kexecd.loads import Segment
@@ -29,10 +29,10 @@ from kexecd.service.statefile import read_state
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
 from testbed.capture import Capture
-from testbed.images import image, kexec_tools_digest, loaded_root
+from testbed.images import image, kexec_tools_digest
 from tests.unit import fakes
 from tests.unit.data import ALL_CAPTURES, DATA
-from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, tracer_for
+from tests.unit.fakes import FakeBackend, FakeMonitor, daemon_env
 
 CRASH = (0x2F000000, 0x3F000000)  # the 6.1 captures' crashkernel=256M range
 
@@ -208,10 +208,7 @@ def test_refused_where_purgatory_does_not_hash_the_header() -> None:
 
 def _loaded_boot(tmp_path: Path) -> tuple[Path, Path]:
     """The boot capture's fake root and a state dir that kexecd loaded it into."""
-    root = loaded_root("boot", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image("boot")))
-    return root, state
+    return fakes.loaded("boot", tmp_path)
 
 
 def _many_ranges(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:

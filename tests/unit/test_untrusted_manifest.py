@@ -44,16 +44,21 @@ def _edit(state: Path, **fields: Any) -> dict[str, Any]:
     return m
 
 
+def _set_segment(state: Path, index: int, key: str, value: object) -> None:
+    # One field of one segment's record in the manifest, as an attacker would.
+    segments = json.loads((state / SNAPSHOT / MANIFEST).read_text())["segments"]
+    segments[index][key] = value
+    _edit(state, segments=segments)
+
+
 # -- class 3: segment file names ---------------------------------------------------------
 
 
 @pytest.fixture
 def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    boot, hotadd = loaded_root("boot", tmp_path), loaded_root("hotadd", tmp_path)
-    state = tmp_path / "state"
-    loader.load(ARGV, state, root=Root(boot), tracer=tracer_for(image("boot")))
-    backend = FakeBackend()
-    monkeypatch.setattr(deps.KernelBackend, "load", lambda self, *a: backend.load(*a))
+    _, state = fakes.loaded("boot", tmp_path)
+    hotadd = loaded_root("hotadd", tmp_path)
+    backend = fakes.fake_kernel(monkeypatch)
     return {"state": state, "hotadd": hotadd, "backend": backend, "tmp": tmp_path}
 
 
@@ -85,9 +90,7 @@ def test_a_segment_file_not_named_as_kexecd_names_it(
     loaded: dict[str, Any], name: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state: Path = loaded["state"]
-    m = json.loads((state / SNAPSHOT / MANIFEST).read_text())
-    m["segments"][5]["file"] = name
-    (state / SNAPSHOT / MANIFEST).write_text(json.dumps(m))
+    _set_segment(state, 5, "file", name)
     with pytest.raises(SnapshotError, match=r"segment 5 file must be 'seg-05.bin'"):
         open_snapshot(state)
     assert main(["refresh", "--state-dir", str(state), "--root", str(loaded["hotadd"])]) == 2
@@ -99,9 +102,7 @@ def test_a_segment_file_not_named_as_kexecd_names_it(
 @pytest.mark.parametrize("index", [4, 6, -1, "5", None, True])
 def test_a_segment_index_not_its_place(loaded: dict[str, Any], index: object) -> None:
     state: Path = loaded["state"]
-    m = json.loads((state / SNAPSHOT / MANIFEST).read_text())
-    m["segments"][5]["index"] = index
-    (state / SNAPSHOT / MANIFEST).write_text(json.dumps(m))
+    _set_segment(state, 5, "index", index)
     with pytest.raises(SnapshotError, match=r"segment 5 index must be 5"):
         open_snapshot(state)
 
