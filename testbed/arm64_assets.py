@@ -43,6 +43,7 @@ __all__ = [
     "ensure_kernel",
     "ensure_kexec_tools",
     "kernel_package",
+    "mmdebstrap_root",
     "run_logged",
 ]
 
@@ -223,32 +224,32 @@ def base_root() -> Path:
     for tool in ("mmdebstrap", "mkfs.ext4", "debugfs"):
         if not shutil.which(tool):
             raise TestbedError(f"{tool} is missing: run 'bash scripts/setup'")
-    key = content_key(SUITE, *MIRRORS, *PACKAGES)
-    done = cache() / f"root-{key}"
+    options = ["--variant=minbase", f"--include={','.join(PACKAGES)}"]
+    return mmdebstrap_root("root", content_key(SUITE, *MIRRORS, *PACKAGES), options)
+
+
+def mmdebstrap_root(prefix: str, key: str, options: Sequence[str]) -> Path:
+    """An arm64 bookworm root made by ``mmdebstrap --arch=arm64 --mode=root
+    OPTIONS``, cached in ``cache()/PREFIX-KEY/root`` (made once per key; other
+    keys of the prefix are removed; the log of a failed build is named in the
+    error).
+
+    :raises TestbedError: mmdebstrap failed, or binfmt cannot run aarch64 binaries.
+    """
+    done = cache() / f"{prefix}-{key}"
     if (done / "ok").exists():
         return done / "root"
     ensure_binfmt()
-    work = cache() / f"root-{key}.tmp"
+    work = done.with_name(done.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    run_logged(
-        [
-            "mmdebstrap",
-            "--arch=arm64",
-            "--variant=minbase",
-            "--mode=root",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
-            str(work / "root"),
-            *MIRRORS,
-        ],
-        work / "build.log",
-        "mmdebstrap of the arm64 root",
-    )
-    (work / "ok").write_text(time.strftime("%F %T\n"))
+    start = time.monotonic()
+    argv = ["mmdebstrap", "--arch=arm64", "--mode=root", *options, SUITE, str(work / "root")]
+    run_logged([*argv, *MIRRORS], work / "build.log", f"mmdebstrap of the arm64 {prefix}")
+    (work / "ok").write_text(f"{time.strftime('%F %T')} {time.monotonic() - start:.0f} s\n")
     shutil.rmtree(done, ignore_errors=True)
     work.rename(done)
-    for old in cache().glob("root-*"):
+    for old in cache().glob(f"{prefix}-*"):
         if old != done:
             shutil.rmtree(old, ignore_errors=True)
     return done / "root"

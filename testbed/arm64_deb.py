@@ -27,7 +27,6 @@ module builds the arm64 one without an arm64 machine:
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shlex
@@ -38,8 +37,7 @@ import time
 from pathlib import Path
 
 from testbed import debpkg
-from testbed.arm64_assets import MIRRORS, SUITE, cache, content_key, ensure_binfmt, run_logged
-from testbed.assets import cache_dir
+from testbed.arm64_assets import MIRRORS, SUITE, cache, content_key, mmdebstrap_root, run_logged
 from testbed.transport import TestbedError
 
 __all__ = [
@@ -131,35 +129,8 @@ def build_root(control: Path = CONTROL) -> Path:
     if not shutil.which("mmdebstrap"):
         raise TestbedError("mmdebstrap is missing: run 'bash scripts/setup'")
     relations = build_depends(control)
-    done = cache() / f"buildroot-{_root_key(relations)}"
-    if (done / "ok").exists():
-        return done / "root"
-    ensure_binfmt()
-    work = done.with_name(done.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    start = time.monotonic()
-    run_logged(
-        [
-            "mmdebstrap",
-            "--arch=arm64",
-            "--variant=buildd",
-            "--mode=root",
-            f"--customize-hook={_satisfy_hook(relations)}",
-            SUITE,
-            str(work / "root"),
-            *MIRRORS,
-        ],
-        work / "build.log",
-        "mmdebstrap of the arm64 build root",
-    )
-    (work / "ok").write_text(f"{time.strftime('%F %T')} {time.monotonic() - start:.0f} s\n")
-    shutil.rmtree(done, ignore_errors=True)
-    work.rename(done)
-    for old in cache().glob("buildroot-*"):
-        if old != done:
-            shutil.rmtree(old, ignore_errors=True)
-    return done / "root"
+    options = ["--variant=buildd", f"--customize-hook={_satisfy_hook(relations)}"]
+    return mmdebstrap_root("buildroot", _root_key(relations), options)
 
 
 def lintian_argv(changes: Path) -> list[str]:
@@ -236,22 +207,9 @@ def ensure_deb() -> Path:
         log), or the tree is not a git work tree.
     :raises TestbedError: the build root could not be made.
     """
-    base = cache_dir() / "deb-arm64"
-    base.mkdir(parents=True, exist_ok=True)
-    key = debpkg.tree_key(REPO)
-    out = base / key
-    with (base / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        built = sorted(out.glob("kexecd_*_arm64.deb"))
-        if built:
-            return built[0]
-        for old in base.iterdir():
-            if old.is_dir() and old.name != key:
-                shutil.rmtree(old)
-        root = build_root()
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
-        return _build(root, out)
+    return debpkg.cached_build(
+        "deb-arm64", "kexecd_*_arm64.deb", lambda out: _build(build_root(), out), REPO
+    )
 
 
 _CACHED_ROOT = re.compile(r"(build)?root-[0-9a-f]+")

@@ -18,11 +18,12 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from testbed.assets import cache_dir
 
-__all__ = ["DebBuildError", "copy_tree", "ensure_deb", "source_files", "tree_key"]
+__all__ = ["DebBuildError", "cached_build", "copy_tree", "ensure_deb", "source_files", "tree_key"]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DEB = REPO / "scripts" / "build-deb"
@@ -91,34 +92,51 @@ def ensure_deb() -> Path:
     :raises DebBuildError: the build or lintian failed (the message names the
         log), or the tree is not a git work tree.
     """
-    base = cache_dir() / "deb"
+    return cached_build("deb", "kexecd_*.deb", _build_deb, REPO)
+
+
+def cached_build(name: str, pattern: str, build: Callable[[Path], Path], repo: Path) -> Path:
+    """The package matching ``pattern`` in ``cache_dir()/NAME/<key>/``, ``key``
+    being :func:`tree_key` of ``repo``, or ``build(out)``'s into that
+    directory, made afresh.
+
+    One build at a time (a lock in ``cache_dir()/NAME``); a finished build of
+    another key is removed first.
+    """
+    base = cache_dir() / name
     base.mkdir(parents=True, exist_ok=True)
-    key = tree_key(REPO)
+    key = tree_key(repo)
     out = base / key
     with (base / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        built = sorted(out.glob("kexecd_*.deb"))
+        built = sorted(out.glob(pattern))
         if built:
             return built[0]
         for old in base.iterdir():
             if old.is_dir() and old.name != key:
                 shutil.rmtree(old)
-        out.mkdir(exist_ok=True)
-        log = out / "build-deb.log"
-        with log.open("w") as f:
-            p = subprocess.run(
-                ["bash", str(BUILD_DEB), str(out)], stdout=subprocess.PIPE, stderr=f, text=True
-            )
-        if p.returncode != 0:
-            raise DebBuildError(
-                f"scripts/build-deb failed (exit {p.returncode}): see {log} "
-                f"(dpkg-buildpackage's output: {out / 'build.log'})"
-            )
-        lines = p.stdout.strip().splitlines()
-        deb = Path(lines[-1]) if lines else out / "missing.deb"
-        if not deb.is_file():
-            raise DebBuildError(f"scripts/build-deb printed no .deb ({deb}): see {log}")
-        return deb
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        return build(out)
+
+
+def _build_deb(out: Path) -> Path:
+    # scripts/build-deb into out; the .deb's path is the last line it prints.
+    log = out / "build-deb.log"
+    with log.open("w") as f:
+        p = subprocess.run(
+            ["bash", str(BUILD_DEB), str(out)], stdout=subprocess.PIPE, stderr=f, text=True
+        )
+    if p.returncode != 0:
+        raise DebBuildError(
+            f"scripts/build-deb failed (exit {p.returncode}): see {log} "
+            f"(dpkg-buildpackage's output: {out / 'build.log'})"
+        )
+    lines = p.stdout.strip().splitlines()
+    deb = Path(lines[-1]) if lines else out / "missing.deb"
+    if not deb.is_file():
+        raise DebBuildError(f"scripts/build-deb printed no .deb ({deb}): see {log}")
+    return deb
 
 
 def main() -> int:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[bool]()
 
 
-def _guest(request: pytest.FixtureRequest, name: str, **how: Any) -> Iterator[Guest]:
-    guest = boot(name, **how)
+def _guest(
+    request: pytest.FixtureRequest,
+    name: str,
+    start: Callable[..., Guest] = boot,
+    **how: Any,
+) -> Iterator[Guest]:
+    """A guest booted by ``start`` (x86's :func:`boot`, or ``testbed.arm64.boot``),
+    closed after the test; its logs kept if the test failed."""
+    guest = start(name, **how)
     yield guest
     guest.close()
     failed = (

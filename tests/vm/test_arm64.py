@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -49,6 +48,7 @@ from testbed.capture import Capture
 from testbed.dumps import Vmcore, parse_elf_core
 from testbed.qemu import Machine
 from testbed.vm import Guest
+from tests.vm.conftest import _guest
 
 pytestmark = pytest.mark.vm
 
@@ -67,13 +67,7 @@ def arm64_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
     combo: arm64.Combo = getattr(request, "param", arm64.DEFAULT)
     image = arm64_disk.disk_image()
     assert image.core, "kexecd's C core did not compile for aarch64 in the guest's root"
-    guest = arm64.boot(request.node.name, image=image, combo=combo)
-    yield guest
-    guest.close()
-    if request.session.testsfailed:
-        print(f"\nkept the guest's logs: {guest.run_dir}")
-    else:
-        shutil.rmtree(guest.run_dir, ignore_errors=True)
+    yield from _guest(request, request.node.name, arm64.boot, image=image, combo=combo)
 
 
 def _pt_loads(header: bytes) -> list[tuple[int, int]]:
@@ -280,13 +274,7 @@ OUTGROW = Machine(
 @pytest.fixture
 def outgrow_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
     image = arm64_disk.disk_image()
-    guest = arm64.boot(request.node.name, machine=OUTGROW, image=image)
-    yield guest
-    guest.close()
-    if request.session.testsfailed:
-        print(f"\nkept the guest's logs: {guest.run_dir}")
-    else:
-        shutil.rmtree(guest.run_dir, ignore_errors=True)
+    yield from _guest(request, request.node.name, arm64.boot, machine=OUTGROW, image=image)
 
 
 def test_daemon_moves_an_outgrown_header_on_its_own(outgrow_guest: Guest) -> None:
