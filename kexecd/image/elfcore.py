@@ -204,7 +204,7 @@ def spec_from_template(template: CoreHeader, state: SystemState) -> HeaderSpec:
     :raises HeaderError: the template lacks what it must provide.
     """
     text = template.kernel_text
-    repaired = _repaired(template, state)
+    repaired = _repaired(text, state)
     if repaired is not None:
         return _spec(template, state, repaired.text, repaired.page_offset)
     page_offset = template.page_offset
@@ -240,13 +240,12 @@ def _spec(
     )
 
 
-def _repaired(template: CoreHeader, state: SystemState) -> KernelMap | None:
+def _repaired(text: Phdr | None, state: SystemState) -> KernelMap | None:
     # kexec-tools crashdump-arm64.c: without _text the kernel PT_LOAD gets
     # vaddr UINT64_MAX (crash_get_memory_ranges()) and page_offset stays 0
     # (get_page_offset() fails), so no reader can place the kernel or the
     # direct map. Read both again with _text from VMCOREINFO; None when the
-    # template is not such a header, or _text cannot be had.
-    text = template.kernel_text
+    # template's kernel PT_LOAD (``text``) is not such a one, or _text cannot be had.
     if text is None or text.vaddr != U64_MAX:
         return None
     kmap = kernel_map(state, derive_text=True)

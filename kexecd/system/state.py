@@ -76,8 +76,8 @@ def kernel_map(state: SystemState, *, derive_text: bool = False) -> KernelMap:
         at ``UINT64_MAX``. x86 kexec-tools needs only ``_stext``.
     :raises SystemStateError: a file it needs is missing or malformed.
     """
-    path = str(state.root.path("proc/iomem"))
     if state.rules.facts.kernel_from_iomem:
         lines = [(r.start, r.end, r.name) for r in state.iomem]
         return read_arm64_kernel_map(state.root, lines, derive_text=derive_text).map
-    return read_kernel_map(state.root, kernel_code_start(state.iomem, path), state.rules)
+    paddr = kernel_code_start(state.iomem, str(state.root.path("proc/iomem")))
+    return read_kernel_map(state.root, paddr, state.rules)
