@@ -18,7 +18,7 @@ module builds the arm64 one without an arm64 machine:
   chroot, then lintian on this host over the .changes with the same policy
   as ``scripts/build-deb`` (:data:`LINTIAN_ARGS`: no error). Cached in
   ``$KEXECD_VM_CACHE/deb-arm64/<key>/`` by :func:`testbed.debpkg.tree_key`,
-  the amd64 package's key; older keys are removed.
+  the amd64 package's key (the packaged files alone); older keys are removed.
 - **Installing it** (:func:`install_deb`): ``apt-get install ./kexecd_*.deb``
   in a copy of an arm64 root, its dependencies from Debian's archive.
 

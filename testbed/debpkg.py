@@ -3,7 +3,9 @@
 
 The key is a SHA-256 over the paths, kinds and contents of the files
 ``scripts/build-deb`` copies (``git ls-files -co --exclude-standard``: tracked
-and untracked but not ignored, so uncommitted edits count). A build is kept
+and untracked but not ignored, so uncommitted edits count) that the package is
+made from (:data:`PACKAGED`): a change to the tests, the test bed or the docs
+builds nothing again. A build is kept
 in ``$KEXECD_VM_CACHE/deb/<key>/`` (see :func:`testbed.assets.cache_dir`);
 older keys are removed. ``python -m testbed.debpkg`` builds and prints the
 .deb's path (``scripts/setup`` does, ahead of time).
@@ -23,10 +25,38 @@ from pathlib import Path
 
 from testbed.assets import cache_dir
 
-__all__ = ["DebBuildError", "cached_build", "copy_tree", "ensure_deb", "source_files", "tree_key"]
+__all__ = [
+    "PACKAGED",
+    "DebBuildError",
+    "cached_build",
+    "copy_tree",
+    "ensure_deb",
+    "packaged",
+    "source_files",
+    "tree_key",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DEB = REPO / "scripts" / "build-deb"
+
+# What the package is made from: the sources (Python, the C core), the
+# packaging, the units, the man page, and what the build reads (build-deb
+# itself; debian/build-check.py checks the build against tests/data). A folder
+# ends in "/". README.md (pyproject's long description in the wheel's METADATA,
+# nothing that runs) and the rest of docs/ are left out: editing them builds
+# nothing again.
+PACKAGED = (
+    "MANIFEST.in",
+    "csrc/",
+    "debian/",
+    "docs/kexecd.8",
+    "kexecd/",
+    "pyproject.toml",
+    "scripts/build-deb",
+    "setup.py",
+    "systemd/",
+    "tests/data/",
+)
 
 
 class DebBuildError(RuntimeError):
@@ -51,10 +81,16 @@ def source_files(repo: Path = REPO) -> list[str]:
     return sorted(n for n in names if os.path.lexists(repo / n))
 
 
+def packaged(name: str) -> bool:
+    """``name`` (a path in the repo) is one the package is made from (:data:`PACKAGED`)."""
+    return any(name == p or (p.endswith("/") and name.startswith(p)) for p in PACKAGED)
+
+
 def tree_key(repo: Path = REPO) -> str:
-    """SHA-256 over each file's path, kind (symlink, executable) and contents."""
+    """SHA-256 over each :func:`packaged` file's path, kind (symlink,
+    executable) and contents."""
     h = hashlib.sha256()
-    for name in source_files(repo):
+    for name in filter(packaged, source_files(repo)):
         path = repo / name
         h.update(os.fsencode(name) + b"\0")
         mode = path.lstat().st_mode

@@ -177,7 +177,9 @@ def test_a_cached_arm64_deb_is_not_built_again(
     assert not (tmp_path / "root" / arm64_deb.BUILD_DIR).exists()  # the scratch tree goes
     assert arm64_deb.ensure_deb() == first
     assert counter.read_text() == "x"
-    write(repo / "README.md", "changed\n")
+    write(repo / "README.md", "changed\n")  # not packaged: nothing is built again
+    assert arm64_deb.ensure_deb() == first
+    write(repo / "debian/rules", "#!/usr/bin/make -f\n# changed\n")
     second = arm64_deb.ensure_deb()
     assert second != first and second.is_file()
     assert not first.parent.exists()  # the older key is cleared

@@ -17,6 +17,8 @@ def git_tree(tmp_path: Path) -> Path:
     (repo / ".gitignore").write_text("/build/\n")
     (repo / "debian/rules").write_text("#!/usr/bin/make -f\n")
     (repo / "README.md").write_text("kexecd\n")
+    (repo / "kexecd").mkdir()
+    (repo / "kexecd/core.py").write_text("x = 1\n")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
     return repo
@@ -28,20 +30,43 @@ def test_the_key_follows_what_build_deb_copies(tmp_path: Path) -> None:
     (repo / "build").mkdir()
     (repo / "build/ignored.o").write_text("ignored")
     assert debpkg.tree_key(repo) == key
-    assert debpkg.source_files(repo) == [".gitignore", "README.md", "debian/rules"]
+    assert debpkg.source_files(repo) == [
+        ".gitignore",
+        "README.md",
+        "debian/rules",
+        "kexecd/core.py",
+    ]
     keys = {key}
-    (repo / "README.md").write_text("kexecd, edited\n")  # uncommitted edits count
+    (repo / "kexecd/core.py").write_text("x = 2\n")  # uncommitted edits count
     keys.add(debpkg.tree_key(repo))
-    (repo / "notes.txt").write_text("untracked")  # so do untracked files
+    (repo / "kexecd/new.py").write_text("untracked")  # so do untracked files
     keys.add(debpkg.tree_key(repo))
     (repo / "debian/rules").chmod(0o755)  # and the executable bit
     keys.add(debpkg.tree_key(repo))
-    (repo / "notes.txt").unlink()
-    (repo / "notes.txt").symlink_to("README.md")
+    (repo / "kexecd/new.py").unlink()
+    (repo / "kexecd/new.py").symlink_to("core.py")
     keys.add(debpkg.tree_key(repo))
-    (repo / "README.md").unlink()  # deleted but still tracked: not copied
+    (repo / "kexecd/core.py").unlink()  # deleted but still tracked: not copied
     keys.add(debpkg.tree_key(repo))
     assert len(keys) == 6
+
+
+def test_the_key_ignores_what_the_package_is_not_made_from(tmp_path: Path) -> None:
+    repo = git_tree(tmp_path)
+    key = debpkg.tree_key(repo)
+    (repo / "README.md").write_text("kexecd, edited\n")
+    (repo / "tests/vm").mkdir(parents=True)
+    (repo / "tests/vm/test_new.py").write_text("def test(): pass\n")
+    (repo / "docs").mkdir()
+    (repo / "docs/ARCHITECTURE.md").write_text("the picture\n")
+    (repo / "kexecd.8").write_text("not docs/kexecd.8\n")
+    assert debpkg.tree_key(repo) == key
+    (repo / "docs/kexecd.8").write_text(".TH KEXECD 8\n")  # the man page is packaged
+    assert debpkg.tree_key(repo) != key
+    (repo / "docs/kexecd.8").unlink()
+    (repo / "tests/data").mkdir()  # build-check.py reads tests/data
+    (repo / "tests/data/capture.bin").write_bytes(b"\0")
+    assert debpkg.tree_key(repo) != key
 
 
 def fake_build(tmp_path: Path, script: str) -> Path:
@@ -61,7 +86,7 @@ def test_a_cached_deb_is_not_built_again(tmp_path: Path, monkeypatch: pytest.Mon
     assert first.parent == tmp_path / "cache/deb" / debpkg.tree_key(repo)
     assert debpkg.ensure_deb() == first
     assert counter.read_text().count("x") == 1
-    (repo / "README.md").write_text("changed\n")
+    (repo / "kexecd/core.py").write_text("changed\n")
     second = debpkg.ensure_deb()
     assert second != first and second.is_file()
     assert not first.parent.exists()  # the older key is cleared
