@@ -84,6 +84,12 @@ class Combo:
 
 DEFAULT = Combo()
 TRIXIE = Combo("6.12", "2.0.29", ("-c",))
+# trixie's kexec -p without -c: kexec-tools 2.0.29 tries kexec_file_load
+# first and falls back to kexec_load on ENOSYS (kexec/kexec.c, main() and
+# do_kexec_file_load()). No Debian arm64 kernel has kexec_file_load:
+# CONFIG_KEXEC_FILE is unset in the arm64 and cloud-arm64 flavours of 6.1
+# (bookworm), 6.12 (trixie), 7.3 (trixie-backports) and 7.2 (sid).
+TRIXIE_AUTO = Combo("6.12", "2.0.29")
 _TEXT_LINES = 'awk \'$3 == "_text" || $3 == "_stext"\' /proc/kallsyms'
 # Where the guest's /proc/kallsyms with _text is bind-mounted from.
 KALLSYMS = "/run/kallsyms"

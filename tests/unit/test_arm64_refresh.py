@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kexecd.arch.aarch64 import fdt
-from kexecd.image import elfcore, plan
+import pytest
+
+from kexecd import arch
+from kexecd.arch.aarch64 import AARCH64, fdt
+from kexecd.image import elfcore, loader, plan
 from kexecd.image.plan import Action
 from kexecd.image.store import open_snapshot
-from kexecd.loads import Segment
+from kexecd.loads import KexecCall, LoadCapture, Segment
 from kexecd.system.kernel import read_kexec_state
 from kexecd.system.root import Root
-from testbed.images import kexec_tools_digest
+from testbed.images import kexec_tools_digest, loaded_root
 from tests.unit import fakes
 from tests.unit.fakes import FakeBackend
 
 NAME = "arm64-6.1-2.0.25-boot"
+KEXEC_FILE_ON_CRASH = 0x2  # include/uapi/linux/kexec.h
 
 
 def _add_ram(root: Path, n: int, first: int = 0) -> list[tuple[int, int]]:
@@ -95,3 +99,40 @@ def test_an_outgrown_header_moves_with_the_dtb_repointed(tmp_path: Path) -> None
     _add_ram(root, 1, first=70)
     r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.loaded and r.relocated is None and r.decision.action is Action.RELOAD_HEADER
+
+
+def test_a_file_loaded_image_is_reloaded_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kexec_file_load on an arm64 host (a kernel with CONFIG_KEXEC_FILE: no
+    # Debian arm64 kernel has it, see testbed.arm64.TRIXIE_AUTO): the kernel
+    # builds the header and hashes it into its own purgatory, and no arm64
+    # kernel updates it (crash hotplug is x86 and ppc64 only), so the image is
+    # reloaded whole by the command that made it.
+    monkeypatch.setattr(arch, "host", lambda: AARCH64)
+    root = Root(loaded_root(NAME, tmp_path))
+    cap = LoadCapture(
+        KexecCall.KEXEC_FILE_LOAD,
+        0,
+        0,
+        KEXEC_FILE_ON_CRASH,
+        (),
+        b"console=ttyAMA0\0",
+        1,
+        0,
+        crash_loads=1,
+        unloads=0,
+        reboot_loads=0,
+        program=fakes.KEXEC.read_bytes(),
+    )
+    state = tmp_path / "state"
+    argv = [*fakes.ARGV, "-s"]
+    snap = loader.load(argv, state, root=root, tracer=fakes.tracer_for(cap))
+    assert snap.file_load and snap.arch is AARCH64
+    _add_ram(root.base, 2)
+    tracer = fakes.tracer_for(cap)
+    backend = FakeBackend(root=root.base)
+    r = fakes.refresh(state, root=root, backend=backend, tracer=tracer)
+    assert r.decision.action is Action.FULL_RELOAD and "kexec_file_load" in r.decision.reason
+    assert tracer.calls == [tuple(argv)]  # type: ignore[attr-defined]
+    assert backend.loads == []  # the command loaded it, not kexecd

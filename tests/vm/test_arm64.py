@@ -20,9 +20,14 @@ core compiled for aarch64 on the guest's disk):
   is unplugged, 256 MiB of virtio-mem is plugged: the dump has the DIMM kept
   and the virtio-mem memory (which arm64's kexec-tools never dumps), not the
   DIMM unplugged;
-* ``test_daemon_moves_an_outgrown_header_on_its_own`` (6.1): 70 DIMMs
-  outgrow the header's page (72 program headers); the daemon moves it, the
-  DTB repointed, and the dump has every DIMM.
+* ``test_daemon_moves_an_outgrown_header_on_its_own``: 70 DIMMs outgrow the
+  header's page (72 program headers); the daemon moves it, the DTB
+  repointed, and the dump has every DIMM. On 6.1 with 2.0.25, and on 6.12
+  with 2.0.29's ``kexec -p`` as it comes (:data:`testbed.arm64.TRIXIE_AUTO`):
+  its ``kexec_file_load`` fails with ENOSYS (no Debian arm64 kernel has
+  one) and it falls back to ``kexec_load``, which kexecd records; ``kexec
+  -s -p`` (``kexec_file_load`` alone) fails and kexecd records nothing,
+  the crash kernel it keeps still loaded.
 
 The first two run on 6.1 with kexec-tools 2.0.25 and on 6.12 with 2.0.29 ``-c``
 (:data:`testbed.arm64.TRIXIE`). Then, on 6.1, what makedumpfile reads of the
@@ -273,15 +278,38 @@ OUTGROW = Machine(
 
 @pytest.fixture
 def outgrow_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
+    combo: arm64.Combo = request.param
     image = arm64_disk.disk_image()
-    yield from _guest(request, request.node.name, arm64.boot, machine=OUTGROW, image=image)
+    yield from _guest(
+        request, request.node.name, arm64.boot, machine=OUTGROW, image=image, combo=combo
+    )
 
 
-def test_daemon_moves_an_outgrown_header_on_its_own(outgrow_guest: Guest) -> None:
+@pytest.mark.parametrize(
+    "outgrow_guest", [arm64.DEFAULT, arm64.TRIXIE_AUTO], ids=str, indirect=True
+)
+def test_daemon_moves_an_outgrown_header_on_its_own(
+    outgrow_guest: Guest, request: pytest.FixtureRequest
+) -> None:
     guest = outgrow_guest
+    combo: arm64.Combo = request.node.callspec.params["outgrow_guest"]
     facts: dict[str, object] = {"boot_s": round(guest.boot_seconds, 1)}
     arm64.fix_kallsyms(guest)
-    kexecd_load(guest, arm64.DEFAULT, append="acpi_no_memhotplug")
+    kexecd_load(guest, combo, append="acpi_no_memhotplug")
+    if combo == arm64.TRIXIE_AUTO:
+        # 2.0.29's default: kexec_file_load (ENOSYS here), then kexec_load,
+        # the one kexecd recorded.
+        manifest = json.loads(guest.read(f"{STATE}/snapshot/manifest.json"))
+        assert manifest["syscall"] == "kexec_load", manifest
+        # kexec -s: kexec_file_load alone, which fails; kexecd records nothing
+        # and the crash kernel it keeps stays loaded and current.
+        argv = arm64.kexec_argv(["-s"], combo=combo)
+        res = guest.run([*SOURCES, "load", "--state-dir", STATE, "--", *argv], check=False)
+        facts["kexec_s"] = {"rc": res.rc, "stderr": res.stderr.strip()[-300:]}
+        assert res.rc != 0 and "nothing was recorded" in res.stderr, res
+        assert "kexec_file_load not available" in res.stderr, res.stderr
+        assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
+        assert json.loads(guest.read(f"{STATE}/snapshot/manifest.json")) == manifest
     start_daemon(guest)
     start = time.monotonic()
     ranges = guest.hot_add_memories([128] * OUTGROW_DIMMS, timeout=600)
@@ -294,7 +322,7 @@ def test_daemon_moves_an_outgrown_header_on_its_own(outgrow_guest: Guest) -> Non
     m = re.search(r"of (\d+) program headers, at (0x[0-9a-f]+)", out)
     assert m and int(m.group(1)) > 72, out
     vmcore = guest.crash(CRASH_TIMEOUT)
-    _record(facts, "arm64-outgrow.json")
+    _record(facts, f"arm64-{combo}-outgrow.json")
     assert len(vmcore.phdrs) > 72
     assert all(vmcore.covers(s, e) for s, e in ranges), vmcore.loads
 
