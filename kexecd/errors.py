@@ -17,6 +17,7 @@ __all__ = [
     "ServiceError",
     "SnapshotError",
     "StateFileError",
+    "StateFormatError",
     "SystemStateError",
     "TraceError",
 ]
@@ -48,6 +49,13 @@ class SnapshotError(KexecdError):
 
 class StateFileError(KexecdError):
     """The daemon's ``state.json`` is unreadable, malformed or of another version."""
+
+
+class StateFormatError(StateFileError):
+    """The daemon's ``state.json`` is well formed but of another kexecd version's
+    format: written by the daemon of the package being upgraded (or downgraded)
+    from, until the new one restarts. Not this version's to read, and no fault:
+    ``kexecd status`` says so and judges the crash kernel without it."""
 
 
 class LoadError(KexecdError):

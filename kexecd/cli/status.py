@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexecd.errors import KexecdError
+from kexecd.errors import KexecdError, StateFormatError
 from kexecd.image import plan
 from kexecd.image.plan import Plan
 from kexecd.image.snapshot import Snapshot
@@ -66,6 +66,9 @@ class Status:
     hazards: list[str] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     error: str | None = None
+    # Why the daemon's state.json was not read: another version's format
+    # (kexecd.errors.StateFormatError), as during a package upgrade.
+    daemon_note: str | None = None
     # Where acpi_no_memhotplug stands (kexecd.image.cmdline.Amendment.no_memhotplug).
     acpi_no_memhotplug: str | None = None
 
@@ -117,17 +120,25 @@ def gather(
 
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
     """
+    note = None
     try:
         kstate = read_kexec_state(root)
-        daemon = read_state(runtime_dir)
+        try:
+            daemon = read_state(runtime_dir)
+        except StateFormatError as e:
+            # The daemon of another version wrote it (a package upgrade in
+            # progress): the verdict does not depend on it.
+            daemon, note = None, str(e)
     except KexecdError as e:
         v = verdict.failure(str(e))
         return Status(v.exit_code, v.headline, False, error=str(e))
     support = _support(kstate)
     if not kstate.crash_loaded:
         v = verdict.not_loaded()
-        return Status(v.exit_code, v.headline, False, kernel_support=support, daemon=daemon)
-    st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon)
+        return Status(
+            v.exit_code, v.headline, False, kernel_support=support, daemon=daemon, daemon_note=note
+        )
+    st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon, daemon_note=note)
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
     try:
@@ -227,6 +238,8 @@ def render(st: Status) -> str:
         rows.append(("differs", diff + why))
     if st.daemon:
         rows += _daemon_rows(st.daemon)
+    elif st.daemon_note:
+        rows.append(("daemon", f"state unread: {st.daemon_note}"))
     else:
         rows.append(("daemon", "not running (no state.json)"))
     rows.append(("kernel support", st.kernel_support))

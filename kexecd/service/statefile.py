@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kexecd.errors import StateFileError
+from kexecd.errors import StateFileError, StateFormatError
 from kexecd.files import ensure_dir, read_own_optional, timestamp, write_atomic
 
 __all__ = [
@@ -162,11 +162,20 @@ class DaemonState:
     def from_json(cls, data: object, name: str = STATE_FILE) -> DaemonState:
         """Read the JSON form back.
 
-        :raises StateFileError: another format, a missing field or a wrong type.
+        :raises StateFormatError: another version's format (an integer
+            ``"format"`` other than :data:`FORMAT`).
+        :raises StateFileError: no format, a missing field or a wrong type.
         """
         if not isinstance(data, dict):
             raise StateFileError(f"{name}: not a JSON object; {_FIX}")
-        if data.get("format") != FORMAT:
+        other = data.get("format")
+        if isinstance(other, int) and not isinstance(other, bool) and other != FORMAT:
+            raise StateFormatError(
+                f"{name}: format {other}, not {FORMAT}: written by another kexecd version's "
+                "daemon (an upgrade or a downgrade); the running daemon rewrites it when it "
+                "restarts"
+            )
+        if other != FORMAT:
             raise StateFileError(
                 f"{name}: format {data.get('format', 1)!r}, not {FORMAT} "
                 f"(written by another kexecd version); {_FIX}"
@@ -242,8 +251,8 @@ def write_state(runtime_dir: Path, state: DaemonState) -> None:
 def read_state(runtime_dir: Path) -> DaemonState | None:
     """The daemon's last state, or ``None`` if it never wrote one.
 
-    :raises StateFileError: the file is unreadable, not JSON, or not this
-        version's state.
+    :raises StateFormatError: another version's state (:meth:`DaemonState.from_json`).
+    :raises StateFileError: the file is unreadable, not JSON, or malformed.
     """
     path = runtime_dir / STATE_FILE
     got = read_own_optional(path, MAX_SIZE, StateFileError, f"remove it and {_FIX}")

@@ -32,6 +32,7 @@ from kexecd.image.store import open_snapshot
 from kexecd.service import control
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
+from kexecd.service.statefile import FORMAT
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import loaded_root
@@ -503,7 +504,7 @@ def test_state_files_missing_or_malformed(
     run = tmp / "run"
     run.mkdir()
     args = ["--state-dir", str(cfg.state_dir), "--root", str(tmp / "root-boot")]
-    for content in ("{", "[]", '{"format": 1, "pid": 1}', '{"format": 3, "events": "many"}'):
+    for content in ("{", "[]", '{"pid": 1}', '{"format": "4"}', '{"format": 3, "events": "many"}'):
         (run / "state.json").write_text(content)
         assert main(["status", *args, "--runtime-dir", str(run)]) == 2
         out = capsys.readouterr().out
@@ -515,6 +516,30 @@ def test_state_files_missing_or_malformed(
     (cfg.state_dir / "snapshot/loaded.json").unlink()
     assert main(["status", *args, "--runtime-dir", str(run)]) == 2
     assert "loaded.json: missing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("other", [1, 2, 4, 99])
+def test_another_versions_state_file_is_no_error(
+    env: tuple[Config, Path], capsys: pytest.CaptureFixture[str], other: int
+) -> None:
+    # During a package upgrade the old daemon writes its format until the new
+    # one restarts (or the other way round): status judges the crash kernel
+    # without it and says why, never exit 2.
+    cfg, tmp = env
+    run = tmp / "run"
+    run.mkdir()
+    args = ["--state-dir", str(cfg.state_dir), "--root", str(tmp / "root-boot")]
+    (run / "state.json").write_text(json.dumps({"format": other, "pid": 1, "future": [1]}))
+    assert main(["status", *args, "--runtime-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"state unread: {run / 'state.json'}: format {other}, not {FORMAT}" in out, out
+    assert main(["status", *args, "--runtime-dir", str(run), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["daemon"] is None and f"format {other}" in got["daemon_note"]
+    assert got["error"] is None and got["exit_code"] == 0
+    # A format of this version with bad fields is still an error.
+    (run / "state.json").write_text(json.dumps({"format": FORMAT, "pid": "one"}))
+    assert main(["status", *args, "--runtime-dir", str(run)]) == 2
 
 
 def test_a_closed_pipe_is_no_traceback(env: tuple[Config, Path]) -> None:

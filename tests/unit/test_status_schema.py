@@ -122,6 +122,14 @@ def bad_state_json(tmp: Path) -> tuple[Path, Path, int]:
     return state, root, 2
 
 
+def other_version_state_json(tmp: Path) -> tuple[Path, Path, int]:
+    # A package upgrade in progress: the old daemon's state.json, unread.
+    state, root = _loaded(tmp)
+    (tmp / "run").mkdir()
+    (tmp / "run/state.json").write_text('{"format": 2, "pid": 1}')
+    return state, root, 0
+
+
 def daemon_current(tmp: Path) -> tuple[Path, Path, int]:
     # The daemon reloaded after events, then stopped: every record filled;
     # the distro's rule masked.
@@ -216,6 +224,7 @@ STATES: list[Setup] = [
     odd_loaded_record,
     bad_sysfs,
     bad_state_json,
+    other_version_state_json,
     daemon_current,
     daemon_failed,
     daemon_not_loaded,
