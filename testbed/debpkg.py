@@ -13,9 +13,12 @@ older keys are removed. ``python -m testbed.debpkg`` builds and prints the
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -31,6 +34,8 @@ __all__ = [
     "cached_build",
     "copy_tree",
     "ensure_deb",
+    "ensure_next_deb",
+    "next_version",
     "packaged",
     "source_files",
     "tree_key",
@@ -156,12 +161,82 @@ def cached_build(name: str, pattern: str, build: Callable[[Path], Path], repo: P
         return build(out)
 
 
-def _build_deb(out: Path) -> Path:
+# What makes the package's "next version" (:func:`ensure_next_deb`): the
+# Debian version's last number up by one, and the daemon's state.json format
+# (kexecd/service/statefile.py FORMAT) up by one.
+STATEFILE = "kexecd/service/statefile.py"
+_FORMAT_LINE = re.compile(r"^FORMAT = (\d+)$", re.M)
+_CHANGELOG_HEAD = re.compile(r"^kexecd \(([^)]+)\) (\S+); urgency=\S+$", re.M)
+_TRAILER = re.compile(r"^ -- (.+>)  (.+)$", re.M)
+
+
+def next_version(version: str) -> str:
+    """``version`` with its last number one up (``0.1.0`` → ``0.1.1``)."""
+    m = re.fullmatch(r"(.*?)(\d+)", version)
+    if not m:
+        raise DebBuildError(f"debian/changelog: version {version!r} does not end in a number")
+    return f"{m.group(1)}{int(m.group(2)) + 1}"
+
+
+def make_next(tree: Path) -> tuple[str, int]:
+    """Turn the copy ``tree`` into the next version of the package: a
+    changelog entry of :func:`next_version` on top, and ``state.json``'s format
+    one up. Returns (version, format).
+
+    :raises DebBuildError: the changelog or statefile.py is not as expected.
+    """
+    changelog = tree / "debian" / "changelog"
+    text = changelog.read_text()
+    head, trailer = _CHANGELOG_HEAD.search(text), _TRAILER.search(text)
+    statefile = tree / STATEFILE
+    source = statefile.read_text()
+    fmt = _FORMAT_LINE.search(source)
+    if not head or not trailer or not fmt:
+        raise DebBuildError(f"{tree}: no changelog entry or no FORMAT line in {STATEFILE}")
+    version, new_format = next_version(head.group(1)), int(fmt.group(1)) + 1
+    # A day after the entry before (lintian: latest-changelog-entry-without-new-date).
+    date = email.utils.parsedate_to_datetime(trailer.group(2)) + datetime.timedelta(days=1)
+    entry = (
+        f"kexecd ({version}) {head.group(2)}; urgency=medium\n\n"
+        f"  * The test bed's next version: state.json format {new_format}.\n\n"
+        f" -- {trailer.group(1)}  {email.utils.format_datetime(date)}\n\n"
+    )
+    changelog.write_text(entry + text)
+    statefile.write_text(_FORMAT_LINE.sub(f"FORMAT = {new_format}", source, count=1))
+    return version, new_format
+
+
+def ensure_next_deb() -> Path:
+    """The .deb of this tree's "next version" (:func:`make_next`), for the
+    upgrade test: built by ``scripts/build-deb`` from a changed copy of the
+    tree, cached like :func:`ensure_deb` in ``cache_dir()/deb-next``.
+
+    :raises DebBuildError: as :func:`ensure_deb`.
+    """
+    return cached_build("deb-next", "kexecd_*.deb", _build_next_deb, REPO)
+
+
+def _build_next_deb(out: Path) -> Path:
+    tree = out / "tree"
+    copy_tree(tree)
+    make_next(tree)
+    for argv in (["init", "-q"], ["add", "-A"]):
+        subprocess.run(["git", "-C", str(tree), *argv], check=True, capture_output=True)
+    try:
+        return _build_deb(out, tree / "scripts" / "build-deb")
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def _build_deb(out: Path, build_deb: Path | None = None) -> Path:
     # scripts/build-deb into out; the .deb's path is the last line it prints.
     log = out / "build-deb.log"
     with log.open("w") as f:
         p = subprocess.run(
-            ["bash", str(BUILD_DEB), str(out)], stdout=subprocess.PIPE, stderr=f, text=True
+            ["bash", str(build_deb or BUILD_DEB), str(out)],
+            stdout=subprocess.PIPE,
+            stderr=f,
+            text=True,
         )
     if p.returncode != 0:
         raise DebBuildError(

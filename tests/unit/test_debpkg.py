@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kexecd.service.statefile import FORMAT
 from testbed import debpkg
 
 
@@ -103,3 +104,29 @@ def test_a_failed_build_names_its_log(tmp_path: Path, monkeypatch: pytest.Monkey
         debpkg.ensure_deb()
     log = Path(str(e.value).split("see ")[1].split(" ")[0])
     assert "lintian reported errors" in log.read_text()
+
+
+def test_the_next_version_has_a_newer_version_and_state_format(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    debpkg.copy_tree(tree)
+    version, fmt = debpkg.make_next(tree)
+    assert fmt == FORMAT + 1
+    assert f"\nFORMAT = {fmt}\n" in (tree / debpkg.STATEFILE).read_text()
+    out = subprocess.run(
+        ["dpkg-parsechangelog", "-l", str(tree / "debian/changelog"), "-S", "Version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == version
+    old = subprocess.run(
+        ["dpkg-parsechangelog", "-l", str(debpkg.REPO / "debian/changelog"), "-S", "Version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    newer = subprocess.run(["dpkg", "--compare-versions", version, "gt", old], check=False)
+    assert newer.returncode == 0, (version, old)
+    assert debpkg.next_version("0.1.9") == "0.1.10"
+    with pytest.raises(debpkg.DebBuildError, match="does not end in a number"):
+        debpkg.next_version("0.1~rc")

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from testbed import debian_host, debpkg
+from testbed.debian_host import HostImage
 from testbed.vm import Guest, Machine, boot
 from tests.vm.captures import VMEM_APPEND, VMEM_MACHINE
 
@@ -118,3 +120,25 @@ def combo_guest(request: pytest.FixtureRequest) -> Iterator[tuple[Combo, Guest]]
     combo: Combo = request.param
     for guest in guest_for(request, combo.kernel, combo.kexec_tools):
         yield combo, guest
+
+
+# -- the real Debian 12 host (testbed.debian_host) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_image() -> HostImage:
+    """The Debian 12 host's disk with this tree's .deb installed (cached per package)."""
+    return debian_host.host_image(debpkg.ensure_deb())
+
+
+@pytest.fixture
+def host_run(request: pytest.FixtureRequest, host_image: HostImage) -> Iterator[dict[str, Guest]]:
+    """The test's Debian host guests by name, closed after it (logs kept on failure)."""
+    guests: dict[str, Guest] = {}
+    yield guests
+    for guest in guests.values():
+        guest.close()
+        if request.session.testsfailed:
+            print(f"\nkept the guest's logs: {guest.run_dir}")
+        else:
+            shutil.rmtree(guest.run_dir, ignore_errors=True)

@@ -22,16 +22,14 @@ Three runs of the same hotplug (1 GiB and one CPU, onlined):
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from testbed import assets, debian_host, debpkg
+from testbed import assets, debian_host
 from testbed.debian_host import HostImage
 from testbed.guest_pattern import PAGE, expected_page
 from testbed.vm import Guest, TestbedError
@@ -70,11 +68,6 @@ class Outcome:
     crash_cmdline: str = ""
     scrape: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def host_image() -> HostImage:
-    return debian_host.host_image(debpkg.ensure_deb())
 
 
 def _wait(guest: Guest, script: str, what: str, timeout: float = 180.0) -> str:
@@ -210,18 +203,6 @@ def _record(out: Outcome) -> None:
     results.mkdir(exist_ok=True)
     (results / f"debian-host-{out.mode}.json").write_text(json.dumps(asdict(out), indent=2))
     print(f"\n{out.mode}: {json.dumps(asdict(out))}")
-
-
-@pytest.fixture
-def host_run(request: pytest.FixtureRequest, host_image: HostImage) -> Iterator[dict[str, Guest]]:
-    guests: dict[str, Guest] = {}
-    yield guests
-    for guest in guests.values():
-        guest.close()
-        if request.session.testsfailed:
-            print(f"\nkept the guest's logs: {guest.run_dir}")
-        else:
-            shutil.rmtree(guest.run_dir, ignore_errors=True)
 
 
 def _boot(host_image: HostImage, runs: dict[str, Guest], mode: str, *append: str) -> Guest:
