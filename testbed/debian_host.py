@@ -303,15 +303,22 @@ def boot_host(
     machine: Machine | None = None,
     append: tuple[str, ...] = (),
     timeout: float = 300.0,
+    disk: Path | None = None,
 ) -> Guest:
     """Boot a fresh copy of the Debian host's disk; wait for its agent.
 
     :param append: more kernel parameters (``systemd.mask=kexecd.service``, say).
-    The copy is ``RUN_DIR/disk.img``; read it with :func:`read_crash_dir`.
+    :param disk: boot this disk as it is instead, moved into the new run
+        directory (a dead guest's, after a power cut: the same machine booted
+        again).
+    The disk is ``RUN_DIR/disk.img``; read it with :func:`read_crash_dir`.
     """
     run_dir = new_run_dir(name)
-    disk = run_dir / "disk.img"
-    subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
+    if disk is None:
+        disk = run_dir / "disk.img"
+        subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
+    else:
+        disk = disk.rename(run_dir / "disk.img")
     spec = BootSpec(
         machine or Machine(),
         image.kernel,
