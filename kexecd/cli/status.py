@@ -289,6 +289,9 @@ def _daemon_rows(d: DaemonState) -> list[tuple[str, str]]:
         u = d.last_update
         lat = "" if u.latency_ms is None else f", {u.latency_ms:.0f} ms after the first event"
         rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
+    if d.kernel_drops:
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(d.kernel_drops.items()))
+        rows.append(("kernel dropped", f"{counts} (the last: {d.kernel_drop}); loaded by kexecd"))
     if d.last_error:
         rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
     if d.retry_in_s and not d.stopped:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from kexecd.image.cmdline import Amendment
 from kexecd.image.relocate import capacity
+from kexecd.system.kmsg import Drop
 
-__all__ = ["ASKED", "Action", "Decision", "Facts", "Request", "Why", "decide"]
+__all__ = ["ASKED", "Action", "Decision", "Drop", "Facts", "Request", "Why", "decide", "missed"]
 
 
 class Action(enum.Enum):
@@ -64,15 +65,15 @@ class Request:
         daemon, after its own failed load left none); otherwise kexecd
         respects an admin's unload.
     :ivar kernel_missed: the kernel logged that it dropped an update of the
-        header it keeps (:mod:`kexecd.system.kmsg`): what it holds is
-        unknown, so kexecd loads the image itself once.
+        header it keeps, and why (:class:`kexecd.system.kmsg.Drop`): what it
+        holds is unknown, so kexecd loads the image itself once.
     :ivar grow: make room for this many program headers (``kexecd grow``),
         moving the header if it has less.
     """
 
     dry_run: bool = False
     reload_unloaded: bool = False
-    kernel_missed: bool = False
+    kernel_missed: Drop | None = None
     grow: int | None = None
 
 
@@ -112,10 +113,12 @@ class Facts:
     move: tuple[int, int] | None = None
 
 
-MISSED = "the kernel dropped an update of the header it keeps (kexec_trylock() failed)"
+def missed(drop: Drop) -> str:
+    """The words for a dropped update of the kernel's header, for reasons."""
+    return f"the kernel dropped an update of the header it keeps ({drop.said})"
 
 
-def _whole(f: Facts, missed: bool) -> Decision | None:
+def _whole(f: Facts, drop: Drop | None) -> Decision | None:
     # The rules that leave kexecd nothing to patch: nothing loaded, the
     # kernel's own updates, images reloaded only whole.
     if not f.crash_loaded:
@@ -125,14 +128,19 @@ def _whole(f: Facts, missed: bool) -> Decision | None:
             "no crash kernel is loaded: kexecd leaves it so (load one with 'kexecd load' "
             "or 'kexecd adopt', or the distro's kdump service)",
         )
-    if f.kernel_updates and not missed:
+    if f.kernel_updates and drop is None:
         return Decision(
             Action.STAND_ASIDE, Why.KERNEL_UPDATES, "the kernel updates the header itself"
         )
     blind = f.file_load or f.header_memsz is None or f.wanted is None
-    if f.kernel_updates and blind:
+    if f.kernel_updates and drop is not None and (blind or drop is Drop.TOO_LARGE):
+        # A file-loaded image gets a header sized anew by the kernel. A
+        # kexec_load --hotplug one whose kernel-built header outgrew the
+        # segment: purgatory leaves the header out of its hash, so kexecd
+        # does not move it (relocate.relocated() moves hashed headers only);
+        # kexec-tools sizes the segment again from crash_elfcorehdr_size.
         return Decision(
-            Action.FULL_RELOAD, Why.KERNEL_MISSED, f"{MISSED}: load the image again, whole"
+            Action.FULL_RELOAD, Why.KERNEL_MISSED, f"{missed(drop)}: load the image again, whole"
         )
     if f.file_load:
         return Decision(
@@ -180,8 +188,8 @@ def _outgrown(f: Facts, memsz: int, wanted: bytes) -> Decision | None:
 
 def decide(f: Facts, request: Request = ASKED) -> Decision:
     """Choose what to do; every decision rule of kexecd is here."""
-    missed = request.kernel_missed
-    early = _whole(f, missed)
+    drop = request.kernel_missed
+    early = _whole(f, drop)
     if early is not None:
         return early
     assert f.header_memsz is not None and f.wanted is not None and f.loaded is not None
@@ -203,8 +211,9 @@ def decide(f: Facts, request: Request = ASKED) -> Decision:
     how = "and purgatory's digest" if f.header_hashed else "(not hashed by purgatory)"
     also = f"; {change}" if change else ""
     if f.kernel_updates:
+        what = missed(drop or Drop.LOCK_BUSY)
         return Decision(
-            Action.RELOAD_HEADER, Why.KERNEL_MISSED, f"{MISSED}: load a current one {how}{also}"
+            Action.RELOAD_HEADER, Why.KERNEL_MISSED, f"{what}: load a current one {how}{also}"
         )
     if f.uncertain:
         return Decision(

@@ -190,7 +190,7 @@ def make(
         kexec = kexec.kernel_updating()
     spans.mark("kexec state")
     base = _base(snap, kexec, request)
-    stand_aside = base.kernel_updates and not request.kernel_missed
+    stand_aside = base.kernel_updates and request.kernel_missed is None
     if not base.crash_loaded or stand_aside or snap.file_load or snap.header is None:
         blocked = (
             "the kernel updates this image's header itself, so kexecd does not reload it"

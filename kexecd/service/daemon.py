@@ -56,7 +56,7 @@ from kexecd.service.removals import RemovalFollower
 from kexecd.service.running import running
 from kexecd.service.session import ImageSession
 from kexecd.service.statefile import DaemonState, UpdateRecord
-from kexecd.system.kmsg import KmsgWatch
+from kexecd.system.kmsg import Drop, KmsgWatch
 from kexecd.system.root import Root
 from kexecd.timing import Spans
 
@@ -246,18 +246,21 @@ class Daemon:
         self.recorder.events(events, now)
         self._rearm()
 
-    def on_kernel_log(self, missed: bool) -> None:
-        """New kernel log records were read; ``missed``: among them, the kernel
-        saying it dropped an update of the header it keeps. Refresh then, as
-        for an event: that image is loaded once by kexecd."""
-        if not missed:
+    def on_kernel_log(self, drops: set[Drop]) -> None:
+        """New kernel log records were read; ``drops``: among them, the kernel
+        saying it dropped an update of the header it keeps, and why. Refresh
+        then, as for an event: that image is loaded once by kexecd (how,
+        by the kind: :func:`kexecd.image.decide.decide`)."""
+        if not drops:
             return
-        if not self.session.kernel_missed:
+        if self.session.dropped(drops):
             log.warning(
-                "the kernel dropped an update of the crash kernel's header "
-                "(kexec_trylock() failed); loading a current one"
+                "the kernel dropped an update of the crash kernel's header (%s); "
+                "loading a current one",
+                ", ".join(sorted(d.said for d in drops)),
+                extra={"KEXECD_KERNEL_DROP": ",".join(sorted(d.value for d in drops))},
             )
-        self.session.kernel_missed = True
+        self.recorder.dropped(drops)
         self.coalescer.event(self.clock())
         self._rearm()
 

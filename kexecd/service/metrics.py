@@ -32,6 +32,7 @@ from pathlib import Path
 from kexecd import __version__
 from kexecd.files import unix_time, write_atomic
 from kexecd.service.statefile import DaemonState
+from kexecd.system.kmsg import Drop
 
 __all__ = ["HEARTBEAT", "PROM_FILE", "Exporter", "Host", "heartbeat", "render"]
 
@@ -204,6 +205,14 @@ def render(st: DaemonState, host: Host) -> str:
             "When a reconcile last succeeded (Unix time; this file is written on change, "
             "so alert on time() - this).",
             ("", _unix(st.reconciled)),
+        ),
+        *_family(
+            "kexecd_kernel_dropped_updates_total",
+            "counter",
+            "Updates of the header it keeps that the kernel logged it dropped, by why "
+            "(lock-busy: kexec_trylock() failed; too-large: the new header outgrew its "
+            "segment; not-built: it could not be built); kexecd then loads the image itself.",
+            *((f'{{kind="{d.value}"}}', st.kernel_drops.get(d.value, 0)) for d in Drop),
         ),
         *_family(
             "kexecd_kernel_crash_hotplug",

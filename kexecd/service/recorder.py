@@ -31,6 +31,7 @@ from kexecd.service.statefile import (
     UpdateRecord,
     write_state,
 )
+from kexecd.system.kmsg import Drop, worst
 from kexecd.system.packages import installed_version
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState
@@ -93,6 +94,16 @@ class Recorder:
             self.state.last_event_mono = now
         if events and self._pending.when is None:
             self._pending.set(now + self.cfg.settle_ms / 1000)
+
+    def dropped(self, drops: set[Drop]) -> None:
+        """The kernel logged that it dropped updates of the header it keeps."""
+        st = self.state
+        for kind in sorted(drops, key=lambda d: d.value):
+            st.kernel_drops[kind.value] = st.kernel_drops.get(kind.value, 0) + 1
+        last = worst(drops)
+        if last is not None:
+            st.kernel_drop = last.value
+        self.publish()
 
     def failed(
         self, record: UpdateRecord, what: str, e: KexecdError, delay: float

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kexecd.service.runtime import SnapshotWatch
+from kexecd.system.kmsg import Drop, worst
 
 __all__ = ["ImageSession"]
 
@@ -27,7 +28,7 @@ class ImageSession:
         the next refresh loads one even though none is loaded (an unload by
         the admin is respected; this is not one).
     :ivar kernel_missed: the kernel logged that it dropped an update of the
-        header it keeps: the next refresh loads the image itself once.
+        header it keeps, and why: the next refresh loads the image itself once.
 
     Invariants:
 
@@ -45,11 +46,18 @@ class ImageSession:
 
     watch: SnapshotWatch | None = None
     lost_image: bool = False
-    kernel_missed: bool = False
+    kernel_missed: Drop | None = None
+
+    def dropped(self, drops: set[Drop]) -> bool:
+        """The kernel logged these dropped updates; whether any is new since
+        the last refresh (several before one refresh: the most demanding)."""
+        new = self.kernel_missed is None
+        self.kernel_missed = worst({*drops, *filter(None, [self.kernel_missed])})
+        return new
 
     def refreshed(self, *, loaded: bool) -> None:
         """A refresh succeeded; ``loaded``: it loaded an image."""
-        self.kernel_missed = False
+        self.kernel_missed = None
         if loaded:
             self.lost_image = False
 

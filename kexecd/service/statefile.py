@@ -35,7 +35,7 @@ STATE_FILE = "state.json"
 SOCKET = "kexecd.sock"
 # 1: the unversioned dict of kexecd 0.1; 2: this layout, with "format"; 3:
 # with the facts of the last plan (crash_loaded to reconciled).
-FORMAT = 3
+FORMAT = 4
 HISTORY = 100  # loads remembered
 MAX_SIZE = 4 << 20
 
@@ -115,6 +115,10 @@ class DaemonState:
     :ivar kernel_updates: the kernel's own crash hotplug is active.
     :ivar syscall: ``kexec_load`` or ``kexec_file_load``: how the image was loaded.
     :ivar reconciled: when a reconcile (or adoption) last succeeded.
+    :ivar kernel_drops: updates of the header it keeps that the kernel logged
+        it dropped (:class:`kexecd.system.kmsg.Drop`), by kind: ``lock-busy``,
+        ``too-large``, ``not-built``.
+    :ivar kernel_drop: the kind of the last one (``None``: none yet).
     """
 
     pid: int = field(default_factory=os.getpid)
@@ -149,6 +153,8 @@ class DaemonState:
     kernel_updates: bool | None = None
     syscall: str | None = None
     reconciled: str | None = None
+    kernel_drops: dict[str, int] = field(default_factory=dict)
+    kernel_drop: str | None = None
 
     def remember(self, timing: LoadTiming) -> None:
         """Add a load to the history, keeping the last :data:`HISTORY`."""
@@ -200,6 +206,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "bool": (bool,),
     "list[str]": (list,),
+    "dict[str, int]": (dict,),
 }
 
 
@@ -222,6 +229,10 @@ def _build(cls: type[T], values: object) -> T:
                 raise TypeError(f"{name} must be {kind}, not {value!r}")
             if isinstance(value, list) and not all(isinstance(v, str) for v in value):
                 raise TypeError(f"{name} must be a list of strings")
+            if isinstance(value, dict) and not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values()
+            ):
+                raise TypeError(f"{name} must map names to counts")
             kwargs[name] = value
         else:
             kwargs[name] = None  # a nested record or list, filled in later

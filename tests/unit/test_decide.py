@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
-from kexecd.image.decide import Action, Facts, Request, Why, decide
+from kexecd.image.decide import Action, Drop, Facts, Request, Why, decide
 
 H = b"\x7fELF" + bytes(60)  # a header; only its bytes and size matter here
 H2 = b"\x7fELF" + bytes(59) + b"\1"
@@ -34,15 +34,30 @@ TABLE: list[tuple[dict[str, Any], Request, Action, Why]] = [
     ({"kernel_updates": True}, Request(), Action.STAND_ASIDE, Why.KERNEL_UPDATES),
     (
         {"kernel_updates": True},
-        Request(kernel_missed=True),
+        Request(kernel_missed=Drop.LOCK_BUSY),
         Action.RELOAD_HEADER,
         Why.KERNEL_MISSED,
     ),
-    (
-        {"kernel_updates": True, "file_load": True, "loaded": None, "wanted": None},
-        Request(kernel_missed=True),
+    (  # the kernel could not build one: kexecd builds it (its segment holds it)
+        {"kernel_updates": True},
+        Request(kernel_missed=Drop.NOT_BUILT),
+        Action.RELOAD_HEADER,
+        Why.KERNEL_MISSED,
+    ),
+    (  # the kernel's header outgrew a --hotplug image's segment: whole, not moved
+        {"kernel_updates": True, "header_hashed": False, "movable": False, "move": None},
+        Request(kernel_missed=Drop.TOO_LARGE),
         Action.FULL_RELOAD,
         Why.KERNEL_MISSED,
+    ),
+    *(
+        (
+            {"kernel_updates": True, "file_load": True, "loaded": None, "wanted": None},
+            Request(kernel_missed=drop),
+            Action.FULL_RELOAD,
+            Why.KERNEL_MISSED,
+        )
+        for drop in Drop
     ),
     (
         {"file_load": True, "loaded": None, "wanted": None},

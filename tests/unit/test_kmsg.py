@@ -16,7 +16,7 @@ from kexecd.image import loader
 from kexecd.image.plan import Action, Why
 from kexecd.loads import KexecCall, LoadCapture
 from kexecd.service.daemon import Daemon
-from kexecd.system.kmsg import KmsgWatch, is_missed_update
+from kexecd.system.kmsg import Drop, KmsgWatch, dropped_update, is_missed_update, worst
 from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, loaded_root
@@ -35,22 +35,45 @@ from tests.unit.fakes import (
 # As kernel/crash_core.c logs them: 6.6 on, and later (Debian's 6.12.95 in the test bed).
 OLD = "6,2071,78724423,-;crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate"
 NEW = "6,2071,78724423,-;crash hp: kexec_trylock() failed, kdump image may be inaccurate"
+# As arch/x86/kernel/crash.c arch_crash_handle_hotplug_event() logs them, 6.6
+# and 6.12 alike (pr_err, so priority 3; no newline, so closed by the next
+# record); 6.12 with CONFIG_PRINTK_CALLER adds the caller to the prefix.
+TOO_LARGE_66 = "3,2210,91234567,-;crash hp: update elfcorehdr elfsz 921664 > memsz 917504"
+TOO_LARGE_612 = (
+    "3,5120,61000123,-,caller=T1234;crash hp: update elfcorehdr elfsz 925760 > memsz 918528"
+)
+NOT_BUILT_66 = "3,2211,91234570,-;crash hp: unable to create new elfcorehdr"
+NOT_BUILT_612 = "3,5121,61000130,-,caller=T1234;crash hp: unable to create new elfcorehdr"
 
 
 @pytest.mark.parametrize(
-    ("record", "missed"),
+    ("record", "drop"),
     [
-        (OLD, True),
-        (NEW, True),
-        (OLD + "\n SUBSYSTEM=cpu", True),
-        ("6,1,2,-;crash hp: hp_action 1, cpu 2", False),
-        ("crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", False),  # no header
-        ("6,1,2,-;x crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", False),
-        ("", False),
+        (OLD, Drop.LOCK_BUSY),
+        (NEW, Drop.LOCK_BUSY),
+        (OLD + "\n SUBSYSTEM=cpu", Drop.LOCK_BUSY),
+        (TOO_LARGE_66, Drop.TOO_LARGE),
+        (TOO_LARGE_612, Drop.TOO_LARGE),
+        (NOT_BUILT_66, Drop.NOT_BUILT),
+        (NOT_BUILT_612, Drop.NOT_BUILT),
+        ("6,1,2,-;crash hp: hp_action 1, cpu 2", None),
+        ("crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", None),  # no header
+        ("6,1,2,-;x crash hp: kexec_trylock() failed, elfcorehdr may be inaccurate", None),
+        ("3,1,2,-;crash hp: update elfcorehdr elfsz 1 > memsz", None),  # cut short
+        ("3,1,2,-;kexec: unable to create new elfcorehdr", None),  # another prefix
+        ("3,1,2,-;crash hp: mapping elfcorehdr segment failed", None),  # not a drop of these
+        ("", None),
     ],
 )
-def test_the_message(record: str, missed: bool) -> None:
-    assert is_missed_update(record) is missed
+def test_the_messages(record: str, drop: Drop | None) -> None:
+    assert dropped_update(record) is drop
+    assert is_missed_update(record) is (drop is not None)
+
+
+def test_worst_of_several() -> None:
+    assert worst(set()) is None
+    assert worst({Drop.LOCK_BUSY, Drop.NOT_BUILT}) is Drop.NOT_BUILT
+    assert worst(set(Drop)) is Drop.TOO_LARGE
 
 
 def _fifo_root(root: Path) -> Path:
@@ -64,14 +87,17 @@ def test_watch_reads_what_comes_after_it_opened(tmp_path: Path) -> None:
     watch = KmsgWatch.open(Root(tmp_path))
     assert watch is not None
     try:
-        assert watch.drain() is False  # nothing yet, and no wait
+        assert watch.drain() == set()  # nothing yet, and no wait
         with fifo.open("w") as w:
             w.write("6,1,2,-;memory32 online\n")
             w.flush()
-            assert watch.drain() is False
+            assert watch.drain() == set()
             w.write(NEW + "\n")
             w.flush()
-            assert watch.drain() is True
+            assert watch.drain() == {Drop.LOCK_BUSY}
+            w.write(TOO_LARGE_612 + "\n" + NOT_BUILT_66 + "\n")
+            w.flush()
+            assert watch.drain() == {Drop.TOO_LARGE, Drop.NOT_BUILT}
     finally:
         watch.close()
     assert KmsgWatch.open(Root(tmp_path / "none")) is None
@@ -93,7 +119,7 @@ def test_hotplug_image_gets_a_current_header_once(tmp_path: Path) -> None:
     backend = FakeBackend()
     r = fakes.refresh(state, root=Root(root), backend=backend)
     assert r.decision.why is Why.KERNEL_UPDATES and backend.loads == []
-    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=Drop.LOCK_BUSY)
     assert r.decision.action is Action.RELOAD_HEADER and r.decision.why is Why.KERNEL_MISSED
     ((_, _, segs),) = backend.loads
     assert segs[5] == Capture(DATA / "hotadd").header
@@ -107,7 +133,7 @@ def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
     state = tmp_path / "state"
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(header_hashed=False)))
     backend = FakeBackend()
-    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=True)
+    r = fakes.refresh(state, root=Root(root), backend=backend, kernel_missed=Drop.LOCK_BUSY)
     assert r.decision.why is Why.KERNEL_MISSED and len(backend.loads) == 1
 
 
@@ -132,7 +158,7 @@ def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
     loader.load([*ARGV, "-s"], state, root=Root(root), tracer=tracer_for(cap))
     tracer = tracer_for(replace(cap))
     r = fakes.refresh(
-        state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=True
+        state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=Drop.LOCK_BUSY
     )
     assert r.decision.action is Action.FULL_RELOAD and r.decision.why is Why.KERNEL_MISSED
     assert tracer.calls == [(*ARGV, "-s")]  # type: ignore[attr-defined]

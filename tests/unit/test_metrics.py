@@ -60,6 +60,8 @@ STATE = DaemonState(
     kernel_updates=False,
     syscall="kexec_load",
     reconciled="2026-11-25T19:33:52Z",
+    kernel_drops={"lock-busy": 3, "too-large": 1},
+    kernel_drop="too-large",
 )
 HOST = Host(masked=True, kexec_tools="1:2.0.25-3+deb12u3")
 # Every family, its type and its samples for STATE and HOST.
@@ -80,6 +82,10 @@ EXPECTED: dict[str, tuple[str, dict[str, float]]] = {
     "kexecd_last_update_latency_seconds": ("gauge", {"": 0.3405}),
     "kexecd_last_update_duration_seconds": ("gauge", {"": 0.239}),
     "kexecd_last_reconcile_timestamp_seconds": ("gauge", {"": 1795635232}),
+    "kexecd_kernel_dropped_updates_total": (
+        "counter",
+        {'{kind="lock-busy"}': 3, '{kind="not-built"}': 0, '{kind="too-large"}': 1},
+    ),
     "kexecd_kernel_crash_hotplug": ("gauge", {"": 0}),
     "kexecd_distro_rule_masked": ("gauge", {"": 1}),
     "kexecd_info": (

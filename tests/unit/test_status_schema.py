@@ -29,6 +29,7 @@ from kexecd.service.statefile import (
     LoadTiming,
     UpdateRecord,
 )
+from kexecd.system.kmsg import Drop
 from kexecd.system.root import Root
 from testbed.images import NO_MEMHOTPLUG, image, loaded_root
 from tests.unit import fakes
@@ -167,6 +168,19 @@ def kernel_updates(tmp: Path) -> tuple[Path, Path, int]:
     return state, root, 0
 
 
+def kernel_dropped(tmp: Path) -> tuple[Path, Path, int]:
+    # The kernel logged that it could not build a new header: the daemon's
+    # real path counts it and loads a current header itself.
+    state, root = _loaded(tmp)
+    (root / "sys/devices/system/cpu/crash_hotplug").write_text("1\n")
+    backend = FakeBackend()
+    daemon = _daemon(tmp, state, root, backend)
+    daemon.reconcile("start")
+    daemon.on_kernel_log({Drop.NOT_BUILT})
+    assert daemon.run_due() is not None and len(backend.loads) == 1
+    return state, root, 0
+
+
 def acpi_appended(tmp: Path) -> tuple[Path, Path, int]:
     root = loaded_root("boot", tmp, memory_hotplug=True)
     cap = image("boot", strip=NO_MEMHOTPLUG, spare=64)
@@ -229,6 +243,7 @@ STATES: list[Setup] = [
     daemon_failed,
     daemon_not_loaded,
     kernel_updates,
+    kernel_dropped,
     acpi_appended,
     acpi_cannot,
     file_loaded,
