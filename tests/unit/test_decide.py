@@ -97,6 +97,15 @@ def test_every_why_has_a_row() -> None:
 
 
 def test_reasons_say_what_is_done() -> None:
+    for drop, said in (
+        (Drop.LOCK_BUSY, "(kexec_trylock() failed): load a current one"),
+        (Drop.NOT_BUILT, "(it could not build a new header): load a current one"),
+        (Drop.TOO_LARGE, "(its new header was larger than the header segment): load the image"),
+    ):
+        reason = decide(
+            Facts(**{**OK, "kernel_updates": True}), Request(kernel_missed=drop)
+        ).reason
+        assert said in reason, reason
     assert "purgatory's digest" in decide(Facts(**{**OK, "wanted": H2})).reason
     unhashed = decide(Facts(**{**OK, "wanted": H2, "header_hashed": False}))
     assert unhashed.action is Action.RELOAD_HEADER and "not hashed by purgatory" in unhashed.reason

@@ -4,6 +4,7 @@ the kernel log, the decision, and the daemon loading a current image once."""
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kexecd.cli import main
 from kexecd.image import loader
 from kexecd.image.plan import Action, Why
 from kexecd.loads import KexecCall, LoadCapture
@@ -137,7 +139,9 @@ def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
     assert r.decision.why is Why.KERNEL_MISSED and len(backend.loads) == 1
 
 
-def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drop", list(Drop))
+def test_file_loaded_image_is_loaded_whole(tmp_path: Path, drop: Drop) -> None:
+    # Whatever the kernel dropped: it sizes and builds a new header at load.
     cap = LoadCapture(
         KexecCall.KEXEC_FILE_LOAD,
         0,
@@ -158,24 +162,35 @@ def test_file_loaded_image_is_loaded_whole(tmp_path: Path) -> None:
     loader.load([*ARGV, "-s"], state, root=Root(root), tracer=tracer_for(cap))
     tracer = tracer_for(replace(cap))
     r = fakes.refresh(
-        state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=Drop.LOCK_BUSY
+        state, root=Root(root), backend=FakeBackend(), tracer=tracer, kernel_missed=drop
     )
     assert r.decision.action is Action.FULL_RELOAD and r.decision.why is Why.KERNEL_MISSED
     assert tracer.calls == [(*ARGV, "-s")]  # type: ignore[attr-defined]
 
 
-def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("line", "kind", "action", "said"),
+    [
+        (OLD, "lock-busy", "reload-header", "kexec_trylock() failed"),
+        (NOT_BUILT_66, "not-built", "reload-header", "could not build a new header"),
+        (NOT_BUILT_612, "not-built", "reload-header", "could not build a new header"),
+        (TOO_LARGE_66, "too-large", "full-reload", "larger than the header segment"),
+        (TOO_LARGE_612, "too-large", "full-reload", "larger than the header segment"),
+    ],
+)
+def test_daemon_loads_once_when_the_kernel_says_so(
+    tmp_path: Path, line: str, kind: str, action: str, said: str
+) -> None:
     cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
     # daemon_env loaded the boot image with its header hashed; load one the
     # kernel could update (kexec-tools --hotplug leaves the header out).
     root = tmp_path / "root-boot"
-    loader.load(
-        ARGV, cfg.state_dir, root=Root(root), tracer=tracer_for(image(header_hashed=False))
-    )
+    cap = image(header_hashed=False)
+    loader.load(ARGV, cfg.state_dir, root=Root(root), tracer=tracer_for(cap))
     _updating(root)
     fifo = _fifo_root(root)
-    backend, monitor = FakeBackend(), FakeMonitor()
-    daemon = Daemon(cfg, monitor, backend=backend)
+    backend, monitor, tracer = FakeBackend(), FakeMonitor(), tracer_for(cap)
+    daemon = Daemon(cfg, monitor, backend=backend, tracer=tracer)
     writer: list[int] = []
 
     def log_it() -> None:
@@ -183,22 +198,55 @@ def test_daemon_loads_once_when_the_kernel_says_so(tmp_path: Path) -> None:
             threading.Event().wait(0.01)
         fd = os.open(fifo, os.O_WRONLY)
         writer.append(fd)
-        os.write(fd, (OLD + "\n").encode())
+        # The record before it: a kernel message is logged alongside.
+        os.write(fd, ("6,2209,91234560,-;memory32 online\n" + line + "\n").encode())
+
+    def loaded() -> int:
+        return len(backend.loads) + len(tracer.calls)  # type: ignore[attr-defined]
 
     t = threading.Thread(target=log_it)
     t.start()
     try:
-        run_until(
-            daemon, monitor, lambda: len(backend.loads) == 1 and not daemon.session.kernel_missed
-        )
+        run_until(daemon, monitor, lambda: loaded() == 1 and not daemon.session.kernel_missed)
     finally:
         t.join()
         for fd in writer:
             os.close(fd)
-    assert len(backend.loads) == 1
-    assert daemon.state.last_update is not None
-    assert "dropped an update" in str(daemon.state.last_update.reason)
+    # Once: the header alone, or the whole command again (the kernel's own
+    # header outgrew a segment kexecd does not move for a --hotplug image).
+    assert loaded() == 1
+    assert (len(tracer.calls) == 1) is (action == "full-reload")  # type: ignore[attr-defined]
+    st = daemon.state
+    assert st.last_update is not None and st.last_update.action == action
+    assert "dropped an update" in str(st.last_update.reason)
+    assert said in str(st.last_update.reason)
+    assert st.kernel_drops == {kind: 1} and st.kernel_drop == kind
     assert daemon.reconcile("events").action == "stand-aside"  # and then it stands aside again
+    # What status and the metrics say of it, from the files the daemon wrote.
+    prom = (Path(cfg.metrics_dir) / "kexecd.prom").read_text()
+    assert f'kexecd_kernel_dropped_updates_total{{kind="{kind}"}} 1' in prom
+
+
+def test_status_says_what_the_kernel_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
+    root = tmp_path / "root-boot"
+    _updating(root)
+    daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
+    daemon.reconcile("start")
+    daemon.on_kernel_log({Drop.LOCK_BUSY})
+    daemon.on_kernel_log({Drop.TOO_LARGE, Drop.LOCK_BUSY})
+    assert daemon.session.kernel_missed is Drop.TOO_LARGE  # the most demanding
+    assert daemon.state.kernel_drops == {"lock-busy": 2, "too-large": 1}
+    args = ["--state-dir", str(cfg.state_dir), "--root", str(root)]
+    main(["status", *args, "--runtime-dir", str(cfg.runtime_dir)])
+    out = capsys.readouterr().out
+    assert "kernel dropped lock-busy 2, too-large 1 (the last: too-large)" in out, out
+    main(["status", *args, "--runtime-dir", str(cfg.runtime_dir), "--json"])
+    d = json.loads(capsys.readouterr().out)["daemon"]
+    assert d["kernel_drops"] == {"lock-busy": 2, "too-large": 1}
+    assert d["kernel_drop"] == "too-large"
 
 
 def test_unreadable_log_is_dropped_not_fatal(tmp_path: Path) -> None:
