@@ -291,7 +291,7 @@ def _daemon_rows(d: DaemonState) -> list[tuple[str, str]]:
         rows.append(("last update", f"{u.time} {u.action} in {u.work_ms:.0f} ms{lat}"))
     if d.kernel_drops:
         counts = ", ".join(f"{k} {n}" for k, n in sorted(d.kernel_drops.items()))
-        rows.append(("kernel dropped", f"{counts} (the last: {d.kernel_drop}); loaded by kexecd"))
+        rows.append(("kernel dropped", f"{counts} (the last: {d.kernel_drop})"))
     if d.last_error:
         rows.append(("last error", f"{d.last_error.time} {d.last_error.message}"))
     if d.retry_in_s and not d.stopped:
