@@ -126,7 +126,7 @@ def test_power_cuts_upgrade_purge_crash(host_run: dict[str, Guest], host_image: 
     guest, facts["first_boot_s"] = _boot(host_image, host_run, "first", None)
 
     # 1. During a header reload: the daemon at its kexec_load.
-    pid = guest.sh("systemctl show -p MainPID --value kexecd.service").strip()
+    pid = _main_pid(guest)
     held, disk = _cut(guest, f"--syscall kexec_load --pid {pid}", lambda: _hot_add_cpu(guest))
     facts["reload"] = held
     guest, facts["after_reload_s"] = _boot(host_image, host_run, "after-reload", disk)
@@ -200,9 +200,7 @@ def test_power_cuts_upgrade_purge_crash(host_run: dict[str, Guest], host_image: 
     assert "Traceback" not in guest.sh("journalctl -b -u kexecd.service -o cat --no-pager")
 
     # After the upgrade: another CPU.
-    cpu = guest.hot_add_cpu()
-    guest.set_cpu_online(cpu)
-    guest.sh("udevadm settle --timeout=120", timeout=150)
+    _hot_add_cpu(guest)
     _wait(guest, "kexecd status", "the upgraded kexecd did not follow the CPU")
     out.online_cpus = len(guest.online_cpus())
     pages = _write_pattern(guest, *during)

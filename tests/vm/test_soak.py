@@ -38,6 +38,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,24 @@ def _usage(guest: Guest, pid: int) -> tuple[int, int]:
     return int(m.group(1)), fds
 
 
+def _sample(guest: Guest, pid: int, start: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """Stop the churn until the daemon is current, then read it: a sample of
+    its figures (time since ``start``, events, reloads, settle time, RSS,
+    fds) and its whole state."""
+    settle_s = _settle(guest)
+    rss, fds = _usage(guest, pid)
+    st = guest.daemon_state()
+    sample = {
+        "t_s": round(time.monotonic() - start, 1),
+        "events": st["events"],
+        "reloads": st["reloads"],
+        "settle_s": round(settle_s, 2),
+        "rss_kib": rss,
+        "fds": fds,
+    }
+    return sample, st
+
+
 def _less(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``ranges`` (start, end exclusive) less every one of ``holes``."""
     for h0, h1 in holes:
@@ -127,35 +146,12 @@ def test_daemon_soaks_under_hotplug_churn(soak_guest: Guest) -> None:
         guest.resize_virtio_mem(0)
         guest.set_cpu_online(cpu, True)
         if rounds % CHECK_EVERY == 1:
-            settle_s = _settle(guest)
-            rss, fds = _usage(guest, pid)
-            st = guest.daemon_state()
-            samples.append(
-                {
-                    "t_s": round(time.monotonic() - start, 1),
-                    "events": st["events"],
-                    "reloads": st["reloads"],
-                    "settle_s": round(settle_s, 2),
-                    "rss_kib": rss,
-                    "fds": fds,
-                }
-            )
+            samples.append(_sample(guest, pid, start)[0])
     # The end state: virtio-mem half plugged, a DIMM, the extra CPU online.
     vmem = guest.resize_virtio_mem(VMEM_MIB // 2)
     s, e = guest.hot_add_memory(DIMM_MIB)
-    _settle(guest)
-    rss, fds = _usage(guest, pid)
-    st = guest.daemon_state()
-    samples.append(
-        {
-            "t_s": round(time.monotonic() - start, 1),
-            "events": st["events"],
-            "reloads": st["reloads"],
-            "settle_s": 0.0,
-            "rss_kib": rss,
-            "fds": fds,
-        }
-    )
+    sample, st = _sample(guest, pid, start)
+    samples.append(sample)
     facts: dict[str, object] = {
         "rounds": rounds,
         "churn_s": round(time.monotonic() - start, 1),
