@@ -13,6 +13,7 @@ import base64
 import io
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 
 from elftools.elf.elffile import ELFFile
@@ -27,6 +28,7 @@ __all__ = [
     "crash",
     "crash_kernel_view",
     "panic",
+    "panic_until",
     "parse_elf_core",
     "read_vmcore",
 ]
@@ -129,6 +131,29 @@ def panic(agent: Agent, timeout: float, what: str) -> None:
         agent.proc.kill()
         agent.proc.wait()
         raise agent.fail(f"{what} within {timeout:.0f} s") from None
+
+
+def panic_until(agent: Agent, marker: str, timeout: float) -> tuple[str, bool]:
+    """sysrq-c in the guest; wait until ``marker`` shows in the crash kernel's
+    serial log (``ttyS1.out``: purgatory's console with kexec's
+    ``--console-serial --serial=ttyS1``) or QEMU exits. Then QEMU is killed.
+
+    Return the log and whether QEMU was still running when the marker came
+    (False when it exited by itself, or after ``timeout`` s without the marker).
+    """
+    agent.request({"op": "panic"}, 30)
+    deadline = time.monotonic() + timeout
+    running = False
+    while time.monotonic() < deadline:
+        if agent.proc.poll() is not None:
+            break
+        if marker in _crash_out(agent):
+            running = agent.proc.poll() is None
+            break
+        time.sleep(0.2)
+    agent.proc.kill()
+    agent.proc.wait()
+    return _crash_out(agent), running
 
 
 def _crash_out(agent: Agent) -> str:

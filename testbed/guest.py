@@ -176,6 +176,7 @@ class Guest:
 
     crash = _Via("agent", dumps.crash)
     panic = _Via("agent", dumps.panic)
+    panic_until = _Via("agent", dumps.panic_until)
     crash_kernel_view = _Via("agent", dumps.crash_kernel_view)
     read_vmcore = _Via("agent", dumps.read_vmcore)
 
