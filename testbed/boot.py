@@ -230,6 +230,19 @@ def launch(
     return _start(name, run_dir, spec, argv, timeout, key)
 
 
+def _resume(qmp: QMP, agent: Agent, timeout: float) -> None:
+    """Run a restored guest (:mod:`testbed.saved`): it was saved stopped, so
+    wait until QEMU has read its state, continue it, and ask its agent (which
+    said ready when it was saved) for an answer."""
+    deadline = time.monotonic() + timeout
+    while (status := qmp.execute("query-migrate").get("status")) != "completed":
+        if status in ("failed", "cancelled") or time.monotonic() > deadline:
+            raise agent.fail(f"restoring the saved state: migration {status}")
+        time.sleep(0.2)
+    qmp.execute("cont")
+    agent.request({"op": "ping"}, max(1.0, deadline - time.monotonic()))
+
+
 def _keep_logs(run_dir: Path, tag: str) -> Path:
     """Move a failed boot's console, QMP and crash logs aside as ``STEM.TAG.EXT``;
     return where the console went."""
@@ -265,9 +278,12 @@ def _start(
         qmp = QMP(run_dir / "qmp.sock", run_dir / "qmp.log")
         sock.connect(str(run_dir / "agent.sock"))
         guest = Guest(name, spec, agent, qmp, acpi_key=key, locked=True)
-        ready = agent.recv(time.monotonic() + timeout)
-        if not ready.get("ready"):
-            raise agent.fail(f"unexpected first message from the agent: {ready}")
+        if "-incoming" in argv:
+            _resume(qmp, agent, timeout)
+        else:
+            ready = agent.recv(time.monotonic() + timeout)
+            if not ready.get("ready"):
+                raise agent.fail(f"unexpected first message from the agent: {ready}")
         guest.boot_seconds = time.monotonic() - start
         if key is not None:
             _check_acpi_upgrade(guest)

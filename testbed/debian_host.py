@@ -319,14 +319,20 @@ def boot_host(
         subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
     else:
         disk = disk.rename(run_dir / "disk.img")
-    spec = BootSpec(
+    return launch(name, run_dir, host_spec(image, disk, machine, append), timeout)
+
+
+def host_spec(
+    image: HostImage, disk: Path, machine: Machine | None = None, append: tuple[str, ...] = ()
+) -> BootSpec:
+    """What :func:`boot_host` boots: ``image``'s kernel and initrd, ``disk`` as its root."""
+    return BootSpec(
         machine or Machine(),
         image.kernel,
         image.initrd,
         append=("root=/dev/vda", "rw", "console=ttyS0", *append),
         devices=("-drive", f"file={disk},format=raw,if=virtio,cache=unsafe"),
     )
-    return launch(name, run_dir, spec, timeout)
 
 
 def read_crash_dir(disk: Path, out: Path) -> Path:

@@ -64,7 +64,11 @@ class _Via(Generic[_T, _P, _R]):
 class Guest:
     """A running test-bed guest. Use :func:`testbed.boot.boot` to get one.
 
-    :ivar boot_seconds: from starting QEMU to the agent's first message.
+    :ivar boot_seconds: from starting QEMU to the agent's first message (a
+        restored guest: to its first answer).
+    :ivar restored: restored from a saved state (:mod:`testbed.saved`), not booted.
+    :ivar ready_seconds: from starting QEMU until ready as the caller defines
+        it (:func:`testbed.saved.settled_host`'s ``settle``); 0.0 if not measured.
     :ivar acpi_key: the shape whose upgraded ACPI tables it booted with.
     :ivar locked: holds the guest lock (:mod:`testbed.guest_lock`), let go by
         :meth:`close`.
@@ -89,6 +93,8 @@ class Guest:
         self.acpi_key = acpi_key
         self.locked = locked
         self.boot_seconds = 0.0
+        self.restored = False
+        self.ready_seconds = 0.0
 
     # -- what it is -------------------------------------------------------------
 

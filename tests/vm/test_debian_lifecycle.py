@@ -49,7 +49,7 @@ from pathlib import Path
 import pytest
 
 from kexecd.service.statefile import FORMAT
-from testbed import assets, debian_host, debpkg
+from testbed import assets, debian_host, debpkg, saved
 from testbed.debian_host import HostImage
 from testbed.vm import Guest
 from tests.vm.test_debian_host import (
@@ -60,6 +60,7 @@ from tests.vm.test_debian_host import (
     _crash_and_read,
     _wait,
     _write_pattern,
+    settle_adopted,
 )
 
 pytestmark = pytest.mark.vm
@@ -75,12 +76,14 @@ def _boot(
 ) -> tuple[Guest, float]:
     """Boot (from ``disk``, if given); return the guest and how long it took
     until kexecd was current and its service active (s)."""
+    if disk is None:  # the first boot: the adopted host, saved once (testbed.saved)
+        guest = saved.settled_host(image, f"power-cut-{name}", settle_adopted)
+        runs[name] = guest
+        return guest, round(guest.ready_seconds, 1)
     start = time.monotonic()
     guest = debian_host.boot_host(image, f"power-cut-{name}", disk=disk)
     runs[name] = guest
-    _wait(guest, "systemctl is-active kdump-tools.service", "kdump-tools.service did not load")
-    _wait(guest, "kexecd status", "kexecd status did not exit 0 after boot", 240)
-    _wait(guest, "systemctl is-active kexecd.service", "kexecd.service never became active")
+    settle_adopted(guest)
     return guest, round(time.monotonic() - start, 1)
 
 
@@ -124,6 +127,7 @@ def test_power_cuts_upgrade_purge_crash(host_run: dict[str, Guest], host_image: 
     deb = debpkg.ensure_next_deb()
     facts: dict[str, object] = {}
     guest, facts["first_boot_s"] = _boot(host_image, host_run, "first", None)
+    facts["first_restored"] = guest.restored
 
     # 1. During a header reload: the daemon at its kexec_load.
     pid = _main_pid(guest)
