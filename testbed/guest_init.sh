@@ -38,7 +38,7 @@ for m in $(cat /modules/order); do
 	insmod /modules/$m.ko || fail "insmod $m failed"
 done
 opts=trans=virtio,version=9p2000.L,msize=262144
-mount -t 9p -o $opts,ro hostroot /newroot || fail "mounting the host root failed"
+mount -t 9p -o $opts,ro,cache=loose hostroot /newroot || fail "mounting the host root failed"
 share=$(arg kexecd.share)
 mount -t 9p -o $opts share "/newroot$share" || fail "mounting the share failed"
 mount -t proc proc /newroot/proc
