@@ -14,7 +14,6 @@ from kexecd import __version__
 from kexecd.cli import commands
 from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
 from kexecd.service.udevmask import RULES
-from kexecd.system.kexectools import is_version
 from kexecd.system.root import Root
 
 __all__ = ["main"]
@@ -239,6 +238,8 @@ def _inspect_command(sub: Any) -> None:
 
 
 def _kexec_tools_version(text: str) -> str:
+    from kexecd.system.kexectools import is_version  # the engine: only when given
+
     if not is_version(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a kexec-tools version like 2.0.25")
     return text

@@ -13,21 +13,17 @@ describes every field of this version's output.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kexecd.errors import KexecdError, StateFormatError
-from kexecd.image import plan
-from kexecd.image.plan import Plan
-from kexecd.image.snapshot import Snapshot
-from kexecd.image.store import Store
 from kexecd.model import human
 from kexecd.service import udevmask, verdict
-from kexecd.service.statefile import DaemonState, read_state
-from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE, Verdict
-from kexecd.system.kernel import KexecState, read_kexec_state
+from kexecd.service.report import Report, Settings, ask, describe_image
+from kexecd.service.statefile import SOCKET, DaemonState, read_state
+from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE
+from kexecd.system.kexecstate import KexecState, read_kexec_state
 from kexecd.system.root import Root
 
 __all__ = [
@@ -37,6 +33,7 @@ __all__ = [
     "EXIT_STALE",
     "SCHEMA",
     "Status",
+    "describe_image",
     "gather",
 ]
 
@@ -71,38 +68,6 @@ class Status:
     daemon_note: str | None = None
     # Where acpi_no_memhotplug stands (kexecd.image.cmdline.Amendment.no_memhotplug).
     acpi_no_memhotplug: str | None = None
-
-
-def describe_image(argv: Sequence[str]) -> dict[str, Any]:
-    """Kernel, initrd and command line from a ``kexec -p`` command."""
-    image: dict[str, Any] = {
-        "command": list(argv),
-        "kernel": None,
-        "initrd": None,
-        "cmdline": None,
-    }
-    args = list(argv[1:])
-    i = 0
-    while i < len(args):
-        a = args[i]
-        for opt, key in (
-            ("--initrd", "initrd"),
-            ("--ramdisk", "initrd"),
-            ("--append", "cmdline"),
-            ("--command-line", "cmdline"),
-        ):
-            if a.startswith(opt + "="):
-                image[key] = a.split("=", 1)[1]
-                break
-            if a == opt and i + 1 < len(args):
-                image[key] = args[i + 1]
-                i += 1
-                break
-        else:
-            if not a.startswith("-") and image["kernel"] is None:
-                image["kernel"] = a
-        i += 1
-    return image
 
 
 def _support(kstate: KexecState) -> str:
@@ -141,62 +106,36 @@ def gather(
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon, daemon_note=note)
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
-    try:
-        store = Store(state_dir)
-        with store.locked(shared=True, wait=LOCK_WAIT):
-            snap = store.open()
-            _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
-    except KexecdError as e:
-        v = verdict.failure(str(e))
-        st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
+    settings = Settings.of(state_dir, root.base, acpi_no_memhotplug)
+    report = None
+    if daemon is not None and daemon_running(daemon):
+        report = ask(runtime_dir / SOCKET, settings)
+    if report is None:
+        try:
+            report = _assess(state_dir, root, kstate, acpi_no_memhotplug)
+        except KexecdError as e:
+            v = verdict.failure(str(e))
+            st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
+            return st
+    _apply(st, report)
     return st
 
 
-def _render_snapshot(
-    st: Status, snap: Snapshot, root: Root, kstate: KexecState, acpi_no_memhotplug: bool
-) -> None:
-    src = snap.source
-    st.image = describe_image(src.words if src else snap.argv)
-    if src:
-        st.image["adopted_from"] = src.path
-    st.image["syscall"] = snap.syscall
-    if not snap.file_load:  # the kernel builds a file-loaded image's header
-        st.image["kexec_tools"] = snap.kexec_tools
-        st.image["header_rules"] = snap.rules.describe()
-    info = snap.record.info()
-    st.image["loaded"], st.image["how"] = _text(info.get("time")), _text(info.get("how"))
-    policy = plan.Policy(acpi_no_memhotplug=acpi_no_memhotplug)
-    p = plan.make(snap, root, policy=policy, kexec=kstate)
-    line = p.cmdline
-    if line is not None:
-        # The line in the boot parameters as loaded (elfcorehdr= and what
-        # kexecd appended included), where it can be read.
-        st.image["cmdline"] = line.text or st.image["cmdline"]
-        st.acpi_no_memhotplug = line.no_memhotplug
-    _render_plan(st, p, verdict.judge(p))
+def _assess(state_dir: Path, root: Root, kstate: KexecState, acpi_no_memhotplug: bool) -> Report:
+    # The engine, imported only when this process must make the plan itself.
+    from kexecd.service.assess import assess
+
+    return assess(state_dir, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug, wait=LOCK_WAIT)
 
 
-def _text(value: object) -> str | None:
-    # A string from loaded.json, which the schema promises is one.
-    return value if isinstance(value, str) else None
-
-
-def _render_plan(st: Status, p: Plan, v: Verdict) -> None:
-    st.current, st.exit_code, st.verdict = v.in_sync, v.exit_code, v.headline
-    st.hazards += v.hazards
-    st.differences = list(v.differences)
-    if p.target is None or p.wanted is None or v.standing_aside:
-        return
-    st.header = {
-        "cpus": p.cpus,
-        "ram_ranges": p.ranges,
-        "ram": p.ram_bytes,
-        "phnum": p.phnum,
-        "capacity": p.snapshot.header_capacity or 0,
-        "bytes": len(p.wanted),
-        "segment_bytes": p.segment_bytes,
-        "address": p.snapshot.segments[p.snapshot.header or 0].mem,
-    }
+def _apply(st: Status, r: Report) -> None:
+    # The report's part of the status, whichever process made it.
+    st.image, st.acpi_no_memhotplug = r.image, r.acpi_no_memhotplug
+    st.current, st.exit_code, st.verdict = r.in_sync, r.exit_code, r.headline
+    st.hazards += r.hazards
+    st.differences = list(r.differences)
+    st.header = r.header
+    st.error = r.error
 
 
 def daemon_running(state: DaemonState) -> bool:

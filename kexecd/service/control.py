@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The control socket's clients, served from the daemon's loop without blocking it.
 
-One JSON object per line each way: ``{"cmd": "status"}`` or ``{"cmd":
-"refresh"}``. Each client is non-blocking and lives in the daemon's loop
+One JSON object per line each way: ``{"cmd": "status"}``, ``{"cmd":
+"refresh"}`` or ``{"cmd": "report"}`` (``kexecd status``'s report, made now:
+:mod:`kexecd.service.report`). Each client is non-blocking and lives in the daemon's loop
 (its deadline a timer there); a request is at most :data:`MAX_REQUEST`
 bytes and must arrive within :data:`DEADLINE` seconds, and at most
 :data:`MAX_CLIENTS` are served at once.
@@ -36,7 +37,7 @@ __all__ = [
     "parse",
 ]
 
-COMMANDS = ("status", "refresh")
+COMMANDS = ("status", "refresh", "report")
 MAX_REQUEST = 4096
 MAX_REPLY = 1 << 20
 DEADLINE = 2.0
@@ -60,7 +61,7 @@ def parse(line: bytes) -> str:
         raise RequestError('not a JSON object; send {"cmd": "status"}')
     cmd = req.get("cmd")
     if cmd not in COMMANDS:
-        raise RequestError(f"unknown command {cmd!r:.40}; use status or refresh")
+        raise RequestError(f"unknown command {cmd!r:.40}; use status, refresh or report")
     return str(cmd)
 
 

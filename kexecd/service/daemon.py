@@ -43,8 +43,9 @@ from kexecd.files import timestamp
 from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
 from kexecd.image.refresher import Refresher, RefreshResult, Request
 from kexecd.image.store import Store
-from kexecd.service import metrics
+from kexecd.service import metrics, report
 from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
+from kexecd.service.assess import assess
 from kexecd.service.coalesce import Backoff, Coalescer
 from kexecd.service.config import Config
 from kexecd.service.intake import changes_header
@@ -53,9 +54,11 @@ from kexecd.service.monitor import Event, Monitor
 from kexecd.service.notify import notify
 from kexecd.service.recorder import Recorder
 from kexecd.service.removals import RemovalFollower
+from kexecd.service.report import Settings
 from kexecd.service.running import running
 from kexecd.service.session import ImageSession
 from kexecd.service.statefile import DaemonState, UpdateRecord
+from kexecd.system.kernel import read_kexec_state
 from kexecd.system.kmsg import Drop, KmsgWatch
 from kexecd.system.root import Root
 from kexecd.timing import Spans
@@ -315,7 +318,29 @@ class Daemon:
         """The reply to a control-socket command (already parsed and allowed)."""
         if cmd == "status":
             return {"ok": True, "state": self.state.to_json()}
+        if cmd == "report":
+            return self._report()
         return {"ok": True, "record": asdict(self.reconcile("request"))}
+
+    def _report(self) -> dict[str, object]:
+        # kexecd status's report, made now by the engine this process has
+        # loaded; never waits for the state directory's lock: status then
+        # makes it itself, waiting as it does without a daemon.
+        cfg = self.cfg
+        try:
+            kstate = read_kexec_state(self.root)
+            if not kstate.crash_loaded:
+                return {"error": "no crash kernel loaded"}
+            r = assess(
+                cfg.state_dir,
+                self.root,
+                kstate,
+                acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+                wait=0.0,
+            )
+        except KexecdError as e:
+            return {"error": str(e)}
+        return report.answer(r, Settings.of(cfg.state_dir, cfg.root, cfg.crash_acpi_no_memhotplug))
 
     def read_kernel_log(self, watch: KmsgWatch) -> None:
         """The kernel log is readable: look for a dropped update in it."""
