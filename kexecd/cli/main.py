@@ -8,13 +8,9 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from kexecd import __version__
-from kexecd.cli import commands
-from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR
-from kexecd.service.udevmask import RULES
-from kexecd.system.root import Root
+from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR, DISTRO_RULES
 
 __all__ = ["main"]
 
@@ -71,7 +67,7 @@ def _config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _image_commands(sub: Any) -> None:
+def _image_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """load, adopt, refresh: what puts the crash kernel in place."""
     p = sub.add_parser(
         "load",
@@ -112,7 +108,7 @@ def _image_commands(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would change; load nothing")
 
 
-def _adopt_command(sub: Any) -> None:
+def _adopt_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """adopt: take over what the distro loaded."""
     p = sub.add_parser(
         "adopt",
@@ -149,14 +145,14 @@ def _positive(text: str) -> int:
     return n
 
 
-def _distro_commands(sub: Any) -> None:
+def _distro_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """mask, unmask: the distro's per-event reload rule."""
     p = sub.add_parser(
         "mask",
         help="mask the distro's per-event reload rule (kexecd.service runs it)",
         description="Mask the distro's udev rule that reloads the whole crash kernel on every "
         "hotplug event, with a symlink to /dev/null in /run/udev/rules.d; 'kexecd unmask' "
-        "removes it. Rules: " + ", ".join(RULES) + ".",
+        "removes it. Rules: " + ", ".join(DISTRO_RULES) + ".",
     )
     _runtime_dir(p)
     _root(p)
@@ -170,7 +166,7 @@ def _distro_commands(sub: Any) -> None:
     _root(p)
 
 
-def _service_commands(sub: Any) -> None:
+def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """run, status: the daemon and its report."""
     p = sub.add_parser(
         "run",
@@ -197,7 +193,7 @@ def _service_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _inspect_command(sub: Any) -> None:
+def _inspect_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """inspect: a header, a vmcore head, or the system's header."""
     p = sub.add_parser(
         "inspect",
@@ -320,6 +316,15 @@ def _main(argv: Sequence[str] | None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "status":
+        from kexecd.cli import quick  # the daemon's answer, when one runs
+
+        rc = quick.status(args.config, args.state_dir, args.root, args.runtime_dir, args.json)
+        if rc is not None:
+            return rc
+    # Each command imports what it uses: start-up is most of a short command.
+    from kexecd.cli import commands
+
     if args.command == "load":
         argv = args.kexec[1:] if args.kexec[:1] == ["--"] else args.kexec
         return commands.load(argv, args.state_dir)
@@ -343,6 +348,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return commands.adopt(cfg, args.kexec_cmd, command)
     if args.command in ("mask", "unmask"):
         how = commands.mask if args.command == "mask" else commands.unmask
+        from kexecd.system.root import Root
+
         return how(Root(args.root), args.runtime_dir)
     if args.command == "run":
         return commands.run(

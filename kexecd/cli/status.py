@@ -13,15 +13,17 @@ describes every field of this version's output.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexecd.errors import KexecdError, StateFormatError
+from kexecd.errors import KexecdError, LockBusy, StateFormatError
 from kexecd.model import human
 from kexecd.service import udevmask, verdict
-from kexecd.service.report import Report, Settings, ask, describe_image
-from kexecd.service.statefile import SOCKET, DaemonState, read_state
+from kexecd.service.config import Config, load_config
+from kexecd.service.report import Report, describe_image
+from kexecd.service.statefile import DaemonState, read_state
 from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE
 from kexecd.system.kexecstate import KexecState, read_kexec_state
 from kexecd.system.root import Root
@@ -35,6 +37,7 @@ __all__ = [
     "Status",
     "describe_image",
     "gather",
+    "serve",
 ]
 
 #: The version of ``status --json``'s form. It goes up when a field is removed
@@ -79,11 +82,20 @@ def _support(kstate: KexecState) -> str:
 
 
 def gather(
-    state_dir: Path, root: Root, runtime_dir: Path, *, acpi_no_memhotplug: bool = True
+    state_dir: Path,
+    root: Root,
+    runtime_dir: Path,
+    *,
+    acpi_no_memhotplug: bool = True,
+    lock_wait: float | None = LOCK_WAIT,
 ) -> Status:
-    """Look at the system, the snapshot and the daemon's state; never raises.
+    """Look at the system, the snapshot and the daemon's state; never raises
+    but :class:`~kexecd.errors.LockBusy` when ``lock_wait`` is ``None``.
 
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
+    :param lock_wait: how long to wait for a writer (load, refresh, adopt) to
+        finish; ``None``: not at all, and raise (the daemon, whose loop must
+        not wait: the command line then makes the status itself).
     """
     note = None
     try:
@@ -106,26 +118,25 @@ def gather(
     st = Status(EXIT_CURRENT, "", True, kernel_support=support, daemon=daemon, daemon_note=note)
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
-    settings = Settings.of(state_dir, root.base, acpi_no_memhotplug)
-    report = None
-    if daemon is not None and daemon_running(daemon):
-        report = ask(runtime_dir / SOCKET, settings)
-    if report is None:
-        try:
-            report = _assess(state_dir, root, kstate, acpi_no_memhotplug)
-        except KexecdError as e:
-            v = verdict.failure(str(e))
-            st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
-            return st
+    try:
+        report = _assess(state_dir, root, kstate, acpi_no_memhotplug, lock_wait)
+    except KexecdError as e:
+        if lock_wait is None and isinstance(e, LockBusy):
+            raise
+        v = verdict.failure(str(e))
+        st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
+        return st
     _apply(st, report)
     return st
 
 
-def _assess(state_dir: Path, root: Root, kstate: KexecState, acpi_no_memhotplug: bool) -> Report:
-    # The engine, imported only when this process must make the plan itself.
+def _assess(
+    state_dir: Path, root: Root, kstate: KexecState, acpi_no_memhotplug: bool, wait: float | None
+) -> Report:
+    # The engine, imported only when a crash kernel is loaded.
     from kexecd.service.assess import assess
 
-    return assess(state_dir, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug, wait=LOCK_WAIT)
+    return assess(state_dir, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug, wait=wait or 0.0)
 
 
 def _apply(st: Status, r: Report) -> None:
@@ -136,6 +147,57 @@ def _apply(st: Status, r: Report) -> None:
     st.differences = list(r.differences)
     st.header = r.header
     st.error = r.error
+
+
+def serve(own: Config, request: dict[str, object]) -> dict[str, object]:
+    """The daemon's answer to ``{"cmd": "report"}`` from :mod:`kexecd.cli.quick`:
+    the status that command would print, made by :func:`gather` here, where
+    the engine is loaded already.
+
+    The request carries the command's ``--config`` and options as given
+    (absolute paths, or ``null``) and ``json``; the settings they make must
+    name this daemon's state, root and runtime directories, absolute: the
+    same files, read now. Otherwise, or when a writer holds the state
+    directory's lock, the answer is an error, and the command makes the
+    status itself.
+    """
+    paths = {k: request.get(k) for k in ("config", "state_dir", "root", "runtime_dir")}
+    as_json = request.get("json")
+    if not isinstance(paths["config"], str) or not isinstance(as_json, bool):
+        return {"error": "a report request names its config and json"}
+    if not all(v is None or (isinstance(v, str) and os.path.isabs(v)) for v in paths.values()):
+        return {"error": "a report request's paths are absolute, or null"}
+    options = {k: None if v is None else Path(str(v)) for k, v in paths.items() if k != "config"}
+    try:
+        cfg = load_config(Path(str(paths["config"])), **options)
+    except KexecdError as e:
+        return {"error": str(e)}
+    if _where(cfg) is None or _where(cfg) != _where(own):
+        return {"error": "not this daemon's directories: the command reads them itself"}
+    try:
+        st = gather(
+            cfg.state_dir,
+            Root(cfg.root),
+            cfg.runtime_dir,
+            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+            lock_wait=None,
+        )
+    except LockBusy as e:
+        return {"error": str(e)}
+    return {
+        "ok": True,
+        "exit_code": st.exit_code,
+        "output": to_json(st) if as_json else render(st),
+    }
+
+
+def _where(cfg: Config) -> tuple[str, ...] | None:
+    # The directories a status reads, resolved; None if one is relative
+    # (relative to the daemon's directory, not the command's).
+    dirs = (str(cfg.state_dir), str(cfg.root), str(cfg.runtime_dir))
+    if not all(os.path.isabs(d) for d in dirs):
+        return None
+    return tuple(os.path.realpath(d) for d in dirs)
 
 
 def daemon_running(state: DaemonState) -> bool:

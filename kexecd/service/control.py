@@ -2,9 +2,10 @@
 """The control socket's clients, served from the daemon's loop without blocking it.
 
 One JSON object per line each way: ``{"cmd": "status"}``, ``{"cmd":
-"refresh"}`` or ``{"cmd": "report"}`` (``kexecd status``'s report, made now:
-:mod:`kexecd.service.report`). Each client is non-blocking and lives in the daemon's loop
-(its deadline a timer there); a request is at most :data:`MAX_REQUEST`
+"refresh"}`` or ``{"cmd": "report", ...}`` (``kexecd status`` made by the
+daemon, whose engine is loaded already: :mod:`kexecd.cli.quick`). Each
+client is non-blocking and lives in the daemon's loop (its deadline a timer
+there); a request is at most :data:`MAX_REQUEST`
 bytes and must arrive within :data:`DEADLINE` seconds, and at most
 :data:`MAX_CLIENTS` are served at once.
 Nothing a client sends or fails to send can stall or end the daemon: a
@@ -35,6 +36,7 @@ __all__ = [
     "RequestError",
     "Server",
     "parse",
+    "parse_request",
 ]
 
 COMMANDS = ("status", "refresh", "report")
@@ -53,6 +55,15 @@ def parse(line: bytes) -> str:
 
     :raises RequestError: not JSON, not an object, or an unknown command.
     """
+    return parse_request(line)[0]
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, object]]:
+    """The command of one request line, and the whole request (its other
+    fields are the command's to check).
+
+    :raises RequestError: not JSON, not an object, or an unknown command.
+    """
     try:
         req = json.loads(line)
     except (ValueError, RecursionError):
@@ -62,7 +73,7 @@ def parse(line: bytes) -> str:
     cmd = req.get("cmd")
     if cmd not in COMMANDS:
         raise RequestError(f"unknown command {cmd!r:.40}; use status, refresh or report")
-    return str(cmd)
+    return str(cmd), req
 
 
 def peer_uid(conn: socket.socket) -> int | None:
@@ -141,10 +152,15 @@ class Client:
 class Server:
     """The listening socket and its clients, in the daemon's loop.
 
-    :param answer: the reply to an allowed, parsed command.
+    :param answer: the reply to an allowed, parsed command (and its request).
     """
 
-    def __init__(self, path: Path, loop: Loop, answer: Callable[[str], dict[str, object]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        loop: Loop,
+        answer: Callable[[str, dict[str, object]], dict[str, object]],
+    ) -> None:
         self.path = path
         self.loop = loop
         self.answer = answer
@@ -189,7 +205,7 @@ class Server:
             line = client.receive()
             if line is not None:
                 try:
-                    client.reply(self.answer(parse(line)))
+                    client.reply(self.answer(*parse_request(line)))
                 except RequestError as e:
                     client.reply({"error": str(e)})
             if client.done and not client.closed:

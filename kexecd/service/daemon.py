@@ -43,9 +43,8 @@ from kexecd.files import timestamp
 from kexecd.image.deps import Backend, Deps, KernelBackend, Tracer
 from kexecd.image.refresher import Refresher, RefreshResult, Request
 from kexecd.image.store import Store
-from kexecd.service import metrics, report
+from kexecd.service import metrics
 from kexecd.service.adopt import AdoptResult, adopt, needs_adoption
-from kexecd.service.assess import assess
 from kexecd.service.coalesce import Backoff, Coalescer
 from kexecd.service.config import Config
 from kexecd.service.intake import changes_header
@@ -54,11 +53,9 @@ from kexecd.service.monitor import Event, Monitor
 from kexecd.service.notify import notify
 from kexecd.service.recorder import Recorder
 from kexecd.service.removals import RemovalFollower
-from kexecd.service.report import Settings
 from kexecd.service.running import running
 from kexecd.service.session import ImageSession
 from kexecd.service.statefile import DaemonState, UpdateRecord
-from kexecd.system.kernel import read_kexec_state
 from kexecd.system.kmsg import Drop, KmsgWatch
 from kexecd.system.root import Root
 from kexecd.timing import Spans
@@ -85,8 +82,12 @@ class Daemon:
         backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
+        report: Callable[[dict[str, object]], dict[str, object]] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The answer to {"cmd": "report"}: kexecd status made here, whose
+        # engine is loaded (the command line's, kexecd.cli.status.serve).
+        self.report = report
         self.monitor = monitor
         self.clock = clock
         self.root = Root(cfg.root)
@@ -314,33 +315,15 @@ class Daemon:
 
     # -- the loop ---------------------------------------------------------------
 
-    def answer(self, cmd: str) -> dict[str, object]:
+    def answer(self, cmd: str, request: dict[str, object] | None = None) -> dict[str, object]:
         """The reply to a control-socket command (already parsed and allowed)."""
         if cmd == "status":
             return {"ok": True, "state": self.state.to_json()}
         if cmd == "report":
-            return self._report()
+            if self.report is None:
+                return {"error": "this daemon makes no report"}
+            return self.report(request or {})
         return {"ok": True, "record": asdict(self.reconcile("request"))}
-
-    def _report(self) -> dict[str, object]:
-        # kexecd status's report, made now by the engine this process has
-        # loaded; never waits for the state directory's lock: status then
-        # makes it itself, waiting as it does without a daemon.
-        cfg = self.cfg
-        try:
-            kstate = read_kexec_state(self.root)
-            if not kstate.crash_loaded:
-                return {"error": "no crash kernel loaded"}
-            r = assess(
-                cfg.state_dir,
-                self.root,
-                kstate,
-                acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
-                wait=0.0,
-            )
-        except KexecdError as e:
-            return {"error": str(e)}
-        return report.answer(r, Settings.of(cfg.state_dir, cfg.root, cfg.crash_acpi_no_memhotplug))
 
     def read_kernel_log(self, watch: KmsgWatch) -> None:
         """The kernel log is readable: look for a dropped update in it."""
