@@ -26,14 +26,77 @@ import json
 import os
 import sys
 
-from kexecd.paths import DEFAULT_RUNTIME_DIR
+from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR
 
-__all__ = ["ASK_TIMEOUT", "status"]
+__all__ = ["ASK_TIMEOUT", "options", "run", "status"]
 
 # As long as status waits for the state directory's lock without a daemon.
 ASK_TIMEOUT = 10.0
 SOCKET = "kexecd.sock"  # kexecd.service.statefile.SOCKET, without its imports
 MAX_ANSWER = 16 << 20
+
+
+# kexecd status's options that take a value (kexecd.cli.main), by keyword.
+_VALUED = {
+    "--config": "config",
+    "--state-dir": "state_dir",
+    "--runtime-dir": "runtime_dir",
+    "--root": "root",
+}
+
+
+def options(args: list[str]) -> dict[str, str | bool | None] | None:
+    """``kexecd status``'s options from its arguments in their plain forms
+    (``--json``, ``--root DIR``, ``--root=DIR``: no abbreviation, no value
+    that is empty or starts with a dash), as :func:`status` takes them;
+    ``None`` for any other form, left to argparse (which builds its parser
+    first: a start-up cost of its own).
+    """
+    got: dict[str, str | bool | None] = {
+        "config": str(DEFAULT_CONFIG),
+        "state_dir": None,
+        "root": None,
+        "runtime_dir": None,
+        "as_json": False,
+    }
+    i = 0
+    while i < len(args):
+        name, eq, value = args[i].partition("=")
+        if args[i] == "--json":
+            got["as_json"] = True
+        elif name not in _VALUED:
+            return None
+        else:
+            if not eq:
+                i += 1
+                if i == len(args):
+                    return None
+                value = args[i]
+            if not value or value.startswith("-"):
+                return None
+            got[_VALUED[name]] = value
+        i += 1
+    return got
+
+
+def run(args: list[str]) -> int | None:
+    """``kexecd status ARGS`` answered by the daemon: its exit code, or
+    ``None`` (nothing printed) when the arguments are not all plain
+    (:func:`options`) or no daemon answers (:func:`status`)."""
+    got = options(args)
+    if got is None:
+        return None
+    return status(
+        str(got["config"]),
+        _text(got["state_dir"]),
+        _text(got["root"]),
+        _text(got["runtime_dir"]),
+        got["as_json"] is True,
+    )
+
+
+def _text(value: str | bool | None) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def status(

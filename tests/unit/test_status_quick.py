@@ -22,6 +22,7 @@ import pytest
 
 from kexecd.cli import main, quick
 from kexecd.cli import status as cli_status
+from kexecd.cli.dispatch import build
 from kexecd.image import loader, statedir
 from kexecd.service import control
 from kexecd.service.config import Config
@@ -246,5 +247,58 @@ def test_the_command_imports_no_engine_when_the_daemon_answers(daemon: Config) -
     rc, modules = json.loads(out.stderr.splitlines()[-1])
     assert rc == 0 and out.stdout.startswith("crash kernel   loaded and current\n")
     assert [m for m in modules if m.startswith(HEAVY)] == []
-    # Not even the dataclasses of the settings and the state.
+    # Not even the dataclasses of the settings and the state, nor the parser.
     assert "dataclasses" not in modules and "kexecd.service.config" not in modules
+    assert "argparse" not in modules and "kexecd.cli.dispatch" not in modules
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--json"],
+        ["--root", "/r", "--state-dir=/s", "--runtime-dir", "/run/x", "--config", "/c"],
+        ["--root=/a", "--root=/b", "--json", "--json"],
+        ["--state-dir", "rel/s"],
+    ],
+)
+def test_plain_options_read_as_argparse_reads_them(args: list[str]) -> None:
+    got = quick.options(args)
+    ns = build().parse_args(["status", *args])
+    assert got == {
+        "config": str(ns.config),
+        "state_dir": None if ns.state_dir is None else str(ns.state_dir),
+        "root": ns.root,
+        "runtime_dir": None if ns.runtime_dir is None else str(ns.runtime_dir),
+        "as_json": ns.json,
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--js"],  # an abbreviation
+        ["--root"],
+        ["--root="],
+        ["--root", "-x"],
+        ["--json=1"],
+        ["-h"],
+        ["--", "x"],
+        ["extra"],
+    ],
+)
+def test_other_forms_are_left_to_argparse(args: list[str]) -> None:
+    assert quick.options(args) is None
+
+
+def test_an_abbreviation_still_asks_the_daemon(
+    daemon: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def made_here(*_: object, **__: object) -> cli_status.Status:
+        raise AssertionError("status made by the command, not the daemon")
+
+    monkeypatch.setattr(cli_status, "gather", made_here)
+    args = _args(daemon)
+    args[args.index("--runtime-dir")] = "--runtime"  # argparse takes it
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("crash kernel   loaded and current\n")
