@@ -24,6 +24,7 @@ from __future__ import annotations
 import _socket
 import json
 import os
+import stat
 import sys
 
 from kexecd.paths import DEFAULT_CONFIG, DEFAULT_RUNTIME_DIR
@@ -142,12 +143,19 @@ def _configured_runtime_dir(config: os.PathLike[str] | str) -> str | None:
     # default. Only a guess at which socket to try: the daemon reads the
     # file again, checked, and answers only for its own directories.
     try:
-        with open(config, "rb") as f:
-            text = f.read(1 << 20)
+        fd = os.open(config, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return str(DEFAULT_RUNTIME_DIR)
     except OSError:
         return None
+    try:  # a regular file only (not a FIFO that never ends), as load_config reads it
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, 1 << 20)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if b"runtime_dir" not in text:
         return str(DEFAULT_RUNTIME_DIR)
     import tomllib

@@ -302,3 +302,22 @@ def test_an_abbreviation_still_asks_the_daemon(
     args[args.index("--runtime-dir")] = "--runtime"  # argparse takes it
     assert main(args) == 0
     assert capsys.readouterr().out.startswith("crash kernel   loaded and current\n")
+
+
+def test_the_configs_runtime_dir_finds_the_daemon(
+    daemon: Config,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conf = tmp_path / "kexecd.conf"
+    conf.write_text(f'# the daemon\'s\nruntime_dir = "{daemon.runtime_dir}"\n')
+    args = ["status", "--config", str(conf), "--state-dir", str(daemon.state_dir)]
+    args += ["--root", str(daemon.root)]
+    with monkeypatch.context() as m:
+        m.setattr(cli_status, "gather", lambda *_, **__: pytest.fail("made by the command"))
+        assert main(args) == 0
+    assert capsys.readouterr().out.startswith("crash kernel   loaded and current\n")
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo)  # never read: it would not end
+    assert quick.status(fifo, daemon.state_dir, daemon.root, None, False) is None
