@@ -13,6 +13,7 @@ __all__ = [
     "HeaderError",
     "KexecdError",
     "LoadError",
+    "LockBusy",
     "OwnFileError",
     "ServiceError",
     "SnapshotError",
@@ -45,6 +46,10 @@ class HeaderError(KexecdError):
 
 class SnapshotError(KexecdError):
     """The snapshot in the state directory is missing, corrupt or tampered with."""
+
+
+class LockBusy(SnapshotError):
+    """Another kexecd held the state directory's lock longer than the caller waits."""
 
 
 class StateFileError(KexecdError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,7 @@ def run(
     verbose: bool,
 ) -> int:
     """``kexecd run``: the daemon. 0 when stopped by a signal; 2 on bad settings."""
+    from kexecd.cli import status as st
     from kexecd.service.daemon import Daemon
     from kexecd.service.monitor import UdevMonitor
     from kexecd.service.notify import setup_logging
@@ -202,7 +204,8 @@ def run(
     monitor = UdevMonitor(cfg.source)
     log.info("watching cpu and memory uevents (%s); snapshot in %s", cfg.source, cfg.state_dir)
     try:
-        return Daemon(cfg, monitor).run()
+        # 'kexecd status' asks the daemon, whose engine is loaded (cli/quick.py).
+        return Daemon(cfg, monitor, report=partial(st.serve, cfg)).run()
     except KexecdError as e:
         _err("run", e)
         return 2

@@ -13,21 +13,19 @@ describes every field of this version's output.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kexecd.errors import KexecdError, StateFormatError
-from kexecd.image import plan
-from kexecd.image.plan import Plan
-from kexecd.image.snapshot import Snapshot
-from kexecd.image.store import Store
+from kexecd.errors import KexecdError, LockBusy, StateFormatError
 from kexecd.model import human
 from kexecd.service import udevmask, verdict
+from kexecd.service.config import Config, load_config
+from kexecd.service.report import Report, describe_image
 from kexecd.service.statefile import DaemonState, read_state
-from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE, Verdict
-from kexecd.system.kernel import KexecState, read_kexec_state
+from kexecd.service.verdict import EXIT_CURRENT, EXIT_ERROR, EXIT_NOT_LOADED, EXIT_STALE
+from kexecd.system.kexecstate import KexecState, read_kexec_state
 from kexecd.system.root import Root
 
 __all__ = [
@@ -37,7 +35,9 @@ __all__ = [
     "EXIT_STALE",
     "SCHEMA",
     "Status",
+    "describe_image",
     "gather",
+    "serve",
 ]
 
 #: The version of ``status --json``'s form. It goes up when a field is removed
@@ -73,38 +73,6 @@ class Status:
     acpi_no_memhotplug: str | None = None
 
 
-def describe_image(argv: Sequence[str]) -> dict[str, Any]:
-    """Kernel, initrd and command line from a ``kexec -p`` command."""
-    image: dict[str, Any] = {
-        "command": list(argv),
-        "kernel": None,
-        "initrd": None,
-        "cmdline": None,
-    }
-    args = list(argv[1:])
-    i = 0
-    while i < len(args):
-        a = args[i]
-        for opt, key in (
-            ("--initrd", "initrd"),
-            ("--ramdisk", "initrd"),
-            ("--append", "cmdline"),
-            ("--command-line", "cmdline"),
-        ):
-            if a.startswith(opt + "="):
-                image[key] = a.split("=", 1)[1]
-                break
-            if a == opt and i + 1 < len(args):
-                image[key] = args[i + 1]
-                i += 1
-                break
-        else:
-            if not a.startswith("-") and image["kernel"] is None:
-                image["kernel"] = a
-        i += 1
-    return image
-
-
 def _support(kstate: KexecState) -> str:
     if kstate.cpu_crash_hotplug is None and kstate.memory_crash_hotplug is None:
         return "none: this kernel has no crash_hotplug (before Linux 6.6)"
@@ -114,11 +82,20 @@ def _support(kstate: KexecState) -> str:
 
 
 def gather(
-    state_dir: Path, root: Root, runtime_dir: Path, *, acpi_no_memhotplug: bool = True
+    state_dir: Path,
+    root: Root,
+    runtime_dir: Path,
+    *,
+    acpi_no_memhotplug: bool = True,
+    lock_wait: float | None = LOCK_WAIT,
 ) -> Status:
-    """Look at the system, the snapshot and the daemon's state; never raises.
+    """Look at the system, the snapshot and the daemon's state; never raises
+    but :class:`~kexecd.errors.LockBusy` when ``lock_wait`` is ``None``.
 
     :param acpi_no_memhotplug: the ``crash_acpi_no_memhotplug`` setting.
+    :param lock_wait: how long to wait for a writer (load, refresh, adopt) to
+        finish; ``None``: not at all, and raise (the daemon, whose loop must
+        not wait: the command line then makes the status itself).
     """
     note = None
     try:
@@ -142,61 +119,85 @@ def gather(
     st.masked = udevmask.masked(root, runtime_dir)
     st.hazards += udevmask.hazards(root)
     try:
-        store = Store(state_dir)
-        with store.locked(shared=True, wait=LOCK_WAIT):
-            snap = store.open()
-            _render_snapshot(st, snap, root, kstate, acpi_no_memhotplug)
+        report = _assess(state_dir, root, kstate, acpi_no_memhotplug, lock_wait)
     except KexecdError as e:
+        if lock_wait is None and isinstance(e, LockBusy):
+            raise
         v = verdict.failure(str(e))
         st.exit_code, st.verdict, st.error = v.exit_code, v.headline, str(e)
+        return st
+    _apply(st, report)
     return st
 
 
-def _render_snapshot(
-    st: Status, snap: Snapshot, root: Root, kstate: KexecState, acpi_no_memhotplug: bool
-) -> None:
-    src = snap.source
-    st.image = describe_image(src.words if src else snap.argv)
-    if src:
-        st.image["adopted_from"] = src.path
-    st.image["syscall"] = snap.syscall
-    if not snap.file_load:  # the kernel builds a file-loaded image's header
-        st.image["kexec_tools"] = snap.kexec_tools
-        st.image["header_rules"] = snap.rules.describe()
-    info = snap.record.info()
-    st.image["loaded"], st.image["how"] = _text(info.get("time")), _text(info.get("how"))
-    policy = plan.Policy(acpi_no_memhotplug=acpi_no_memhotplug)
-    p = plan.make(snap, root, policy=policy, kexec=kstate)
-    line = p.cmdline
-    if line is not None:
-        # The line in the boot parameters as loaded (elfcorehdr= and what
-        # kexecd appended included), where it can be read.
-        st.image["cmdline"] = line.text or st.image["cmdline"]
-        st.acpi_no_memhotplug = line.no_memhotplug
-    _render_plan(st, p, verdict.judge(p))
+def _assess(
+    state_dir: Path, root: Root, kstate: KexecState, acpi_no_memhotplug: bool, wait: float | None
+) -> Report:
+    # The engine, imported only when a crash kernel is loaded.
+    from kexecd.service.assess import assess
+
+    return assess(state_dir, root, kstate, acpi_no_memhotplug=acpi_no_memhotplug, wait=wait or 0.0)
 
 
-def _text(value: object) -> str | None:
-    # A string from loaded.json, which the schema promises is one.
-    return value if isinstance(value, str) else None
+def _apply(st: Status, r: Report) -> None:
+    # The report's part of the status, whichever process made it.
+    st.image, st.acpi_no_memhotplug = r.image, r.acpi_no_memhotplug
+    st.current, st.exit_code, st.verdict = r.in_sync, r.exit_code, r.headline
+    st.hazards += r.hazards
+    st.differences = list(r.differences)
+    st.header = r.header
+    st.error = r.error
 
 
-def _render_plan(st: Status, p: Plan, v: Verdict) -> None:
-    st.current, st.exit_code, st.verdict = v.in_sync, v.exit_code, v.headline
-    st.hazards += v.hazards
-    st.differences = list(v.differences)
-    if p.target is None or p.wanted is None or v.standing_aside:
-        return
-    st.header = {
-        "cpus": p.cpus,
-        "ram_ranges": p.ranges,
-        "ram": p.ram_bytes,
-        "phnum": p.phnum,
-        "capacity": p.snapshot.header_capacity or 0,
-        "bytes": len(p.wanted),
-        "segment_bytes": p.segment_bytes,
-        "address": p.snapshot.segments[p.snapshot.header or 0].mem,
+def serve(own: Config, request: dict[str, object]) -> dict[str, object]:
+    """The daemon's answer to ``{"cmd": "report"}`` from :mod:`kexecd.cli.quick`:
+    the status that command would print, made by :func:`gather` here, where
+    the engine is loaded already.
+
+    The request carries the command's ``--config`` and options as given
+    (absolute paths, or ``null``) and ``json``; the settings they make must
+    name this daemon's state, root and runtime directories, absolute: the
+    same files, read now. Otherwise, or when a writer holds the state
+    directory's lock, the answer is an error, and the command makes the
+    status itself.
+    """
+    paths = {k: request.get(k) for k in ("config", "state_dir", "root", "runtime_dir")}
+    as_json = request.get("json")
+    if not isinstance(paths["config"], str) or not isinstance(as_json, bool):
+        return {"error": "a report request names its config and json"}
+    if not all(v is None or (isinstance(v, str) and os.path.isabs(v)) for v in paths.values()):
+        return {"error": "a report request's paths are absolute, or null"}
+    options = {k: None if v is None else Path(str(v)) for k, v in paths.items() if k != "config"}
+    try:
+        cfg = load_config(Path(str(paths["config"])), **options)
+    except KexecdError as e:
+        return {"error": str(e)}
+    if _where(cfg) is None or _where(cfg) != _where(own):
+        return {"error": "not this daemon's directories: the command reads them itself"}
+    try:
+        st = gather(
+            cfg.state_dir,
+            Root(cfg.root),
+            cfg.runtime_dir,
+            acpi_no_memhotplug=cfg.crash_acpi_no_memhotplug,
+            lock_wait=None,
+        )
+    except LockBusy as e:
+        return {"error": str(e)}
+    return {
+        "ok": True,
+        "exit_code": st.exit_code,
+        "output": to_json(st) if as_json else render(st),
     }
+
+
+def _where(cfg: Config) -> tuple[str, ...] | None:
+    # The directories a status reads, resolved; None if one is relative
+    # (relative to the daemon's directory, not the command's).
+    dirs = (str(cfg.state_dir), str(cfg.root), str(cfg.runtime_dir))
+    if not all(os.path.isabs(d) for d in dirs):
+        return None
+    return tuple(os.path.realpath(d) for d in dirs)
 
 
 def daemon_running(state: DaemonState) -> bool:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kexecd.errors import SnapshotError
+from kexecd.errors import LockBusy, SnapshotError
 from kexecd.files import read_own
 
 __all__ = ["LOCK", "check_dir", "locked", "read_file", "ready"]
@@ -88,7 +88,8 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
     :param shared: for readers; writers hold it exclusively.
     :param wait: how long to wait for another holder (default :data:`WAIT_SECONDS`).
     :raises SnapshotError: the directory is not one only root can write
-        (:func:`check_dir`), or another kexecd held the lock for ``wait`` seconds.
+        (:func:`check_dir`); :class:`~kexecd.errors.LockBusy`: another kexecd
+        held the lock for ``wait`` seconds.
     """
     key = str(state_dir.resolve())
     if key in _held:  # a bug, not an input: flock would wait on itself
@@ -114,7 +115,7 @@ def locked(state_dir: Path, *, shared: bool = False, wait: float | None = None) 
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise SnapshotError(
+                    raise LockBusy(
                         f"{path}: another kexecd (load, refresh, adopt or the daemon) has "
                         f"held it for {wait:.0f} s; try again when it is done"
                     ) from None

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The control socket's clients, served from the daemon's loop without blocking it.
 
-One JSON object per line each way: ``{"cmd": "status"}`` or ``{"cmd":
-"refresh"}``. Each client is non-blocking and lives in the daemon's loop
-(its deadline a timer there); a request is at most :data:`MAX_REQUEST`
+One JSON object per line each way: ``{"cmd": "status"}``, ``{"cmd":
+"refresh"}`` or ``{"cmd": "report", ...}`` (``kexecd status`` made by the
+daemon, whose engine is loaded already: :mod:`kexecd.cli.quick`). Each
+client is non-blocking and lives in the daemon's loop (its deadline a timer
+there); a request is at most :data:`MAX_REQUEST`
 bytes and must arrive within :data:`DEADLINE` seconds, and at most
 :data:`MAX_CLIENTS` are served at once.
 Nothing a client sends or fails to send can stall or end the daemon: a
@@ -34,9 +36,10 @@ __all__ = [
     "RequestError",
     "Server",
     "parse",
+    "parse_request",
 ]
 
-COMMANDS = ("status", "refresh")
+COMMANDS = ("status", "refresh", "report")
 MAX_REQUEST = 4096
 MAX_REPLY = 1 << 20
 DEADLINE = 2.0
@@ -52,6 +55,15 @@ def parse(line: bytes) -> str:
 
     :raises RequestError: not JSON, not an object, or an unknown command.
     """
+    return parse_request(line)[0]
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, object]]:
+    """The command of one request line, and the whole request (its other
+    fields are the command's to check).
+
+    :raises RequestError: not JSON, not an object, or an unknown command.
+    """
     try:
         req = json.loads(line)
     except (ValueError, RecursionError):
@@ -60,8 +72,8 @@ def parse(line: bytes) -> str:
         raise RequestError('not a JSON object; send {"cmd": "status"}')
     cmd = req.get("cmd")
     if cmd not in COMMANDS:
-        raise RequestError(f"unknown command {cmd!r:.40}; use status or refresh")
-    return str(cmd)
+        raise RequestError(f"unknown command {cmd!r:.40}; use status, refresh or report")
+    return str(cmd), req
 
 
 def peer_uid(conn: socket.socket) -> int | None:
@@ -140,10 +152,15 @@ class Client:
 class Server:
     """The listening socket and its clients, in the daemon's loop.
 
-    :param answer: the reply to an allowed, parsed command.
+    :param answer: the reply to an allowed, parsed command (and its request).
     """
 
-    def __init__(self, path: Path, loop: Loop, answer: Callable[[str], dict[str, object]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        loop: Loop,
+        answer: Callable[[str, dict[str, object]], dict[str, object]],
+    ) -> None:
         self.path = path
         self.loop = loop
         self.answer = answer
@@ -188,7 +205,7 @@ class Server:
             line = client.receive()
             if line is not None:
                 try:
-                    client.reply(self.answer(parse(line)))
+                    client.reply(self.answer(*parse_request(line)))
                 except RequestError as e:
                     client.reply({"error": str(e)})
             if client.done and not client.closed:

@@ -82,8 +82,12 @@ class Daemon:
         backend: Backend | None = None,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
+        report: Callable[[dict[str, object]], dict[str, object]] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The answer to {"cmd": "report"}: kexecd status made here, whose
+        # engine is loaded (the command line's, kexecd.cli.status.serve).
+        self.report = report
         self.monitor = monitor
         self.clock = clock
         self.root = Root(cfg.root)
@@ -311,10 +315,14 @@ class Daemon:
 
     # -- the loop ---------------------------------------------------------------
 
-    def answer(self, cmd: str) -> dict[str, object]:
+    def answer(self, cmd: str, request: dict[str, object] | None = None) -> dict[str, object]:
         """The reply to a control-socket command (already parsed and allowed)."""
         if cmd == "status":
             return {"ok": True, "state": self.state.to_json()}
+        if cmd == "report":
+            if self.report is None:
+                return {"error": "this daemon makes no report"}
+            return self.report(request or {})
         return {"ok": True, "record": asdict(self.reconcile("request"))}
 
     def read_kernel_log(self, watch: KmsgWatch) -> None:

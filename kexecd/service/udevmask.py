@@ -25,13 +25,14 @@ from pathlib import Path
 
 from kexecd.errors import ServiceError
 from kexecd.files import ensure_dir, read_own_optional, write_atomic
+from kexecd.paths import DISTRO_RULES
 from kexecd.system.root import Root
 
 __all__ = ["RULES", "MaskReport", "hazards", "mask", "masked", "reload_udev", "unmask"]
 
 #: The distros' per-event reload rules (FIELD-NOTES section 8):
 #: Debian and Ubuntu kdump-tools, Fedora and RHEL kdump-utils / kexec-tools.
-RULES = ("50-kdump-tools.rules", "98-kexec.rules")
+RULES = DISTRO_RULES
 #: SUSE's kdump copies its rule into /run itself on every load.
 SUSE_RULE = "70-kdump.rules"
 PACKAGED = ("usr/lib/udev/rules.d", "lib/udev/rules.d")

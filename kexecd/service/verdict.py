@@ -19,9 +19,11 @@ docs/ARCHITECTURE.md): the daemon and the command line both import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kexecd.image.plan import Action, Plan, Why
-from kexecd.service.statefile import DaemonState
+if TYPE_CHECKING:  # the engine: kexecd status imports this module without it
+    from kexecd.image.plan import Plan
+    from kexecd.service.statefile import DaemonState
 
 __all__ = [
     "EXIT_CURRENT",
@@ -87,6 +89,8 @@ def judge(p: Plan, *, carried_out: bool = False, amend_error: str | None = None)
     :param amend_error: after a full reload, why the command line kexec-tools
         loaded could not be amended (it then lacks what kexecd appends).
     """
+    from kexecd.image.plan import Why
+
     why = p.decision.why
     line = p.cmdline
     hazards: tuple[str, ...] = (line.hazard,) if line is not None and line.hazard else ()
@@ -113,6 +117,8 @@ def judge(p: Plan, *, carried_out: bool = False, amend_error: str | None = None)
 
 
 def _carried_out(p: Plan, hazards: tuple[str, ...], amend_error: str | None) -> Verdict:
+    from kexecd.image.plan import Action
+
     if amend_error is not None:
         stale = f"STALE: the command line kexec-tools loaded could not be amended: {amend_error}"
         return Verdict(False, EXIT_STALE, stale, hazards)
@@ -123,6 +129,8 @@ def _carried_out(p: Plan, hazards: tuple[str, ...], amend_error: str | None) -> 
 
 def _size_hazards(p: Plan) -> tuple[str, ...]:
     # The header outgrew its segment, or nearly fills it.
+    from kexecd.image.plan import Action, Why
+
     why, reason = p.decision.why, p.decision.reason
     if why is Why.TOO_BIG and p.action is Action.RELOCATE:
         return (f"{reason}: the next refresh does it (one kexec_load)",)

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kexecd import core
 from kexecd.errors import SystemStateError
 from kexecd.model import PT_LOAD, KernelText, Note, Phdr
+from kexecd.system.kexecstate import (
+    U64_MAX,
+    KexecState,
+    parse_u64,
+    read_kexec_state,
+    read_uevent_seqnum,
+)
+from kexecd.system.kexecstate import int_file as _int
 from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 
@@ -31,9 +38,6 @@ __all__ = [
 GIB = 1 << 30
 MIB = 1 << 20
 PAGE_SIZE = 4096
-U64_MAX = (1 << 64) - 1
-
-_DIGITS = {10: re.compile(r"[0-9]+"), 16: re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")}
 
 
 @dataclass(frozen=True)
@@ -42,74 +46,6 @@ class KernelMap:
 
     page_offset: int
     text: KernelText | None
-
-
-@dataclass(frozen=True)
-class KexecState:
-    """The kexec and crash-hotplug files of sysfs; ``None`` where absent."""
-
-    crash_loaded: bool
-    cpu_crash_hotplug: bool | None  # Linux 6.6+
-    memory_crash_hotplug: bool | None  # Linux 6.6+
-    elfcorehdr_size: int | None  # Linux 6.6+
-    uevent_seqnum: int
-
-    @property
-    def kernel_updates(self) -> bool:
-        """The kernel rewrites the loaded image's header itself on hotplug.
-
-        Linux 6.6+ kernel/crash_core.c: ``crash_hotplug`` reads 1 for an image
-        the kernel will update (kexec_file_load, or kexec_load with
-        ``KEXEC_UPDATE_ELFCOREHDR``).
-        """
-        return bool(self.cpu_crash_hotplug or self.memory_crash_hotplug)
-
-    @property
-    def crash_hotplug(self) -> bool:
-        """The kernel has crash hotplug (Linux 6.6+: a ``crash_hotplug`` file),
-        active for this image or not: it may keep a header, and drop an update."""
-        return self.cpu_crash_hotplug is not None or self.memory_crash_hotplug is not None
-
-    def kernel_updating(self) -> KexecState:
-        """This state with ``crash_hotplug`` read as 1 wherever the kernel has
-        it: for an image that asked the kernel to update its header.
-
-        Linux 6.12 kernel/crash_core.c crash_check_hotplug_support(), behind
-        the ``crash_hotplug`` files, answers 0 (and logs "kexec_trylock()
-        failed") while another task holds the kexec lock, whatever the image;
-        the image's own load flags do not change while it is loaded.
-        """
-        return replace(
-            self,
-            cpu_crash_hotplug=None if self.cpu_crash_hotplug is None else True,
-            memory_crash_hotplug=None if self.memory_crash_hotplug is None else True,
-        )
-
-
-def parse_u64(
-    text: str,
-    path: object,
-    *,
-    base: int = 10,
-    what: str = "a number",
-    fix: str = "pass the file the kernel wrote",
-) -> int:
-    """A number as the kernel writes it in a file: ASCII digits (hex ones may
-    start with 0x, as sscanf takes them), no sign, below 2**64.
-
-    :param path: the file (and line), for the message.
-    :param what: what the file should hold; ``fix``: what to do. Both for the message.
-    :raises SystemStateError: the text is not such a number.
-    """
-    text = text.strip()
-    m = _DIGITS[base].fullmatch(text)
-    if not m:
-        raise SystemStateError(f"{path}: cannot parse {text[:80]!r}: expected {what}; {fix}")
-    # Past 20 decimal or 16 hex digits it cannot fit: said before int() works on it.
-    digits = (m.group(1) if base == 16 else text).lstrip("0") or "0"
-    if len(digits) > (16 if base == 16 else 20) or int(digits, base) > U64_MAX:
-        raise SystemStateError(f"{path}: {text[:80]!r} is past 64 bits: expected {what}; {fix}")
-    return int(digits, base)
 
 
 def read_vmcoreinfo(root: Root) -> Note | None:
@@ -221,29 +157,6 @@ def read_kernel_map(root: Root, kernel_paddr: int, rules: HeaderRules | None = N
     return KernelMap(lowest, KernelText(kernel_paddr, vaddr, size))
 
 
-def _int(root: Root, rel: str, base: int = 10) -> int | None:
-    text = root.read_optional(rel)
-    if text is None:
-        return None
-    return parse_u64(text, root.path(rel), base=base, what="a number")
-
-
-def read_kexec_state(root: Root) -> KexecState:
-    """Whether a crash kernel is loaded, and what the kernel supports."""
-
-    def flag(rel: str) -> bool | None:
-        value = _int(root, rel)
-        return None if value is None else value == 1
-
-    return KexecState(
-        crash_loaded=bool(flag("sys/kernel/kexec_crash_loaded")),
-        cpu_crash_hotplug=flag("sys/devices/system/cpu/crash_hotplug"),
-        memory_crash_hotplug=flag("sys/devices/system/memory/crash_hotplug"),
-        elfcorehdr_size=_int(root, "sys/kernel/crash_elfcorehdr_size"),
-        uevent_seqnum=_int(root, "sys/kernel/uevent_seqnum") or 0,
-    )
-
-
 def read_memory_block_size(root: Root) -> int | None:
     """The size of one memory block device, in bytes; ``None`` without memory hotplug.
 
@@ -253,11 +166,6 @@ def read_memory_block_size(root: Root) -> int | None:
     :raises SystemStateError: the file does not hold a hex number.
     """
     return _int(root, "sys/devices/system/memory/block_size_bytes", base=16)
-
-
-def read_uevent_seqnum(root: Root) -> int:
-    """The kernel's uevent counter: it moves with every hotplug event sent."""
-    return _int(root, "sys/kernel/uevent_seqnum") or 0
 
 
 def read_lockdown(root: Root) -> str | None:

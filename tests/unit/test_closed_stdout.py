@@ -138,7 +138,7 @@ def _args(template: list[str], paths: dict[str, str]) -> list[str]:
 
 
 def test_every_subcommand_is_covered() -> None:
-    from kexecd.cli.main import _parser
+    from kexecd.cli.dispatch import build as _parser
 
     sub = next(a for a in _parser()._actions if a.dest == "command")
     assert sorted(sub.choices) == sorted(SUBCOMMANDS)  # type: ignore[arg-type]

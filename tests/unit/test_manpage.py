@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kexecd.cli.main import _parser
+from kexecd.cli.dispatch import build as _parser
 from kexecd.service import metrics
 from kexecd.service.config import Config
 from kexecd.service.statefile import DaemonState

@@ -20,6 +20,7 @@ from kexecd.image.plan import Action, Decision, Plan, Why
 from kexecd.image.refresher import RefreshResult
 from kexecd.image.store import open_snapshot
 from kexecd.service import metrics, verdict
+from kexecd.service.assess import report_of
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
 from kexecd.service.loop import Loop
@@ -39,7 +40,7 @@ from tests.unit.test_relocate import _loaded_boot, _many_ranges
 def _status(p: Plan, v: Verdict) -> tuple[int, str, dict[str, object]]:
     """``kexecd status`` of plan ``p`` judged ``v``: exit code, text, JSON."""
     st = cli_status.Status(EXIT_CURRENT, "", True)
-    cli_status._render_plan(st, p, v)
+    cli_status._apply(st, report_of(p, v))
     return st.exit_code, cli_status.render(st), json.loads(cli_status.to_json(st))
 
 
