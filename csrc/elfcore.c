@@ -146,3 +146,72 @@ int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *p
 	}
 	return 0;
 }
+
+int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+			   struct kexecd_header_summary *ret)
+{
+	unsigned __int128 bytes = 0;
+
+	*ret = (struct kexecd_header_summary){ .first_ram = -1, .backup = -1, .kernel_text = -1 };
+	for (uint32_t i = 0; i < nr; i++) {
+		const struct kexecd_phdr *p = &phdrs[i];
+
+		if (p->type == PT_NOTE)
+			ret->nr_notes++;
+		if (p->type != PT_LOAD)
+			continue;
+		ret->nr_loads++;
+		if (p->vaddr >= text_map) {
+			if (ret->kernel_text < 0)
+				ret->kernel_text = i;
+			continue;
+		}
+		ret->nr_ram++;
+		bytes += p->memsz;
+		if (ret->first_ram < 0)
+			ret->first_ram = i;
+		if (ret->backup < 0 && p->offset != p->paddr)
+			ret->backup = i;
+	}
+	ret->ram_bytes_lo = (uint64_t)bytes;
+	ret->ram_bytes_hi = (uint64_t)(bytes >> 64);
+	return 0;
+}
+
+int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr, uint32_t type,
+			uint32_t *ret, uint32_t cap, uint32_t *nr_ret)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < nr; i++) {
+		if (phdrs[i].type != type)
+			continue;
+		if (n < cap)
+			ret[n] = i;
+		n++;
+	}
+	*nr_ret = n;
+	return n > cap ? -ENOSPC : 0;
+}
+
+int kexecd_elfcore_ram(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+		       struct kexecd_range *ret, uint32_t cap, uint32_t *nr_ret)
+{
+	uint32_t n = 0;
+
+	*nr_ret = 0;
+	for (uint32_t i = 0; i < nr; i++) {
+		const struct kexecd_phdr *p = &phdrs[i];
+		uint64_t end;
+
+		if (p->type != PT_LOAD || p->vaddr >= text_map || !p->memsz)
+			continue;
+		if (n >= cap)
+			return -ENOSPC;
+		if (__builtin_add_overflow(p->paddr, p->memsz - 1, &end))
+			end = UINT64_MAX;
+		ret[n++] = (struct kexecd_range){ p->paddr, end, KEXECD_RANGE_RAM };
+	}
+	*nr_ret = n;
+	return 0;
+}
