@@ -33,6 +33,12 @@ static uint64_t sep_len(const uint8_t *p, uint64_t left)
 	}
 }
 
+// The first bytes of the separators, for a fast scan.
+static const uint8_t may_end[256] = {
+	['\n'] = 1, ['\v'] = 1, ['\f'] = 1, ['\r'] = 1, [0x1c] = 1,
+	[0x1d] = 1,  [0x1e] = 1, [0xc2] = 1, [0xe2] = 1,
+};
+
 // The length of the whitespace character (str.isspace(), less the line
 // separators) at p, or 0.
 static uint64_t space_len(const uint8_t *p, uint64_t left)
@@ -136,8 +142,9 @@ static int next_resource(struct lines *w, struct kexecd_resource *res,
 		uint64_t start = w->pos, end = start, k = 0;
 		int fault;
 
-		while (end < w->len && !(k = sep_len(w->text + end, w->len - end)))
-			end++;
+		for (; end < w->len; end++)
+			if (may_end[w->text[end]] && (k = sep_len(w->text + end, w->len - end)))
+				break;
 		w->pos = end + k;
 		w->lineno++;
 		if (blank(w->text + start, end - start))

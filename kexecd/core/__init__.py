@@ -223,7 +223,8 @@ def build_header(spec: HeaderSpec) -> bytes:
     """
     prepared = PreparedSpec(spec)
     buf = bytearray(prepared.size)
-    return bytes(buf[: prepared.build_into(buf)])
+    n = prepared.build_into(buf)
+    return bytes(buf) if n == len(buf) else bytes(memoryview(buf)[:n])
 
 
 def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
