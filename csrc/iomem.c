@@ -100,24 +100,25 @@ static int take_hex(const uint8_t *p, uint64_t n, uint64_t *i, uint64_t *val, in
 	return *i > from;
 }
 
-// One line, as ^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$ reads it.
-static int parse_line(const uint8_t *p, uint64_t n, uint64_t off, struct kexecd_resource *res)
+// The fields of the line at p (@left bytes to the text's end), as
+// ^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$ reads them: all but the name,
+// which starts at res->name_off. None of the fields' characters ends a line,
+// so a line that matches is never read past its end.
+static int parse_fields(const uint8_t *p, uint64_t left, uint64_t off, struct kexecd_resource *res)
 {
 	uint64_t i = 0, spaces;
 	int over_start = 0, over_end = 0;
 
-	while (i < n && p[i] == ' ')
+	while (i < left && p[i] == ' ')
 		i++;
 	spaces = i;
-	if (!take_hex(p, n, &i, &res->start, &over_start) || i >= n || p[i++] != '-')
+	if (!take_hex(p, left, &i, &res->start, &over_start) || i >= left || p[i++] != '-')
 		return KEXECD_IOMEM_MALFORMED;
-	if (!take_hex(p, n, &i, &res->end, &over_end))
+	if (!take_hex(p, left, &i, &res->end, &over_end))
 		return KEXECD_IOMEM_MALFORMED;
-	if (n - i < 3 || memcmp(p + i, " : ", 3))
+	if (left - i < 3 || memcmp(p + i, " : ", 3))
 		return KEXECD_IOMEM_MALFORMED;
-	i += 3;
-	res->name_off = off + i;
-	res->name_len = n - i;
+	res->name_off = off + i + 3;
 	res->depth = (uint32_t)(spaces / 2);
 	if (over_end)
 		return KEXECD_IOMEM_PAST_64;
@@ -134,28 +135,40 @@ struct lines {
 	int any, nonzero;
 };
 
+// Where the line holding @from ends, and the length of its separator.
+static uint64_t line_end(const struct lines *w, uint64_t from, uint64_t *sep_ret)
+{
+	uint64_t end = from, k = 0;
+
+	for (; end < w->len; end++)
+		if (may_end[w->text[end]] && (k = sep_len(w->text + end, w->len - end)))
+			break;
+	*sep_ret = k;
+	return end;
+}
+
 // The next resource; 1 and *res filled, 0 at the end, or -EBADMSG.
 static int next_resource(struct lines *w, struct kexecd_resource *res,
 			 struct kexecd_iomem_error *err)
 {
 	while (w->pos < w->len) {
-		uint64_t start = w->pos, end = start, k = 0;
-		int fault;
+		uint64_t start = w->pos, end, k;
+		int fault = parse_fields(w->text + start, w->len - start, start, res);
 
-		for (; end < w->len; end++)
-			if (may_end[w->text[end]] && (k = sep_len(w->text + end, w->len - end)))
-				break;
+		// Only the name is scanned for the line's end (or a line that
+		// does not match, whole).
+		end = line_end(w, fault == KEXECD_IOMEM_MALFORMED ? start : res->name_off, &k);
 		w->pos = end + k;
 		w->lineno++;
-		if (blank(w->text + start, end - start))
+		if (fault == KEXECD_IOMEM_MALFORMED && blank(w->text + start, end - start))
 			continue;
-		fault = parse_line(w->text + start, end - start, start, res);
 		if (fault) {
 			*err = (struct kexecd_iomem_error){ .fault = fault, .line = w->lineno,
 							    .line_off = start,
 							    .line_len = end - start };
 			return -EBADMSG;
 		}
+		res->name_len = end - res->name_off;
 		w->any = 1;
 		w->nonzero |= res->start || res->end;
 		return 1;
