@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The typed wrapper around kexecd's C core.
 
-This is the only module that imports the cffi extension ``kexecd._core``,
+This package (this module and :mod:`kexecd.core.tables`, the arrays the C
+core keeps) is the only one that imports the cffi extension ``kexecd._core``,
 allocates its buffers or frees C memory. Errors from C arrive as ``-errno``
 and leave here as :class:`OSError`.
 """
