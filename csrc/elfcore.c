@@ -147,6 +147,13 @@ int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *p
 	return 0;
 }
 
+// kexec-tools lays the kernel text PT_LOAD above the direct map's: RAM is a
+// PT_LOAD below where the architecture maps the kernel text.
+static int is_ram(const struct kexecd_phdr *p, uint64_t text_map)
+{
+	return p->type == PT_LOAD && p->vaddr < text_map;
+}
+
 int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
 			   struct kexecd_header_summary *ret)
 {
@@ -161,7 +168,7 @@ int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_
 		if (p->type != PT_LOAD)
 			continue;
 		ret->nr_loads++;
-		if (p->vaddr >= text_map) {
+		if (!is_ram(p, text_map)) {
 			if (ret->kernel_text < 0)
 				ret->kernel_text = i;
 			continue;
@@ -178,13 +185,19 @@ int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_
 	return 0;
 }
 
-int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr, uint32_t type,
-			uint32_t *ret, uint32_t cap, uint32_t *nr_ret)
+int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr,
+			const struct kexecd_phdr_filter *filter, uint32_t *ret, uint32_t cap,
+			uint32_t *nr_ret)
 {
 	uint32_t n = 0;
 
 	for (uint32_t i = 0; i < nr; i++) {
-		if (phdrs[i].type != type)
+		const struct kexecd_phdr *p = &phdrs[i];
+		int picked = filter->pick == KEXECD_PICK_NOTES	 ? p->type == PT_NOTE
+			     : filter->pick == KEXECD_PICK_LOADS ? p->type == PT_LOAD
+								 : is_ram(p, filter->text_map);
+
+		if (!picked)
 			continue;
 		if (n < cap)
 			ret[n] = i;
@@ -204,7 +217,7 @@ int kexecd_elfcore_ram(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t te
 		const struct kexecd_phdr *p = &phdrs[i];
 		uint64_t end;
 
-		if (p->type != PT_LOAD || p->vaddr >= text_map || !p->memsz)
+		if (!is_ram(p, text_map) || !p->memsz)
 			continue;
 		if (n >= cap)
 			return -ENOSPC;

@@ -336,12 +336,26 @@ struct kexecd_header_summary {
 int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
 			   struct kexecd_header_summary *ret);
 
+/** Which program headers kexecd_elfcore_pick() picks. */
+enum kexecd_pick {
+	KEXECD_PICK_NOTES = 0,	// PT_NOTE
+	KEXECD_PICK_LOADS = 1,	// PT_LOAD
+	KEXECD_PICK_RAM = 2,	// PT_LOAD below text_map: RAM through the direct map
+};
+
+/** What to pick, and where the kernel text is mapped (RAM lies below). */
+struct kexecd_phdr_filter {
+	int pick;		// enum kexecd_pick
+	uint64_t text_map;
+};
+
 /**
- * kexecd_elfcore_pick() - the indices of the program headers of one type, in order.
+ * kexecd_elfcore_pick() - the indices of the program headers @filter picks, in order.
  * Return: 0, or -ENOSPC when @cap is too small (*@nr_ret is the count).
  */
-int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr, uint32_t type,
-			uint32_t *ret, uint32_t cap, uint32_t *nr_ret);
+int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr,
+			const struct kexecd_phdr_filter *filter, uint32_t *ret, uint32_t cap,
+			uint32_t *nr_ret);
 
 /**
  * kexecd_elfcore_ram() - the RAM PT_LOADs (below @text_map) as ranges

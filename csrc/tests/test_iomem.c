@@ -164,6 +164,9 @@ static void test_summary(void)
 		  .paddr = 0x100000, .memsz = UINT64_MAX },
 		{ .type = PT_LOAD, .vaddr = 1, .paddr = 5, .memsz = 0 },
 	};
+	struct kexecd_phdr_filter loads = { KEXECD_PICK_LOADS, text_map };
+	struct kexecd_phdr_filter ram = { KEXECD_PICK_RAM, text_map };
+	struct kexecd_phdr_filter notes = { KEXECD_PICK_NOTES, text_map };
 	struct kexecd_header_summary s;
 	struct kexecd_range r[4];
 	uint32_t idx[4], nr;
@@ -172,8 +175,10 @@ static void test_summary(void)
 	CHECK(s.nr_notes == 1 && s.nr_loads == 4 && s.nr_ram == 3);
 	CHECK(s.kernel_text == 1 && s.first_ram == 2 && s.backup == 2);
 	CHECK(s.ram_bytes_hi == 1 && s.ram_bytes_lo == 0x9f000 - 1);
-	CHECK(kexecd_elfcore_pick(ph, 5, PT_LOAD, idx, 4, &nr) == 0 && nr == 4 && idx[0] == 1);
-	CHECK(kexecd_elfcore_pick(ph, 5, PT_LOAD, idx, 3, &nr) == -ENOSPC && nr == 4);
+	CHECK(kexecd_elfcore_pick(ph, 5, &loads, idx, 4, &nr) == 0 && nr == 4 && idx[0] == 1);
+	CHECK(kexecd_elfcore_pick(ph, 5, &loads, idx, 3, &nr) == -ENOSPC && nr == 4);
+	CHECK(kexecd_elfcore_pick(ph, 5, &ram, idx, 4, &nr) == 0 && nr == 3 && idx[0] == 2);
+	CHECK(kexecd_elfcore_pick(ph, 5, &notes, idx, 4, &nr) == 0 && nr == 1 && idx[0] == 0);
 	CHECK(kexecd_elfcore_ram(ph, 5, text_map, r, 4, &nr) == 0 && nr == 2);
 	CHECK(r[0].start == 0x1000 && r[0].end == 0x9ffff && r[1].end == UINT64_MAX);
 	CHECK(kexecd_elfcore_ram(ph, 5, text_map, r, 1, &nr) == -ENOSPC);

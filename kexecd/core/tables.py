@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from kexecd._core import ffi, lib
-from kexecd.model import PT_LOAD, PT_NOTE, MemRange, Phdr, RangeType
+from kexecd.model import MemRange, Phdr, RangeType
 
 __all__ = [
     "HeaderSummary",
@@ -306,15 +306,25 @@ class PhdrTable(Sequence[Phdr]):
             kernel_text=_index(s.kernel_text),
         )
 
-    def of_type(self, ptype: int) -> list[Phdr]:
-        """The program headers of one type (``PT_NOTE``, ``PT_LOAD``), in order."""
-        if ptype not in (PT_NOTE, PT_LOAD):
-            return [p for p in self if p.type == ptype]
+    def _pick(self, pick: int, text_map: int = 0) -> list[Phdr]:
         cap = max(self._nr, 1)
         idx = ffi.new("uint32_t[]", cap)
         nr = ffi.new("uint32_t *")
-        check(lib.kexecd_elfcore_pick(self.c, self._nr, ptype, idx, cap, nr), "program headers")
+        f = ffi.new("struct kexecd_phdr_filter *", (pick, text_map))
+        check(lib.kexecd_elfcore_pick(self.c, self._nr, f, idx, cap, nr), "program headers")
         return [self[i] for i in idx[0 : nr[0]]]
+
+    def notes(self) -> list[Phdr]:
+        """The PT_NOTEs, in order."""
+        return self._pick(lib.KEXECD_PICK_NOTES)
+
+    def loads(self) -> list[Phdr]:
+        """The PT_LOADs, in order."""
+        return self._pick(lib.KEXECD_PICK_LOADS)
+
+    def ram(self, text_map: int) -> list[Phdr]:
+        """The PT_LOADs of RAM: below ``text_map``, where the kernel text is mapped."""
+        return self._pick(lib.KEXECD_PICK_RAM, text_map)
 
     def ram_ranges(self, text_map: int) -> RangeTable:
         """The RAM PT_LOADs (below ``text_map``) as ranges, empty ones left out."""

@@ -23,8 +23,6 @@ from kexecd import core
 from kexecd.arch import host, of_machine
 from kexecd.errors import HeaderError, SnapshotError
 from kexecd.model import (
-    PT_LOAD,
-    PT_NOTE,
     Backup,
     HeaderSpec,
     KernelText,
@@ -86,7 +84,7 @@ class CoreHeader:
 
     @property
     def notes(self) -> list[Phdr]:
-        return self.table.of_type(PT_NOTE)
+        return self.table.notes()
 
     def split_notes(self) -> tuple[list[Phdr], Phdr | None]:
         """The CPUs' PT_NOTEs and vmcoreinfo's, by kexec-tools' layout.
@@ -102,7 +100,7 @@ class CoreHeader:
 
     @property
     def loads(self) -> list[Phdr]:
-        return self.table.of_type(PT_LOAD)
+        return self.table.loads()
 
     @cached_property
     def text_map(self) -> int:
@@ -124,9 +122,8 @@ class CoreHeader:
 
     @property
     def ram(self) -> list[Phdr]:
-        """The PT_LOADs of RAM through the direct map."""
-        text_map = self.text_map
-        return [p for p in self.loads if p.vaddr < text_map]
+        """The PT_LOADs of RAM through the direct map (below :attr:`text_map`)."""
+        return self.table.ram(self.text_map)
 
     @property
     def nr_ram(self) -> int:
