@@ -22,7 +22,7 @@ _SOURCES = [
     "watch.c",
 ]
 # Compiled through arch.c (the one the compiler targets), or included.
-_DEPENDS = ["arch_x86_64.c", "arch_aarch64.c", "arch.h", "kexecd_core.h"]
+_DEPENDS = ["arch_x86_64.c", "arch_aarch64.c", "arch.h", "kexecd_core.h", "pytext.h"]
 
 
 def cdef_from_header(text: str) -> str:
