@@ -146,3 +146,85 @@ int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *p
 	}
 	return 0;
 }
+
+// kexec-tools lays the kernel text PT_LOAD above the direct map's: RAM is a
+// PT_LOAD below where the architecture maps the kernel text.
+static int is_ram(const struct kexecd_phdr *p, uint64_t text_map)
+{
+	return p->type == PT_LOAD && p->vaddr < text_map;
+}
+
+int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+			   struct kexecd_header_summary *ret)
+{
+	unsigned __int128 bytes = 0;
+
+	*ret = (struct kexecd_header_summary){ .first_ram = -1, .backup = -1, .kernel_text = -1 };
+	for (uint32_t i = 0; i < nr; i++) {
+		const struct kexecd_phdr *p = &phdrs[i];
+
+		if (p->type == PT_NOTE)
+			ret->nr_notes++;
+		if (p->type != PT_LOAD)
+			continue;
+		ret->nr_loads++;
+		if (!is_ram(p, text_map)) {
+			if (ret->kernel_text < 0)
+				ret->kernel_text = i;
+			continue;
+		}
+		ret->nr_ram++;
+		bytes += p->memsz;
+		if (ret->first_ram < 0)
+			ret->first_ram = i;
+		if (ret->backup < 0 && p->offset != p->paddr)
+			ret->backup = i;
+	}
+	ret->ram_bytes_lo = (uint64_t)bytes;
+	ret->ram_bytes_hi = (uint64_t)(bytes >> 64);
+	return 0;
+}
+
+int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr,
+			const struct kexecd_phdr_filter *filter, uint32_t *ret, uint32_t cap,
+			uint32_t *nr_ret)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < nr; i++) {
+		const struct kexecd_phdr *p = &phdrs[i];
+		int picked = filter->pick == KEXECD_PICK_NOTES	 ? p->type == PT_NOTE
+			     : filter->pick == KEXECD_PICK_LOADS ? p->type == PT_LOAD
+								 : is_ram(p, filter->text_map);
+
+		if (!picked)
+			continue;
+		if (n < cap)
+			ret[n] = i;
+		n++;
+	}
+	*nr_ret = n;
+	return n > cap ? -ENOSPC : 0;
+}
+
+int kexecd_elfcore_ram(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+		       struct kexecd_range *ret, uint32_t cap, uint32_t *nr_ret)
+{
+	uint32_t n = 0;
+
+	*nr_ret = 0;
+	for (uint32_t i = 0; i < nr; i++) {
+		const struct kexecd_phdr *p = &phdrs[i];
+		uint64_t end;
+
+		if (!is_ram(p, text_map) || !p->memsz)
+			continue;
+		if (n >= cap)
+			return -ENOSPC;
+		if (__builtin_add_overflow(p->paddr, p->memsz - 1, &end))
+			end = UINT64_MAX;
+		ret[n++] = (struct kexecd_range){ p->paddr, end, KEXECD_RANGE_RAM };
+	}
+	*nr_ret = n;
+	return 0;
+}

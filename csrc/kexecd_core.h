@@ -155,6 +155,97 @@ int kexecd_ranges_subtract(const struct kexecd_range *a, uint32_t nr_a,
 			   struct kexecd_range *ret, uint32_t cap, uint32_t *nr_ret);
 
 // ---------------------------------------------------------------------------
+// /proc/iomem (iomem.c): its lines, and the ranges kexec-tools' crashdump code
+// collects from them. Lines end where Python's str.splitlines() ends them (so
+// that line numbers agree with the text as Python reads it); a line is
+// "start-end : name", indented two spaces per level, hex addresses.
+
+// The most "Crash kernel" ranges any architecture keeps (x86: 8, arm64: 2).
+#define KEXECD_MAX_CRASH_RESERVED 16
+
+/** What is wrong with an /proc/iomem text. */
+enum kexecd_iomem_fault {
+	KEXECD_IOMEM_OK = 0,
+	KEXECD_IOMEM_MALFORMED = 1,	// a line is not "start-end : name"
+	KEXECD_IOMEM_PAST_64 = 2,	// an end address past 64 bits
+	KEXECD_IOMEM_BACKWARDS = 3,	// a range ends before it starts
+	KEXECD_IOMEM_EMPTY = 4,		// no line at all
+	KEXECD_IOMEM_ZEROS = 5,		// every address zero (what non-root users see)
+	KEXECD_IOMEM_TOO_MANY = 6,	// a cut would make more than max_ranges
+};
+
+/** Where an /proc/iomem text went wrong, for the caller's message. */
+struct kexecd_iomem_error {
+	int fault;		// enum kexecd_iomem_fault
+	uint32_t line;		// 1-based, for the faults of one line
+	uint64_t line_off;	// the line's bytes in the text
+	uint64_t line_len;
+	int cut;		// KEXECD_IOMEM_TOO_MANY: -1 "Crash kernel", else a
+				// skipped name's index in the rules
+	uint64_t cut_start;
+	uint64_t cut_end;
+};
+
+/** One /proc/iomem line; its name is text[name_off, name_off + name_len). */
+struct kexecd_resource {
+	uint64_t start;
+	uint64_t end;	// inclusive
+	uint64_t name_off;
+	uint64_t name_len;
+	uint32_t depth;	// the indent, in levels of two spaces
+};
+
+/**
+ * kexecd_iomem_parse() - every line of an /proc/iomem text.
+ * @ret: filled with up to @cap lines (blank ones skipped).
+ * @err_ret: the fault, when the return is -EBADMSG.
+ * Return: 0; -EBADMSG for a malformed, empty or all-zero text; -ENOSPC when
+ *	@cap is too small.
+ */
+int kexecd_iomem_parse(const uint8_t *text, uint64_t len, struct kexecd_resource *ret,
+		       uint32_t cap, uint32_t *nr_ret, struct kexecd_iomem_error *err_ret);
+
+/** How one kexec-tools version on one architecture collects ranges. */
+struct kexecd_iomem_rules {
+	int ram_exact;			// RAM is "System RAM" exactly, else any name holding it
+	uint32_t max_ranges;		// it stops collecting silently at this many
+	uint32_t max_crash_reserved;	// the "Crash kernel" ranges it keeps
+	int sort_ranges;		// arm64: mem_regions_exclude(), then sorted by start
+	const char *const *type_names;	// the names it collects besides RAM ...
+	const int *types;		// ... as these enum kexecd_range_type
+	uint32_t nr_types;
+	const char *const *skipped;	// names cut out like "Crash kernel" (x86: GART)
+	uint32_t nr_skipped;
+};
+
+/** The ranges kexec-tools collects for a crash kernel's ELF core header. */
+struct kexecd_crash_ranges {
+	struct kexecd_range *ranges;	// heap; kexecd_crash_ranges_deinit() frees it
+	uint32_t nr_ranges;
+	struct kexecd_range reserved[KEXECD_MAX_CRASH_RESERVED];	// "Crash kernel"
+	uint32_t nr_reserved;
+	struct kexecd_iomem_error error;
+};
+
+/**
+ * kexecd_iomem_collect() - parse an /proc/iomem text and collect its crash
+ * ranges as kexec-tools does (x86 crashdump-x86.c get_crash_memory_ranges(),
+ * arm64 crashdump-arm64.c with mem_regions_exclude()).
+ *
+ * Every line, nested or not, whose name is RAM or one of @rules' types is
+ * collected in file order up to max_ranges; then each "Crash kernel" range
+ * (and the last range of each skipped name) is cut out.
+ * Return: 0; -EBADMSG (a fault of the text) or -ENOSPC (a cut past
+ *	max_ranges) with @ret->error set; -EINVAL for bad @rules; -ENOMEM.
+ *	Free @ret with kexecd_crash_ranges_deinit(), on error too.
+ */
+int kexecd_iomem_collect(const uint8_t *text, uint64_t len, const struct kexecd_iomem_rules *rules,
+			 struct kexecd_crash_ranges *ret);
+
+/** kexecd_crash_ranges_deinit() - free what kexecd_iomem_collect() allocated. */
+void kexecd_crash_ranges_deinit(struct kexecd_crash_ranges *cr);
+
+// ---------------------------------------------------------------------------
 // ELF64 core headers (elfcore.c), as kexec-tools' crash_create_elf64_headers()
 // lays them out.
 
@@ -224,6 +315,56 @@ struct kexecd_phdr {
  */
 int kexecd_elfcore_parse(const uint8_t *buf, uint64_t len, struct kexecd_phdr *phdrs,
 			 uint32_t cap, uint32_t *nr_ret, uint16_t *machine_ret);
+
+/** What a core header's program headers say, in one pass (no copies). */
+struct kexecd_header_summary {
+	uint32_t nr_notes;
+	uint32_t nr_loads;
+	uint32_t nr_ram;	// PT_LOADs below text_map: RAM through the direct map
+	uint64_t ram_bytes_lo;	// their memsz summed, in 128 bits
+	uint64_t ram_bytes_hi;
+	int64_t first_ram;	// index, or -1
+	int64_t backup;		// the first RAM PT_LOAD whose offset is not its paddr, or -1
+	int64_t kernel_text;	// the first PT_LOAD at or above text_map, or -1
+};
+
+/**
+ * kexecd_elfcore_summary() - count and find in parsed program headers.
+ * @text_map: where the kernel text is mapped; RAM PT_LOADs lie below it.
+ * Return: 0.
+ */
+int kexecd_elfcore_summary(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+			   struct kexecd_header_summary *ret);
+
+/** Which program headers kexecd_elfcore_pick() picks. */
+enum kexecd_pick {
+	KEXECD_PICK_NOTES = 0,	// PT_NOTE
+	KEXECD_PICK_LOADS = 1,	// PT_LOAD
+	KEXECD_PICK_RAM = 2,	// PT_LOAD below text_map: RAM through the direct map
+};
+
+/** What to pick, and where the kernel text is mapped (RAM lies below). */
+struct kexecd_phdr_filter {
+	int pick;		// enum kexecd_pick
+	uint64_t text_map;
+};
+
+/**
+ * kexecd_elfcore_pick() - the indices of the program headers @filter picks, in order.
+ * Return: 0, or -ENOSPC when @cap is too small (*@nr_ret is the count).
+ */
+int kexecd_elfcore_pick(const struct kexecd_phdr *phdrs, uint32_t nr,
+			const struct kexecd_phdr_filter *filter, uint32_t *ret, uint32_t cap,
+			uint32_t *nr_ret);
+
+/**
+ * kexecd_elfcore_ram() - the RAM PT_LOADs (below @text_map) as ranges
+ * [paddr, paddr + memsz - 1] (the end clamped to 64 bits; empty ones left
+ * out), for set arithmetic.
+ * Return: 0, or -ENOSPC when @cap is too small.
+ */
+int kexecd_elfcore_ram(const struct kexecd_phdr *phdrs, uint32_t nr, uint64_t text_map,
+		       struct kexecd_range *ret, uint32_t cap, uint32_t *nr_ret);
 
 // ---------------------------------------------------------------------------
 // SHA-256 with a state that is plain data (sha256.c), and kexec_load (kexec.c).

@@ -11,9 +11,18 @@ from pathlib import Path
 from cffi import FFI
 
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
-_SOURCES = ["trace.c", "arch.c", "ranges.c", "elfcore.c", "sha256.c", "kexec.c", "watch.c"]
+_SOURCES = [
+    "trace.c",
+    "arch.c",
+    "ranges.c",
+    "iomem.c",
+    "elfcore.c",
+    "sha256.c",
+    "kexec.c",
+    "watch.c",
+]
 # Compiled through arch.c (the one the compiler targets), or included.
-_DEPENDS = ["arch_x86_64.c", "arch_aarch64.c", "arch.h", "kexecd_core.h"]
+_DEPENDS = ["arch_x86_64.c", "arch_aarch64.c", "arch.h", "kexecd_core.h", "pytext.h"]
 
 
 def cdef_from_header(text: str) -> str:

@@ -184,7 +184,13 @@ def read_own_optional(
         if st.st_size > limit:
             raise error(f"{path}: {st.st_size} bytes, more than {limit}; {fix}")
         try:
-            data = f.read(limit + 1)
+            # As much as fstat() says and a byte more (a read of limit + 1
+            # allocates the limit: 64 MiB for a header), then on to the limit
+            # if the file grew since.
+            want = min(st.st_size, limit) + 1
+            data = f.read(want)
+            if len(data) == want and want <= limit:
+                data += f.read(limit + 1 - want)
         except OSError as e:
             raise error(f"{path}: cannot read ({e.strerror}); {fix}") from None
     if len(data) > limit:

@@ -7,6 +7,7 @@ No I/O and no C here; :mod:`kexecd.core` turns these into C structures.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -89,7 +90,8 @@ class HeaderSpec:
         the buffer, whatever the number of ``cpu_notes``.
     :ivar ranges: every range kexec-tools collected, in its order, with the
         crash kernel's taken out; only RAM ones become PT_LOADs, but all count
-        in the buffer size.
+        in the buffer size. A refresh's are held by the C core
+        (:class:`kexecd.core.RangeTable`).
     """
 
     machine: int
@@ -97,7 +99,7 @@ class HeaderSpec:
     cpu_notes: tuple[Note, ...]
     vmcoreinfo: Note | None
     kernel: KernelText | None
-    ranges: tuple[MemRange, ...]
+    ranges: Sequence[MemRange]
     page_offset: int
     backup: Backup | None
     align: int = 1024

@@ -15,15 +15,14 @@ Two ways to build, both byte for byte what kexec-tools writes (2.0.20 to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 from kexecd import core
 from kexecd.arch import host, of_machine
 from kexecd.errors import HeaderError, SnapshotError
 from kexecd.model import (
-    PT_LOAD,
-    PT_NOTE,
     Backup,
     HeaderSpec,
     KernelText,
@@ -43,17 +42,49 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
 class CoreHeader:
-    """A parsed ELF core header (an elfcorehdr segment, a capture, a vmcore's head)."""
+    """A parsed ELF core header (an elfcorehdr segment, a capture, a vmcore's head).
 
-    machine: int
-    phdrs: tuple[Phdr, ...]
-    size: int  # bytes in the buffer it was read from
+    The program headers stay in the C core (:class:`kexecd.core.PhdrTable`):
+    counts, sums and the few headers a refresh reads come from C, so a header
+    of 32,768 ranges costs no Python object per range; :attr:`phdrs` makes
+    them all when asked (``inspect``, tests).
+
+    :param phdrs: the program headers, a table from :func:`parse` or a list.
+    :param size: bytes in the buffer it was read from.
+    """
+
+    def __init__(self, machine: int, phdrs: Sequence[Phdr], size: int) -> None:
+        self.machine = machine
+        self.table = core.PhdrTable.of(phdrs)
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"CoreHeader(machine={self.machine}, phnum={self.phnum}, size={self.size})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CoreHeader):
+            return NotImplemented
+        return (self.machine, self.size, self.phdrs) == (other.machine, other.size, other.phdrs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @cached_property
+    def phdrs(self) -> tuple[Phdr, ...]:
+        """Every program header, as Python objects."""
+        return tuple(self.table)
+
+    @property
+    def phnum(self) -> int:
+        return len(self.table)
+
+    @cached_property
+    def _summary(self) -> core.HeaderSummary:
+        return self.table.summary(self.text_map)
 
     @property
     def notes(self) -> list[Phdr]:
-        return [p for p in self.phdrs if p.type == PT_NOTE]
+        return self.table.notes()
 
     def split_notes(self) -> tuple[list[Phdr], Phdr | None]:
         """The CPUs' PT_NOTEs and vmcoreinfo's, by kexec-tools' layout.
@@ -69,9 +100,9 @@ class CoreHeader:
 
     @property
     def loads(self) -> list[Phdr]:
-        return [p for p in self.phdrs if p.type == PT_LOAD]
+        return self.table.loads()
 
-    @property
+    @cached_property
     def text_map(self) -> int:
         """Where the architecture maps the kernel text (above the direct map);
         the host's rules for a machine kexecd has none for."""
@@ -81,17 +112,27 @@ class CoreHeader:
             arch = host()
         return arch.kexec_tools.kernel_text_map[0]
 
+    def _at(self, i: int | None) -> Phdr | None:
+        return None if i is None else self.table[i]
+
     @property
     def kernel_text(self) -> Phdr | None:
         """The PT_LOAD of the kernel text mapping (not the direct map)."""
-        text_map = self.text_map
-        return next((p for p in self.loads if p.vaddr >= text_map), None)
+        return self._at(self._summary.kernel_text)
 
     @property
     def ram(self) -> list[Phdr]:
-        """The PT_LOADs of RAM through the direct map."""
-        text_map = self.text_map
-        return [p for p in self.loads if p.vaddr < text_map]
+        """The PT_LOADs of RAM through the direct map (below :attr:`text_map`)."""
+        return self.table.ram(self.text_map)
+
+    @property
+    def nr_ram(self) -> int:
+        """How many PT_LOADs of RAM there are (``len(ram)``, counted in C)."""
+        return self._summary.ram
+
+    def ram_ranges(self) -> core.RangeTable:
+        """The PT_LOADs of RAM as physical ranges, in C (for set arithmetic)."""
+        return self.table.ram_ranges(self.text_map)
 
     @property
     def cpus(self) -> int:
@@ -101,24 +142,23 @@ class CoreHeader:
     @property
     def ram_bytes(self) -> int:
         """Bytes of RAM the PT_LOADs of RAM cover: what a dump holds of memory."""
-        return sum(p.memsz for p in self.ram)
+        return self._summary.ram_bytes
 
     @property
     def page_offset(self) -> int | None:
-        return next((p.vaddr - p.paddr for p in self.ram), None)
+        p = self._at(self._summary.first_ram)
+        return None if p is None else p.vaddr - p.paddr
 
     @property
     def backup(self) -> Backup | None:
         """The RAM PT_LOAD whose data lives elsewhere (purgatory's copy)."""
-        for p in self.ram:
-            if p.offset != p.paddr:
-                return Backup(p.paddr, p.memsz, p.offset)
-        return None
+        p = self._at(self._summary.backup)
+        return None if p is None else Backup(p.paddr, p.memsz, p.offset)
 
     @property
     def used(self) -> int:
         """Bytes of header and program headers; the rest of the buffer is padding."""
-        return 64 + 56 * len(self.phdrs)
+        return 64 + 56 * self.phnum
 
 
 def parse(data: bytes, name: str = "header") -> CoreHeader:
@@ -127,14 +167,14 @@ def parse(data: bytes, name: str = "header") -> CoreHeader:
     :raises HeaderError: ``data`` is not one; the message names ``name``.
     """
     try:
-        machine, phdrs = core.parse_header(data)
+        machine, phdrs = core.parse_phdrs(data)
     except OSError:
         what = "an ELF file" if data[:4] == b"\x7fELF" else "not ELF"
         raise HeaderError(
             f"{name}: not a little-endian ELF64 core header ({what}, {len(data)} bytes); "
             "pass an elfcorehdr segment, a capture or the head of a vmcore"
         ) from None
-    return CoreHeader(machine, tuple(phdrs), len(data))
+    return CoreHeader(machine, phdrs, len(data))
 
 
 def read_header(path: str | Path) -> tuple[bytes, CoreHeader]:

@@ -129,7 +129,7 @@ class Plan:
     @property
     def ranges(self) -> int | None:
         """RAM ranges (PT_LOADs of memory) in the wanted header."""
-        return None if self.target is None else len(self.target.ram)
+        return None if self.target is None else self.target.nr_ram
 
     @property
     def ram_bytes(self) -> int | None:
@@ -139,7 +139,7 @@ class Plan:
     @property
     def phnum(self) -> int | None:
         """Program headers in the wanted header."""
-        return None if self.target is None else len(self.target.phdrs)
+        return None if self.target is None else self.target.phnum
 
     def described(self, carried_out: bool = False) -> CoreHeader | None:
         """The header loaded now, or once the plan is carried out: what a dump
@@ -211,7 +211,7 @@ def make(
     asked = request.grow is not None and request.grow > capacity(memsz)
     if (len(built.wanted) > memsz or asked) and snap.movable:
         grow = request.grow if asked else None
-        move = facts.hole(snap, built.system, len(built.target.phdrs), grow)
+        move = facts.hole(snap, built.system, built.target.phnum, grow)
         spans.mark("hole")
     line = facts.amendment(snap, root, policy.acpi_no_memhotplug, None)
     spans.mark("cmdline")

@@ -34,12 +34,23 @@ MAX_HEADER = 64 << 20  # kexec-tools' largest header is 1.8 MB
 MAX_WORDS = 8  # words kexecd appends to the command line: one today
 
 
+# The last bytes hashed and their digest: a load's intent and its record name
+# the same header (1.8 MB at kexec-tools' 32,768 ranges), hashed once.
+_last: tuple[bytes, str] | None = None
+
+
 def sha256_hex(data: Buffer) -> str:
     """SHA-256 in hex; hashlib imported when first used (``kexecd status``,
     a Python started for one answer, needs none of it)."""
+    global _last
+    if _last is not None and data is _last[0]:
+        return _last[1]
     import hashlib
 
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
+    if isinstance(data, bytes):  # immutable: the same object, the same digest
+        _last = (data, digest)
+    return digest
 
 
 def json_object(directory: Path, name: str) -> dict[str, Any]:

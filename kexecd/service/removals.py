@@ -17,7 +17,6 @@ import logging
 import re
 
 from kexecd.errors import KexecdError
-from kexecd.model import RangeType
 from kexecd.service.monitor import Event
 from kexecd.system.kernel import read_memory_block_size
 from kexecd.system.root import Root
@@ -66,7 +65,7 @@ class RemovalFollower:
         if system is None or not size:
             self.removed.clear()
             return
-        ram = [r for r in system.memory.ranges if r.type is RangeType.RAM]
+        ram = system.memory.ram
         for block, until in list(self.removed.items()):
             start, end = block * size, (block + 1) * size - 1
             if now >= until or not any(r.start <= end and start <= r.end for r in ram):

@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
-import errno
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kexecd import core
+from kexecd.core import IomemFault, IomemRules, RangeTable
 from kexecd.errors import SystemStateError
 from kexecd.model import MemRange, RangeType
-from kexecd.system.kernel import U64_MAX
 from kexecd.system.kexectools import HeaderRules, rules_for
 from kexecd.system.root import Root
 
-__all__ = ["CrashRanges", "Resource", "crash_ranges", "kernel_code_start", "parse_iomem"]
-
-_LINE = re.compile(r"^( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
+__all__ = [
+    "CrashRanges",
+    "Resource",
+    "crash_ranges",
+    "kernel_code_start",
+    "parse_iomem",
+    "read_iomem",
+    "read_iomem_text",
+]
 
 
 @dataclass(frozen=True)
@@ -36,62 +41,87 @@ class CrashRanges:
 
     :ivar ranges: every collected range (RAM, ACPI, NVS, reserved, PMEM), in
         /proc/iomem order, with the crash kernel's reservation (and a GART
-        aperture) cut out.
+        aperture) cut out; held by the C core (a :class:`kexecd.core.RangeTable`),
+        a :class:`~kexecd.model.MemRange` made only for a range looked at.
     :ivar crash_reserved: the "Crash kernel" ranges.
     """
 
-    ranges: tuple[MemRange, ...]
+    ranges: Sequence[MemRange]
     crash_reserved: tuple[MemRange, ...]
 
     @property
     def ram(self) -> list[MemRange]:
+        if isinstance(self.ranges, RangeTable):
+            return self.ranges.of_type(RangeType.RAM)
         return [r for r in self.ranges if r.type is RangeType.RAM]
 
 
-def parse_iomem(text: str, path: str = "/proc/iomem") -> list[Resource]:
-    """Parse /proc/iomem text.
+def _text(text: str | bytes) -> bytes:
+    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+
+
+def _fault(e: IomemFault, text: bytes, path: str) -> SystemStateError:
+    # The C core found it (iomem.c); the message is the same as ever.
+    line = text[e.off : e.off + e.length].decode("utf-8", errors="replace")[:120]
+    where = f"{path}:{e.line}"
+    if e.fault == IomemFault.MALFORMED:
+        return SystemStateError(
+            f"{where}: cannot parse {line!r}: expected 'start-end : name' "
+            "with hex addresses; pass the kernel's /proc/iomem"
+        )
+    if e.fault == IomemFault.PAST_64:
+        return SystemStateError(
+            f"{where}: address past 64 bits in {line!r}; pass the kernel's /proc/iomem"
+        )
+    if e.fault == IomemFault.BACKWARDS:
+        return SystemStateError(
+            f"{where}: range ends before it starts: {line!r}; pass the kernel's /proc/iomem"
+        )
+    if e.fault == IomemFault.EMPTY:
+        return SystemStateError(f"{path}: empty; pass the kernel's /proc/iomem")
+    return SystemStateError(
+        f"{path}: every address is zero, which is what non-root users see; run as root"
+    )
+
+
+def parse_iomem(text: str | bytes, path: str = "/proc/iomem") -> list[Resource]:
+    """Parse /proc/iomem text (lines end where ``str.splitlines()`` ends them).
 
     :raises SystemStateError: a line is malformed, or every address reads as
         zero (what non-root users see).
     """
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        m = _LINE.match(line)
-        if not m:
-            raise SystemStateError(
-                f"{path}:{lineno}: cannot parse {line[:120]!r}: expected 'start-end : name' "
-                "with hex addresses; pass the kernel's /proc/iomem"
-            )
-        start, end = int(m.group(2), 16), int(m.group(3), 16)
-        if end > U64_MAX:
-            raise SystemStateError(
-                f"{path}:{lineno}: address past 64 bits in {line[:120]!r}; "
-                "pass the kernel's /proc/iomem"
-            )
-        if end < start:
-            raise SystemStateError(
-                f"{path}:{lineno}: range ends before it starts: {line[:120]!r}; "
-                "pass the kernel's /proc/iomem"
-            )
-        out.append(Resource(start, end, m.group(4), len(m.group(1)) // 2))
-    if not out:
-        raise SystemStateError(f"{path}: empty; pass the kernel's /proc/iomem")
-    if all(r.start == 0 and r.end == 0 for r in out):
-        raise SystemStateError(
-            f"{path}: every address is zero, which is what non-root users see; run as root"
-        )
-    return out
+    data = _text(text)
+    try:
+        lines = core.parse_iomem_lines(data)
+    except IomemFault as e:
+        raise _fault(e, data, path) from None
+    return [
+        Resource(start, end, data[off : off + n].decode("utf-8", errors="replace"), depth)
+        for start, end, off, n, depth in lines
+    ]
+
+
+def read_iomem_text(root: Root) -> bytes:
+    """The bytes of ``proc/iomem`` under ``root``."""
+    return root.read_bytes("proc/iomem")
 
 
 def read_iomem(root: Root) -> list[Resource]:
     """Read and parse ``proc/iomem`` under ``root``."""
-    return parse_iomem(root.read_text("proc/iomem"), str(root.path("proc/iomem")))
+    return parse_iomem(read_iomem_text(root), str(root.path("proc/iomem")))
+
+
+@lru_cache(maxsize=16)
+def _c_rules(rules: HeaderRules) -> IomemRules:
+    facts = rules.facts
+    limits = (rules.max_ranges, facts.max_crash_reserved)
+    return IomemRules(rules.ram_exact, limits, facts.sort_ranges, facts.range_types, facts.skipped)
 
 
 def crash_ranges(
-    resources: Sequence[Resource], path: str = "/proc/iomem", rules: HeaderRules | None = None
+    iomem: str | bytes | Sequence[Resource],
+    path: str = "/proc/iomem",
+    rules: HeaderRules | None = None,
 ) -> CrashRanges:
     """The ranges kexec-tools collects for a crash kernel's ELF core header.
 
@@ -100,77 +130,38 @@ def crash_ranges(
     kinds (:attr:`kexecd.arch.KexecToolsFacts.range_types`) in file order (no
     sorting, no merging), stops silently at its most ranges, then cuts out
     each "Crash kernel" range and what the architecture skips (x86: a GART
-    aperture) with exclude_region().
+    aperture) with exclude_region(); arm64 cuts with mem_regions_exclude()
+    and sorts. The C core does it all (``kexecd_iomem_collect()``), so no
+    Python object is made per range.
 
-    :param path: where ``resources`` were read, for messages.
+    :param iomem: the /proc/iomem text, or its lines (written out again).
+    :param path: where it was read, for messages.
     :param rules: the kexec-tools version's: what is RAM, the most ranges.
-    :raises SystemStateError: a cut splits a range when there are as many as
-        the most already (exclude_region() fails then too, and so does
-        ``kexec -p``).
+    :raises SystemStateError: the text is malformed (as :func:`parse_iomem`
+        says), or a cut splits a range when there are as many as the most
+        already (exclude_region() fails then too, and so does ``kexec -p``).
     """
     rules = rules or rules_for(None)
-    facts = rules.facts
-    limit = rules.max_ranges
-    ranges: list[MemRange] = []
-    reserved: list[MemRange] = []
-    skipped: dict[str, MemRange] = {}  # the last of each name, as kexec-tools keeps it
-    for res in resources:
-        if res.name == "Crash kernel" and len(reserved) < facts.max_crash_reserved:
-            reserved.append(MemRange(res.start, res.end))
-        if len(ranges) >= limit:
-            continue
-        if rules.is_ram(res.name):
-            kind = RangeType.RAM
-        elif res.name in facts.skipped:
-            skipped[res.name] = MemRange(res.start, res.end)
-            continue
-        elif res.name in facts.range_types:
-            kind = facts.range_types[res.name]
-        else:
-            continue
-        ranges.append(MemRange(res.start, res.end, kind))
-    if facts.sort_ranges:
-        for cut in reserved:
-            ranges = _mem_regions_exclude(ranges, cut)
-        ranges.sort(key=lambda r: r.start)
-        return CrashRanges(tuple(ranges), tuple(reserved))
-    cuts = [("'Crash kernel'", r) for r in reserved] + [(f"'{n}'", r) for n, r in skipped.items()]
-    for name, cut in cuts:
-        try:
-            ranges = core.exclude_range(ranges, cut.start, cut.end, limit)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
-            raise SystemStateError(
-                f"{path}: cutting {name} {cut.start:#x}-{cut.end:#x} out of the memory ranges "
-                f"makes more than {limit}, kexec-tools' limit, so 'kexec -p' fails too; "
-                "pass the kernel's /proc/iomem"
-            ) from None
-    return CrashRanges(tuple(ranges), tuple(reserved))
-
-
-def _mem_regions_exclude(ranges: list[MemRange], cut: MemRange) -> list[MemRange]:
-    # kexec/mem_regions.c mem_regions_exclude() (arm64): only a range holding
-    # the cut whole is cut; the upper part of a split is appended (typed RAM)
-    # and the scan stops there; after a range is removed the next one is not
-    # looked at (the index moves on past the entry shuffled into its place).
-    out = list(ranges)
-    i = 0
-    while i < len(out):
-        r = out[i]
-        if r.start <= cut.start and r.end >= cut.end:
-            if r.start == cut.start and r.end == cut.end:
-                del out[i]
-            elif r.start == cut.start:
-                out[i] = MemRange(cut.end + 1, r.end, r.type)
-            elif r.end == cut.end:
-                out[i] = MemRange(r.start, cut.start - 1, r.type)
-            else:
-                out.append(MemRange(cut.end + 1, r.end, RangeType.RAM))
-                out[i] = MemRange(r.start, cut.start - 1, r.type)
-                break
-        i += 1
-    return out
+    if isinstance(iomem, (str, bytes)):
+        data = _text(iomem)
+    else:
+        data = "".join(
+            f"{'  ' * r.depth}{r.start:x}-{r.end:x} : {r.name}\n" for r in iomem
+        ).encode("utf-8", "surrogateescape")
+    try:
+        ranges, reserved = core.collect_iomem(data, _c_rules(rules))
+    except IomemFault as e:
+        if e.fault != IomemFault.TOO_MANY:
+            raise _fault(e, data, path) from None
+        facts = rules.facts
+        name = "'Crash kernel'" if e.cut < 0 else f"'{facts.skipped[e.cut]}'"
+        cut = e.cut_range
+        raise SystemStateError(
+            f"{path}: cutting {name} {cut.start:#x}-{cut.end:#x} out of the memory ranges "
+            f"makes more than {rules.max_ranges}, kexec-tools' limit, so 'kexec -p' fails too; "
+            "pass the kernel's /proc/iomem"
+        ) from None
+    return CrashRanges(ranges, reserved)
 
 
 def kernel_code_start(resources: Sequence[Resource], path: str = "/proc/iomem") -> int:

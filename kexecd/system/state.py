@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from kexecd.model import Note
 from kexecd.system.cpus import Cpus, read_cpus
@@ -12,7 +13,8 @@ from kexecd.system.iomem import (
     Resource,
     crash_ranges,
     kernel_code_start,
-    read_iomem,
+    parse_iomem,
+    read_iomem_text,
 )
 from kexecd.system.kernel import KernelMap, read_kernel_map, read_vmcoreinfo
 from kexecd.system.kexectools import HeaderRules, rules_for
@@ -25,14 +27,24 @@ __all__ = ["SystemState", "kernel_map", "read_system"]
 
 @dataclass(frozen=True)
 class SystemState:
-    """CPUs, memory and vmcoreinfo now: what changes with hotplug."""
+    """CPUs, memory and vmcoreinfo now: what changes with hotplug.
+
+    :ivar iomem_text: /proc/iomem as read; :attr:`memory` is what the C core
+        collected from it, :attr:`iomem` its lines, parsed when first asked
+        (a fresh header's kernel map needs them, a refresh does not).
+    """
 
     root: Root
     cpus: Cpus
-    iomem: tuple[Resource, ...]
+    iomem_text: bytes
     memory: CrashRanges
     vmcoreinfo: Note | None
     rules: HeaderRules
+
+    @cached_property
+    def iomem(self) -> tuple[Resource, ...]:
+        """Every line of /proc/iomem."""
+        return tuple(parse_iomem(self.iomem_text, str(self.root.path("proc/iomem"))))
 
 
 def read_system(
@@ -47,9 +59,9 @@ def read_system(
     root = root or Root()
     spans = spans or Spans()
     rules = rules or rules_for(None)
-    resources = read_iomem(root)
+    text = read_iomem_text(root)
     spans.mark("iomem")
-    memory = crash_ranges(resources, str(root.path("proc/iomem")), rules)
+    memory = crash_ranges(text, str(root.path("proc/iomem")), rules)
     spans.mark("ranges")
     cpus = read_cpus(root)
     spans.mark("cpus")
@@ -58,7 +70,7 @@ def read_system(
     return SystemState(
         root=root,
         cpus=cpus,
-        iomem=tuple(resources),
+        iomem_text=text,
         memory=memory,
         vmcoreinfo=vmcoreinfo,
         rules=rules,

@@ -157,12 +157,14 @@ def build_with(state: SystemState, template: elfcore.CoreHeader | None = None) -
 
 
 def fuzz_iomem(data: bytes) -> None:
-    """/proc/iomem: read_iomem, crash_ranges, kernel_code_start, then a header."""
+    """/proc/iomem: read_iomem, crash_ranges (from the text, as a refresh
+    reads it, and from the lines), kernel_code_start, then a header."""
     base = fresh_root("iomem")
     put(base, "proc/iomem", data)
     root = Root(base)
     resources = iomem.read_iomem(root)
-    iomem.crash_ranges(resources)
+    from_text = iomem.crash_ranges(iomem.read_iomem_text(root))
+    assert list(iomem.crash_ranges(resources).ranges) == list(from_text.ranges)
     build_with(read_system(root))
     iomem.kernel_code_start(resources)
 

@@ -47,3 +47,30 @@ def test_refresh_benchmark_image_fits_the_largest_header(tmp_path: Path) -> None
     snap = open_snapshot(tmp_path / "state")
     assert snap.digest is not None and snap.header == bench_refresh.HEADER
     assert snap.header_capacity is not None and snap.header_capacity >= MAX_RANGES
+
+
+def test_a_refresh_makes_no_python_object_per_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    # P7: /proc/iomem's ranges and both headers' program headers stay in the
+    # C core on the refresh path; the objects made do not grow with them.
+    from kexecd.model import MemRange, Phdr
+
+    made = {"ranges": 0, "phdrs": 0}
+
+    def counting(cls: type, key: str) -> None:
+        init = cls.__init__
+
+        def wrapped(self: object, *args: object, **kw: object) -> None:
+            made[key] += 1
+            init(self, *args, **kw)
+
+        monkeypatch.setattr(cls, "__init__", wrapped)
+
+    counting(MemRange, "ranges")
+    counting(Phdr, "phdrs")
+    per_refresh = []
+    for n in (4, 1500):
+        before = dict(made)
+        shown, _ = bench_refresh.measure(n, 1)  # a first refresh, then one each way
+        assert shown >= n
+        per_refresh.append({k: made[k] - before[k] for k in made})
+    assert per_refresh[1] == per_refresh[0], per_refresh

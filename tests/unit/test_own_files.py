@@ -332,3 +332,25 @@ def test_config_file_may_be_a_symlink(
     conf.symlink_to(real)
     args = ["--config", str(conf), "--state-dir", str(host["state"]), "--root", str(host["boot"])]
     assert main(["refresh", "--dry-run", *args]) == 0
+
+
+@pytest.mark.parametrize("seen", [0, 10, 4999])
+def test_a_file_grown_since_fstat_is_read_whole_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: int
+) -> None:
+    # read_own() reads what fstat() said and a byte more, then on to the limit.
+    from kexecd import files
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 20)  # 5,120 bytes
+    real = os.fstat
+
+    def smaller(fd: int) -> os.stat_result:
+        st = real(fd)
+        return os.stat_result((*st[:6], seen, *st[7:10]))
+
+    monkeypatch.setattr(files.os, "fstat", smaller)
+    data, _ = files.read_own(path, 8192, OwnFileError, "fix")
+    assert data == path.read_bytes()
+    with pytest.raises(OwnFileError, match="more than 5000 bytes"):
+        files.read_own(path, 5000, OwnFileError, "fix")

@@ -167,3 +167,32 @@ def test_system_read_again_when_a_uevent_came_during_the_read(
     assert p.notes == ("the system changed while the header was built; built again",)
     assert p.wanted is not None and p.wanted == Capture(DATA / "hotadd").header
     assert p.kexec.uevent_seqnum == 101
+
+
+def test_a_loads_header_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The intent and the record name the same header: one SHA-256 of it.
+    import hashlib
+
+    from kexecd.image import record
+
+    calls: list[int] = []
+    real = hashlib.sha256
+
+    def counting(data: bytes = b"") -> Any:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    rec = record.LoadRecord(tmp_path, durable=False)
+    header = b"\x7fELF" + bytes(5000)
+    rec.begin(header)
+    rec.done(header, None, "test")
+    assert calls == [len(header)]
+    info = rec.info()
+    assert info["header_sha256"] == real(header).hexdigest()
+    # Another object is hashed again (a bytearray may have changed since).
+    again = bytearray(header)
+    assert record.sha256_hex(again) == info["header_sha256"]
+    again[0] = 0
+    assert record.sha256_hex(again) != info["header_sha256"]
+    assert len(calls) == 3

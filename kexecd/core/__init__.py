@@ -1,28 +1,45 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The typed wrapper around kexecd's C core.
 
-This is the only module that imports the cffi extension ``kexecd._core``,
+This package (this module and :mod:`kexecd.core.tables`, the arrays the C
+core keeps) is the only one that imports the cffi extension ``kexecd._core``,
 allocates its buffers or frees C memory. Errors from C arrive as ``-errno``
 and leave here as :class:`OSError`.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 from kexecd._core import ffi, lib
+from kexecd.core.tables import (
+    HeaderSummary,
+    IomemFault,
+    IomemRules,
+    PhdrTable,
+    RangeTable,
+    collect_iomem,
+    parse_iomem_lines,
+    parse_phdrs,
+)
+from kexecd.core.tables import check as _check
 from kexecd.loads import Buffer, KexecCall, LoadCapture, Segment
-from kexecd.model import HeaderSpec, MemRange, Phdr, RangeType
+from kexecd.model import HeaderSpec, MemRange, Phdr
 
 __all__ = [
+    "HeaderSummary",
+    "IomemFault",
+    "IomemRules",
+    "PhdrTable",
     "PreparedSpec",
+    "RangeTable",
     "Sha256",
     "build_header",
     "build_header_into",
+    "collect_iomem",
     "drain_watch",
     "exclude_range",
     "fs_volatile",
@@ -30,15 +47,12 @@ __all__ = [
     "kexec_load",
     "normalize_ranges",
     "parse_header",
+    "parse_iomem_lines",
+    "parse_phdrs",
     "subtract_ranges",
     "trace_kexec",
     "watch_dir",
 ]
-
-
-def _check(ret: int, what: str) -> None:
-    if ret < 0:
-        raise OSError(-ret, os.strerror(-ret), what)
 
 
 def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
@@ -102,15 +116,11 @@ def trace_kexec(argv: Sequence[str], *, skip: bool = False) -> LoadCapture:
 
 
 def _c_ranges(ranges: Sequence[MemRange], cap: int | None = None) -> Any:
-    # An initializer list is filled in C: much faster than setting fields.
-    buf = ffi.new("struct kexecd_range[]", max(cap or 0, len(ranges), 1))
-    if ranges:
-        buf[0 : len(ranges)] = [(r.start, r.end, int(r.type)) for r in ranges]
-    return buf
+    return RangeTable.of(ranges, max(cap or 0, len(ranges)) - len(ranges)).c
 
 
 def _py_ranges(buf: Any, nr: int) -> list[MemRange]:
-    return [MemRange(buf[i].start, buf[i].end, RangeType(buf[i].type)) for i in range(nr)]
+    return list(RangeTable(buf, nr))
 
 
 def exclude_range(
@@ -133,23 +143,12 @@ def exclude_range(
 
 def normalize_ranges(ranges: Sequence[MemRange]) -> list[MemRange]:
     """Sort ``ranges`` and merge those that overlap or touch; the result is RAM."""
-    buf = _c_ranges(ranges)
-    nr = ffi.new("uint32_t *", len(ranges))
-    _check(lib.kexecd_ranges_normalize(buf, nr), "ranges")
-    return _py_ranges(buf, nr[0])
+    return list(RangeTable.of(ranges).normalized())
 
 
 def subtract_ranges(a: Sequence[MemRange], b: Sequence[MemRange]) -> list[MemRange]:
     """The part of ``a`` not in ``b``, both normalized first."""
-    na, nb = normalize_ranges(a), normalize_ranges(b)
-    cap = len(na) + len(nb) + 1
-    out = ffi.new("struct kexecd_range[]", cap)
-    nr = ffi.new("uint32_t *")
-    _check(
-        lib.kexecd_ranges_subtract(_c_ranges(na), len(na), _c_ranges(nb), len(nb), out, cap, nr),
-        "ranges",
-    )
-    return _py_ranges(out, nr[0])
+    return list(RangeTable.of(a).minus(RangeTable.of(b)))
 
 
 # -- ELF core headers ----------------------------------------------------------
@@ -174,7 +173,9 @@ class PreparedSpec:
             c.kernel_paddr = spec.kernel.paddr
             c.kernel_vaddr = spec.kernel.vaddr
             c.kernel_size = spec.kernel.size
-        self._ranges = _c_ranges(spec.ranges)
+        # A table the C core filled (a refresh's) is used as it is.
+        r = spec.ranges
+        self._ranges = (r if isinstance(r, RangeTable) else RangeTable.of(r)).c
         c.ranges, c.nr_ranges = self._ranges, len(spec.ranges)
         c.page_offset = spec.page_offset
         if spec.backup is not None:
@@ -223,7 +224,8 @@ def build_header(spec: HeaderSpec) -> bytes:
     """
     prepared = PreparedSpec(spec)
     buf = bytearray(prepared.size)
-    return bytes(buf[: prepared.build_into(buf)])
+    n = prepared.build_into(buf)
+    return bytes(buf) if n == len(buf) else bytes(memoryview(buf)[:n])
 
 
 def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
@@ -232,20 +234,8 @@ def parse_header(data: bytes) -> tuple[int, list[Phdr]]:
     :raises OSError: ``EBADMSG`` when ``data`` is not a little-endian ELF64
         ET_CORE file whose program headers it holds.
     """
-    nr = ffi.new("uint32_t *")
-    machine = ffi.new("uint16_t *")
-    cap = 64
-    while True:
-        phdrs = ffi.new("struct kexecd_phdr[]", cap)
-        r = lib.kexecd_elfcore_parse(data, len(data), phdrs, cap, nr, machine)
-        if r == -errno.ENOSPC:
-            cap = nr[0]
-            continue
-        _check(r, "ELF core header")
-        return machine[0], [
-            Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
-            for p in phdrs[0 : nr[0]]
-        ]
+    machine, table = parse_phdrs(data)
+    return machine, list(table)
 
 
 # -- SHA-256 with a savable state, and kexec_load --------------------------------
