@@ -119,6 +119,7 @@ def settled_host(
     name: str,
     settle: Callable[[Guest], None],
     append: tuple[str, ...] = (),
+    keep: bool = True,
 ) -> Guest:
     """A Debian host (:mod:`testbed.debian_host`) as ``settle`` leaves it after
     boot (it waits until the host is ready: kdump-tools loaded, say).
@@ -128,7 +129,8 @@ def settled_host(
     saves it beside the image
     (dropped with it); later calls restore it and call ``settle`` again, which
     finds it ready at once. A state that does not restore (another QEMU, say)
-    is dropped and the host booted.
+    is dropped and the host booted. ``keep=False``: not saved after a boot
+    (no other test settles it so; saving costs 10-20 s), restored if saved.
     """
     machine = Machine()
     where = image.disk.parent / f"saved-{_key(settle, machine, append)}"
@@ -146,5 +148,6 @@ def settled_host(
     guest = debian_host.boot_host(image, name, machine, append)
     settle(guest)
     guest.ready_seconds = time.monotonic() - start
-    save(guest, where)
+    if keep:
+        save(guest, where)
     return guest
