@@ -235,10 +235,8 @@ def _resume(qmp: QMP, agent: Agent, timeout: float) -> None:
     wait until QEMU has read its state, continue it, and ask its agent (which
     said ready when it was saved) for an answer."""
     deadline = time.monotonic() + timeout
-    while (status := qmp.execute("query-migrate").get("status")) != "completed":
-        if status in ("failed", "cancelled") or time.monotonic() > deadline:
-            raise agent.fail(f"restoring the saved state: migration {status}")
-        time.sleep(0.2)
+    if (status := qmp.wait_migration(timeout)) != "completed":
+        raise agent.fail(f"restoring the saved state: migration {status}")
     qmp.execute("cont")
     agent.request({"op": "ping"}, max(1.0, deadline - time.monotonic()))
 

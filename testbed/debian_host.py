@@ -316,10 +316,15 @@ def boot_host(
     run_dir = new_run_dir(name)
     if disk is None:
         disk = run_dir / "disk.img"
-        subprocess.run(["cp", "--sparse=always", str(image.disk), str(disk)], check=True)
+        copy_disk(image.disk, disk)
     else:
         disk = disk.rename(run_dir / "disk.img")
     return launch(name, run_dir, host_spec(image, disk, machine, append), timeout)
+
+
+def copy_disk(src: Path, dst: Path) -> None:
+    """Copy a guest's disk image, its holes kept (the 4 GiB image holds about 0.8)."""
+    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
 
 
 def host_spec(

@@ -77,6 +77,18 @@ class QMP:
             elif "return" in reply:
                 return reply["return"]
 
+    def wait_migration(self, timeout: float) -> str | None:
+        """Poll ``query-migrate`` until the migration (out, or ``-incoming``)
+        has ended; return its last status: ``"completed"``, ``"failed"``,
+        ``"cancelled"``, or whatever it was (``None``: not begun) when
+        ``timeout`` s passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status: str | None = self.execute("query-migrate").get("status")
+            if status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.2)
+
     def wait_event(
         self,
         name: str,

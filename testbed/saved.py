@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from testbed.guest import Guest
 from testbed.qemu import Machine, qemu_argv
 from testbed.transport import TestbedError
 
-__all__ = ["STATE", "restore_argv", "restore_disk", "restore_host", "save", "settled_host"]
+__all__ = ["STATE", "restore_argv", "restore_host", "save", "settled_host"]
 
 STATE = "vm.state"
 DISK = "disk.img"
@@ -56,15 +55,10 @@ def save(guest: Guest, where: Path) -> None:
     qmp.execute("stop")
     try:
         qmp.execute("migrate", uri=f"exec:cat >{tmp / STATE}")
-        deadline = time.monotonic() + SAVE_TIMEOUT
-        while (status := qmp.execute("query-migrate").get("status")) != "completed":
-            if status in ("failed", "cancelled") or time.monotonic() > deadline:
-                raise guest.fail(f"saving the guest's state: migration {status}")
-            time.sleep(0.2)
+        if (status := qmp.wait_migration(SAVE_TIMEOUT)) != "completed":
+            raise guest.fail(f"saving the guest's state: migration {status}")
         # Stopped and migrated: QEMU has flushed the disk and holds it inactive.
-        subprocess.run(
-            ["cp", "--sparse=always", str(guest.run_dir / DISK), str(tmp / DISK)], check=True
-        )
+        debian_host.copy_disk(guest.run_dir / DISK, tmp / DISK)
     finally:
         qmp.execute("cont")
     shutil.rmtree(where, ignore_errors=True)
@@ -79,11 +73,6 @@ def restore_argv(argv: list[str], where: Path) -> list[str]:
     if not (where / STATE).is_file() or not (where / DISK).is_file():
         raise TestbedError(f"no saved guest state in {where}")
     return [*argv, "-incoming", f"exec:cat {where / STATE}"]
-
-
-def restore_disk(where: Path, disk: Path) -> None:
-    """Copy the saved disk of ``where`` to ``disk`` (a new run directory's)."""
-    subprocess.run(["cp", "--sparse=always", str(where / DISK), str(disk)], check=True)
 
 
 def _key(settle: Callable[[Guest], None], machine: Machine, append: tuple[str, ...]) -> str:
@@ -106,7 +95,7 @@ def restore_host(
     """The Debian host saved in ``where``, restored into a new run directory."""
     run_dir = new_run_dir(name)
     disk = run_dir / DISK
-    restore_disk(where, disk)
+    debian_host.copy_disk(where / DISK, disk)
     spec = debian_host.host_spec(image, disk, machine, append)
     argv = restore_argv(qemu_argv(run_dir, spec), where)
     guest = launch(name, run_dir, spec, RESTORE_TIMEOUT, argv=argv)
