@@ -157,6 +157,9 @@ def _write_pattern(guest: Guest, start: int, end: int) -> list[int]:
 
 def _crash_and_read(guest: Guest, out: Outcome) -> Path:
     """sysrq-c; wait for kdump-tools to write the dump and reboot; read it back."""
+    # A restored host's console starts after its first kernel's boot, so only
+    # what the console gains from the crash on is searched.
+    logged = len(guest.console_log.read_text(errors="replace"))
     start = time.monotonic()
     guest.panic(DUMP_TIMEOUT, "no reboot after the crash")
     out.crash_to_dump_s = round(time.monotonic() - start, 1)
@@ -172,9 +175,9 @@ def _crash_and_read(guest: Guest, out: Outcome) -> Path:
     if len(dumps) != 1 or not list(stamp.glob("dmesg.*")):
         raise guest.fail(f"kdump-tools wrote {sorted(p.name for p in stamp.iterdir())}")
     out.dump_bytes = dumps[0].stat().st_size
-    # Both kernels log their command line on the console; the crash kernel's is last.
-    lines = [ln for ln in console.splitlines() if "Command line:" in ln]
-    out.crash_cmdline = lines[-1].split("Command line:", 1)[1].strip() if len(lines) > 1 else ""
+    # The crash kernel logs its command line first thing on the console.
+    lines = [ln for ln in console[logged:].splitlines() if "Command line:" in ln]
+    out.crash_cmdline = lines[0].split("Command line:", 1)[1].strip() if lines else ""
     return debian_host.flattened_to_elf(dumps[0], guest.run_dir / "vmcore.elf")
 
 
