@@ -128,14 +128,19 @@ def _hotplug(guest: Guest) -> tuple[int, int]:
     """Hot-add 1 GiB and a CPU over QMP, online them, let udev's queue drain."""
     start, end = guest.hot_add_memory(DIMM_MIB)
     cpu = guest.hot_add_cpu()
+    _online(guest, start, end)
+    guest.set_cpu_online(cpu)
+    guest.sh("udevadm settle --timeout=120", timeout=150)
+    return start, end
+
+
+def _online(guest: Guest, start: int, end: int) -> None:
+    """Online the memory blocks of [start, end) that udev left offline (movable)."""
     bs = guest.memory_block_size()
     for block in range(start // bs, end // bs):
         state = f"/sys/devices/system/memory/memory{block}/state"
         if guest.read(state).strip() != "online":
             guest.sh(f"echo online_movable > {state}")
-    guest.set_cpu_online(cpu)
-    guest.sh("udevadm settle --timeout=120", timeout=150)
-    return start, end
 
 
 def _write_pattern(guest: Guest, start: int, end: int) -> list[int]:

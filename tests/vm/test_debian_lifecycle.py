@@ -58,6 +58,7 @@ from tests.vm.test_debian_host import (
     Outcome,
     _check_dump,
     _crash_and_read,
+    _online,
     _wait,
     _write_pattern,
     settle_adopted,
@@ -109,14 +110,6 @@ def _cut(guest: Guest, stop: str, trigger: Callable[[], None] | None = None) -> 
     guest.proc.wait()
     guest.close()
     return held, guest.run_dir / "disk.img"
-
-
-def _online(guest: Guest, start: int, end: int) -> None:
-    bs = guest.memory_block_size()
-    for block in range(start // bs, end // bs):
-        state = f"/sys/devices/system/memory/memory{block}/state"
-        if guest.read(state).strip() != "online":
-            guest.sh(f"echo online_movable > {state}")
 
 
 def _main_pid(guest: Guest) -> int:
