@@ -14,7 +14,7 @@ import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from kexecd._core import ffi, lib
 from kexecd.model import MemRange, Phdr, RangeType
@@ -30,6 +30,7 @@ __all__ = [
     "parse_phdrs",
 ]
 
+T = TypeVar("T")
 _RANGE = ffi.sizeof("struct kexecd_range")
 _TYPES = {t.value: t for t in RangeType}
 
@@ -44,51 +45,68 @@ def _range_type(value: int) -> RangeType:
     return _TYPES.get(value) or RangeType(value)
 
 
-class RangeTable(Sequence[MemRange]):
-    """Memory ranges in a C array (``struct kexecd_range[]``), read-only.
+class _CTable(Sequence[T]):
+    """The first ``nr`` elements of a C array, read-only, as a sequence of
+    Python values made only when asked for (:meth:`_item`).
 
     :ivar c: the array, for the C core (at least one element long).
     """
 
     __slots__ = ("_nr", "c")
+    _what = "table"
 
     def __init__(self, c: Any, nr: int) -> None:
         self.c = c
         self._nr = nr
 
-    @classmethod
-    def of(cls, ranges: Sequence[MemRange], extra: int = 0) -> RangeTable:
-        """A table of ``ranges`` (a copy), with room for ``extra`` more."""
-        if isinstance(ranges, RangeTable):
-            buf = ffi.new("struct kexecd_range[]", max(len(ranges) + extra, 1))
-            ffi.memmove(buf, ranges.c, len(ranges) * _RANGE)
-            return cls(buf, len(ranges))
-        buf = ffi.new("struct kexecd_range[]", max(len(ranges) + extra, 1))
-        if ranges:
-            # An initializer list is filled in C: much faster than setting fields.
-            buf[0 : len(ranges)] = [(r.start, r.end, int(r.type)) for r in ranges]
-        return cls(buf, len(ranges))
+    @staticmethod
+    def _item(e: Any) -> T:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self._nr
 
     @overload
-    def __getitem__(self, i: int) -> MemRange: ...
+    def __getitem__(self, i: int) -> T: ...
     @overload
-    def __getitem__(self, i: slice) -> list[MemRange]: ...
-    def __getitem__(self, i: int | slice) -> MemRange | list[MemRange]:
+    def __getitem__(self, i: slice) -> list[T]: ...
+    def __getitem__(self, i: int | slice) -> T | list[T]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(self._nr))]
         if i < 0:
             i += self._nr
         if not 0 <= i < self._nr:
-            raise IndexError("range index out of range")
-        r = self.c[i]
-        return MemRange(r.start, r.end, _range_type(r.type))
+            raise IndexError(f"{self._what} index out of range")
+        return self._item(self.c[i])
 
-    def __iter__(self) -> Iterator[MemRange]:
-        for r in self.c[0 : self._nr]:
-            yield MemRange(r.start, r.end, _range_type(r.type))
+    def __iter__(self) -> Iterator[T]:
+        for e in self.c[0 : self._nr]:
+            yield self._item(e)
+
+
+class RangeTable(_CTable[MemRange]):
+    """Memory ranges in a C array (``struct kexecd_range[]``), read-only.
+
+    :ivar c: the array, for the C core (at least one element long).
+    """
+
+    __slots__ = ()
+    _what = "range"
+
+    @staticmethod
+    def _item(e: Any) -> MemRange:
+        return MemRange(e.start, e.end, _range_type(e.type))
+
+    @classmethod
+    def of(cls, ranges: Sequence[MemRange], extra: int = 0) -> RangeTable:
+        """A table of ``ranges`` (a copy), with room for ``extra`` more."""
+        buf = ffi.new("struct kexecd_range[]", max(len(ranges) + extra, 1))
+        if isinstance(ranges, RangeTable):
+            ffi.memmove(buf, ranges.c, len(ranges) * _RANGE)
+        elif ranges:
+            # An initializer list is filled in C: much faster than setting fields.
+            buf[0 : len(ranges)] = [(r.start, r.end, int(r.type)) for r in ranges]
+        return cls(buf, len(ranges))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
@@ -249,14 +267,15 @@ def _index(i: int) -> int | None:
     return None if i < 0 else i
 
 
-class PhdrTable(Sequence[Phdr]):
+class PhdrTable(_CTable[Phdr]):
     """ELF64 program headers in a C array (``struct kexecd_phdr[]``), read-only."""
 
-    __slots__ = ("_nr", "c")
+    __slots__ = ()
+    _what = "program header"
 
-    def __init__(self, c: Any, nr: int) -> None:
-        self.c = c
-        self._nr = nr
+    @staticmethod
+    def _item(e: Any) -> Phdr:
+        return Phdr(e.type, e.flags, e.offset, e.vaddr, e.paddr, e.filesz, e.memsz, e.align)
 
     @classmethod
     def of(cls, phdrs: Sequence[Phdr]) -> PhdrTable:
@@ -270,27 +289,6 @@ class PhdrTable(Sequence[Phdr]):
                 for p in phdrs
             ]
         return cls(buf, len(phdrs))
-
-    def __len__(self) -> int:
-        return self._nr
-
-    @overload
-    def __getitem__(self, i: int) -> Phdr: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Phdr]: ...
-    def __getitem__(self, i: int | slice) -> Phdr | list[Phdr]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(self._nr))]
-        if i < 0:
-            i += self._nr
-        if not 0 <= i < self._nr:
-            raise IndexError("program header index out of range")
-        p = self.c[i]
-        return Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
-
-    def __iter__(self) -> Iterator[Phdr]:
-        for p in self.c[0 : self._nr]:
-            yield Phdr(p.type, p.flags, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.align)
 
     def summary(self, text_map: int) -> HeaderSummary:
         """What the table holds, RAM being the PT_LOADs below ``text_map``."""
