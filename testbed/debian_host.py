@@ -1,16 +1,18 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""A real Debian 12 kdump host for the VM tier, built from Debian's archive.
+"""A real Debian kdump host for the VM tier, built from Debian's archive:
+Debian 12 (bookworm) or 13 (trixie), :mod:`testbed.debian_suites`.
 
-Two stages, both cached in ``$KEXECD_VM_CACHE/debian-host`` outside the repo:
+Two stages, both cached in ``$KEXECD_VM_CACHE/debian-host`` outside the repo
+(a suite's names start with its ``cache_prefix``; bookworm's have none):
 
-1. **The base root** (:func:`base_root`): ``mmdebstrap`` of bookworm with
+1. **The base root** (:func:`base_root`): ``mmdebstrap`` of the suite with
    systemd, udev, kdump-tools, makedumpfile, kexec-tools, Debian's kernel,
    initramfs-tools and kexecd's Debian dependencies. kdump-tools' own initrd
    is built in the root as its kernel hook would build it at boot
-   (``/etc/kernel/postinst.d/kdump-tools`` in kdump-tools 1:1.8.1), but with
-   ``MODULES=list``: ``MODULES=dep`` cannot see the guest's disk from a chroot.
-   Rebuilt only when :data:`PACKAGES`, the kernel package or
-   :data:`BASE_HOOK` change (about 70 s).
+   (``/etc/kernel/postinst.d/kdump-tools``), but with ``MODULES=list``:
+   ``MODULES=dep`` cannot see the guest's disk from a chroot. Rebuilt only
+   when the suite's packages, hooks or kernel package change (bookworm about
+   70 s, trixie about 90 s).
 2. **The host image** (:func:`host_image`): a copy of the base root with
    ``kexecd_*.deb`` installed by ``apt-get install ./kexecd_*.deb`` (the way
    a user installs it), the test bed's agent as a systemd service, and the
@@ -18,15 +20,18 @@ Two stages, both cached in ``$KEXECD_VM_CACHE/debian-host`` outside the repo:
    (``MAKEDUMP_ARGS``), written to a raw ext4 image with ``mkfs.ext4 -d``.
    Rebuilt when the package, the agent or this recipe change (about 15 s).
 
-:func:`boot_host` boots a copy of the image with its own kernel and initrd;
+:func:`boot_host` boots a copy of the image with its own kernel and initrd
+in the suite's machine;
 :func:`read_crash_dir` reads ``/var/crash`` back out of a disk image with
 ``debugfs`` after the guest has written a dump and rebooted.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -35,77 +40,11 @@ from pathlib import Path
 
 from testbed import assets, debpkg
 from testbed.boot import launch, new_run_dir
+from testbed.debian_suites import BOOKWORM, SUITES, HostSuite
 from testbed.guest import Guest
 from testbed.qemu import BootSpec, Machine
 from testbed.transport import TestbedError
 
-SUITE = "bookworm"
-MIRRORS = (
-    "deb http://deb.debian.org/debian bookworm main",
-    "deb http://deb.debian.org/debian bookworm-updates main",
-    "deb http://deb.debian.org/debian-security bookworm-security main",
-)
-# What a minimal Debian 12 kdump host has, plus kexecd's Depends (so that
-# installing the .deb needs no network) and python3 for the agent.
-PACKAGES = (
-    "systemd",
-    "systemd-sysv",
-    "udev",
-    "kdump-tools",
-    "makedumpfile",
-    "kexec-tools",
-    "linux-image-amd64",
-    "initramfs-tools",
-    "busybox",
-    "kmod",
-    "procps",
-    "python3",
-    "python3-pyudev",
-    "python3-cffi-backend",
-    "python3-pyelftools",
-    "python3-systemd",
-    # The fleet view: node exporter serves kexecd.prom from its textfile
-    # directory (/var/lib/prometheus/node-exporter).
-    "prometheus-node-exporter",
-)
-# Run in the new root once its essential packages are in (``$1`` is the
-# root): kdump-tools' kernel hook is set aside while the rest is installed.
-# Whether it runs depends on the order dpkg configures kdump-tools and the
-# kernel in, which varies with the archive's versions; when it runs in a
-# chroot it fails ("mkinitramfs: failed to determine device for /": its
-# MODULES=dep cannot see the guest's disk) and takes the whole install down.
-ESSENTIAL_HOOK = r"""
-set -eu
-chroot "$1" dpkg-divert --quiet --local --rename --divert \
-	/etc/kernel/postinst.d/kdump-tools.testbed --add /etc/kernel/postinst.d/kdump-tools
-"""
-# Run in the new root after mmdebstrap (``$1`` is the root): the hook put
-# back, then kdump-tools' initrd as that hook builds it, with the modules the crash kernel
-# needs to mount the guest's virtio disk named, and the symlinks and sysctl
-# record kdump-config checks at boot (else it deletes and rebuilds the initrd).
-BASE_HOOK = r"""
-set -eu
-root=$1
-kver=$(ls "$root/lib/modules")
-chroot "$root" dpkg-divert --quiet --local --rename --remove /etc/kernel/postinst.d/kdump-tools
-chroot "$root" sh -eu -c '
-kver=$1
-d=/var/lib/kdump
-mkdir -p $d
-rm -rf $d/initramfs-tools
-cp -pr /etc/initramfs-tools $d/
-mkdir -p $d/initramfs-tools/conf.d
-echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
-printf "%s\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
-echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
-mkinitramfs -d $d/initramfs-tools -o $d/initrd.img-$kver $kver
-cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
-ln -fs /boot/vmlinuz-$kver $d/vmlinuz
-ln -fs $d/initrd.img-$kver $d/initrd.img
-echo kexecd-host >/etc/hostname
-printf "/dev/vda / ext4 rw 0 1\n" >/etc/fstab
-' sh "$kver"
-"""
 # kdump-config always adds -F (flattened); -E makes the flattened stream an
 # ELF core once 'makedumpfile -R' has rebuilt it, and -d 23 drops zero, cache
 # and free pages but keeps user pages (the pattern the test looks for).
@@ -131,12 +70,13 @@ IMAGE_RECIPE = 1
 
 @dataclass(frozen=True)
 class HostImage:
-    """A bootable Debian 12 kdump host: its disk and its own kernel and initrd."""
+    """A bootable Debian kdump host: its disk, its own kernel and initrd, its suite."""
 
     disk: Path
     kernel: assets.Kernel
     initrd: Path
     kver: str
+    suite: HostSuite
 
 
 def _dir() -> Path:
@@ -155,42 +95,45 @@ def _run(argv: list[str], log: Path, what: str) -> None:
 
 
 def _newest_only(parent: Path, keep: Path) -> None:
-    for old in parent.glob(f"{keep.name.split('-')[0]}-*"):
-        if old != keep:
+    """Remove the older builds of ``keep``'s kind (``STEM-KEY``, KEY 16 hex
+    digits, and its ``.tmp``): another suite's (another STEM) stay."""
+    stem = keep.name.rsplit("-", 1)[0]
+    same = re.compile(rf"{re.escape(stem)}-[0-9a-f]{{16}}(\.tmp)?")
+    for old in parent.iterdir():
+        if old != keep and same.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
 
 
-def base_root() -> Path:
-    """The cached bookworm root with kdump-tools set up (built once per recipe)."""
+def base_root(suite: HostSuite = BOOKWORM) -> Path:
+    """The cached root of ``suite`` with kdump-tools set up (built once per recipe)."""
     for tool in ("mmdebstrap", "mkfs.ext4", "debugfs"):
         if not shutil.which(tool):
             raise TestbedError(f"{tool} is missing: run 'bash scripts/setup'")
-    kernel = assets.kernel_package()
-    key = assets.content_key(SUITE, *MIRRORS, *PACKAGES, ESSENTIAL_HOOK, BASE_HOOK, kernel)
-    done = _dir() / f"base-{key}"
+    key = suite.base_key(suite.kernel_package())
+    done = _dir() / f"{suite.cache_prefix}base-{key}"
     if (done / "ok").exists():
         return done / "root"
-    work = _dir() / f"base-{key}.tmp"
+    work = done.with_name(done.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     hook, essential = work / "hook.sh", work / "essential-hook.sh"
-    hook.write_text(BASE_HOOK)
-    essential.write_text(ESSENTIAL_HOOK)
+    hook.write_text(suite.base_hook)
+    essential.write_text(suite.essential_hook)
     log = work / "build.log"
     _run(
         [
             "mmdebstrap",
             "--variant=minbase",
             "--mode=root",
-            f"--include={','.join(PACKAGES)}",
+            f"--include={','.join(suite.packages)}",
             f'--essential-hook=sh {essential} "$1"',
             f'--customize-hook=sh {hook} "$1"',
-            SUITE,
+            suite.name,
             str(work / "root"),
-            *MIRRORS,
+            *suite.mirrors,
         ],
         log,
-        "mmdebstrap of the Debian host's root",
+        f"mmdebstrap of the Debian {suite.version} host's root",
     )
     (work / "ok").write_text(time.strftime("%F %T\n"))
     shutil.rmtree(done, ignore_errors=True)
@@ -204,9 +147,10 @@ def _agent_sources() -> list[tuple[str, bytes]]:
     return [(name, (here / name).read_bytes()) for name in AGENT_FILES]
 
 
-def host_image(deb: Path) -> HostImage:
-    """The Debian host's disk image with ``deb`` installed (cached per package)."""
-    base = base_root()
+def host_image(deb: Path, suite: HostSuite = BOOKWORM) -> HostImage:
+    """The Debian host's disk image of ``suite`` with ``deb`` installed (cached
+    per package)."""
+    base = base_root(suite)
     agent = _agent_sources()
     key = assets.content_key(
         str(base),
@@ -218,14 +162,14 @@ def host_image(deb: Path) -> HostImage:
         IMAGE_SIZE,
         str(IMAGE_RECIPE),
     )
-    done = _dir() / f"image-{key}"
+    done = _dir() / f"{suite.cache_prefix}image-{key}"
     if not (done / "ok").exists():
         _build_image(base, deb, agent, done)
     info = json.loads((done / "ok").read_text())
     kver = info["kver"]
     # The modules stay in the image: the guest boots from its own disk.
     kernel = assets.Kernel(info["package"], done / f"vmlinuz-{kver}", done / "no-modules")
-    return HostImage(done / "disk.img", kernel, done / f"initrd.img-{kver}", kver)
+    return HostImage(done / "disk.img", kernel, done / f"initrd.img-{kver}", kver, suite)
 
 
 def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Path) -> None:
@@ -269,10 +213,7 @@ def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Pa
     # kdump-tools as Debian ships it, but for a dump the test can read.
     defaults = root / "etc/default/kdump-tools"
     defaults.write_text(defaults.read_text() + f'\nMAKEDUMP_ARGS="{MAKEDUMP_ARGS}"\n')
-    kvers = sorted(p.name for p in (root / "lib/modules").iterdir())
-    if len(kvers) != 1:
-        raise TestbedError(f"expected one kernel in the Debian host's root, found {kvers}")
-    kver = kvers[0]
+    kver = kernel_version(root)
     shutil.copy(root / "boot" / f"vmlinuz-{kver}", work / f"vmlinuz-{kver}")
     shutil.copy(root / "boot" / f"initrd.img-{kver}", work / f"initrd.img-{kver}")
     _run(
@@ -297,6 +238,19 @@ def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Pa
     _newest_only(_dir(), done)
 
 
+def kernel_version(root: Path) -> str:
+    """The one kernel release installed in ``root`` (``usr/lib/modules``: merged
+    /usr in both suites, the one place in trixie).
+
+    :raises TestbedError: none or more than one.
+    """
+    modules = root / "usr/lib/modules"
+    kvers = sorted(p.name for p in modules.iterdir()) if modules.is_dir() else []
+    if len(kvers) != 1:
+        raise TestbedError(f"expected one kernel in {modules}, found {kvers}")
+    return kvers[0]
+
+
 def boot_host(
     image: HostImage,
     name: str,
@@ -307,6 +261,7 @@ def boot_host(
 ) -> Guest:
     """Boot a fresh copy of the Debian host's disk; wait for its agent.
 
+    :param machine: the QEMU machine; by default the suite's.
     :param append: more kernel parameters (``systemd.mask=kexecd.service``, say).
     :param disk: boot this disk as it is instead, moved into the new run
         directory (a dead guest's, after a power cut: the same machine booted
@@ -330,9 +285,10 @@ def copy_disk(src: Path, dst: Path) -> None:
 def host_spec(
     image: HostImage, disk: Path, machine: Machine | None = None, append: tuple[str, ...] = ()
 ) -> BootSpec:
-    """What :func:`boot_host` boots: ``image``'s kernel and initrd, ``disk`` as its root."""
+    """What :func:`boot_host` boots: ``image``'s kernel and initrd, ``disk`` as
+    its root, in ``machine`` (by default the suite's)."""
     return BootSpec(
-        machine or Machine(),
+        machine or image.suite.machine,
         image.kernel,
         image.initrd,
         append=("root=/dev/vda", "rw", "console=ttyS0", *append),
@@ -365,12 +321,16 @@ def flattened_to_elf(dump: Path, out: Path) -> Path:
     return out
 
 
-def main() -> None:
-    """Build the root and the image with this tree's .deb ahead of time
-    (scripts/setup calls this)."""
+def main(argv: list[str] | None = None) -> None:
+    """Build a suite's root and image with this tree's .deb ahead of time
+    (scripts/setup calls this): ``python -m testbed.debian_host [--suite trixie]``."""
+    parser = argparse.ArgumentParser(prog="python -m testbed.debian_host")
+    parser.add_argument("--suite", choices=sorted(SUITES), default=BOOKWORM.name)
+    suite = SUITES[parser.parse_args(argv).suite]
     start = time.monotonic()
-    image = host_image(debpkg.ensure_deb())
-    print(f"Debian 12 kdump host: {image.disk} ({time.monotonic() - start:.0f} s)")
+    suite.update_lists()
+    image = host_image(debpkg.ensure_deb(), suite)
+    print(f"Debian {suite.version} kdump host: {image.disk} ({time.monotonic() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def settled_host(
     is dropped and the host booted. ``keep=False``: not saved after a boot
     (no other test settles it so; saving costs 10-20 s), restored if saved.
     """
-    machine = Machine()
+    machine = image.suite.machine
     where = image.disk.parent / f"saved-{_key(settle, machine, append)}"
     if (where / STATE).is_file():
         try:
