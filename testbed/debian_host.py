@@ -12,7 +12,7 @@ Two stages, both cached in ``$KEXECD_VM_CACHE/debian-host`` outside the repo
    (``/etc/kernel/postinst.d/kdump-tools``), but with ``MODULES=list``:
    ``MODULES=dep`` cannot see the guest's disk from a chroot. Rebuilt only
    when the suite's packages, hooks or kernel package change (bookworm about
-   70 s, trixie about 90 s).
+   70 s, trixie 40-75 s of mmdebstrap here).
 2. **The host image** (:func:`host_image`): a copy of the base root with
    ``kexecd_*.deb`` installed by ``apt-get install ./kexecd_*.deb`` (the way
    a user installs it), the test bed's agent as a systemd service, and the

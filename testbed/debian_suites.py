@@ -19,7 +19,7 @@ machine the host needs.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import assets
@@ -53,9 +53,9 @@ class HostSuite:
     name: str
     version: str
     mirrors: tuple[str, ...]
-    packages: tuple[str, ...]
-    essential_hook: str
-    base_hook: str
+    packages: tuple[str, ...] = field(repr=False)
+    essential_hook: str = field(repr=False)
+    base_hook: str = field(repr=False)
     machine: Machine
     cache_prefix: str
     own_lists: bool
