@@ -138,6 +138,8 @@ def p2_figures(
     changes = sorted(
         float(t) for t, a, s, d in seen if changes_header(Event(str(a), str(s), str(d), 0))
     )
+    if not changes:
+        raise RuntimeError("bench.guest_uevents recorded no event that changes the header")
     done = hist[-1]["done_mono"]
     took = [(h["done_mono"] - h["start_mono"]) * 1000 for h in hist]
     gaps = [(b - a) * 1000 for a, b in itertools.pairwise(changes)]
@@ -147,9 +149,9 @@ def p2_figures(
         "consistent_ms": (done - min(h["first_event_mono"] for h in hist)) * 1000,
         "after_last_event_ms": max(0.0, (done - st["last_event_mono"]) * 1000),
         "changes": len(changes),
-        "changes_span_ms": (changes[-1] - changes[0]) * 1000 if changes else 0.0,
+        "changes_span_ms": (changes[-1] - changes[0]) * 1000,
         "longest_pause_ms": max(gaps, default=0.0),
-        "after_last_change_ms": max(0.0, (done - changes[-1]) * 1000) if changes else 0.0,
+        "after_last_change_ms": max(0.0, (done - changes[-1]) * 1000),
         "refresh_ms": took,
         "rule_ms": Config().settle_ms + took[-2 if len(took) > 1 else -1] + took[-1],
         "without_crash_kernel_ms": sum(h["load_ms"] for h in hist),

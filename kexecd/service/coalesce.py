@@ -16,22 +16,25 @@ class Coalescer:
       more refresh, due once they pause for the quiet period, but never later
       than ``max_delay`` seconds after the first of them.
     * **The quiet period** is ``settle`` seconds plus the time the last reload
-      took (a refresh that loaded an image, from :meth:`take` to
-      :meth:`finished`), never more than ``max_delay``. A pause shorter than
-      a reload would save less waiting than the reload it costs: one more
-      reload of the crash kernel (``kexec_load`` frees the old image first,
-      so it is a window without one) and one more refresh's work. So a burst
-      whose parts come a little slower than a reload takes, such as DIMMs
-      hot-added one by one (one ACPI event each, 230 ms apart in the test
-      bed's guest, where a reload takes 220 ms), is one burst: two reloads
-      in all.
+      took (a refresh for events that loaded an image, from :meth:`take` to
+      :meth:`finished`), never more than ``max_delay``. Reloading at a pause
+      shorter than a reload saves less waiting than it costs if the burst
+      goes on: one more reload of the crash kernel (``kexec_load`` frees the
+      old image first, so each is a window without one) and one more
+      refresh's work. So DIMMs hot-added one by one (one ACPI event each,
+      about 230 ms apart in the test bed's emulated guest, where a reload
+      takes about 220 ms: a quiet period of 320 ms) are one burst, two
+      reloads in all. Pauses longer than the quiet period still split a
+      burst, one reload each.
 
     The trade-off: the trailing refresh starts a quiet period after the last
     event, so the crash kernel is current about ``settle`` plus two reloads
-    after it (the wait, then the reload), not one. No rule can do better
-    and keep to two reloads: to make one refresh of events that come ``g``
-    seconds apart, it must wait ``g`` after each of them before reloading,
-    since it cannot tell the last one from the others.
+    after it (the wait, then the reload), not one reload after it. No rule
+    can do better and keep to two reloads: to make one refresh of events
+    that come ``g`` seconds apart, it must wait ``g`` after each of them
+    before reloading, since it cannot tell the last one from the others. So
+    "current one reload (plus 50 ms) after the last event" holds for a lone
+    event only (docs/benchmarks.md, P2).
 
     A burst shorter than ``max_delay`` thus costs at most two refreshes, and
     the last one starts after the last event, so it reads the final state.

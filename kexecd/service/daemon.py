@@ -105,7 +105,7 @@ class Daemon:
         self.session = ImageSession()
         self.recorder = Recorder(cfg, self.root, self.loop)
         self.kexec_cmd: Path | None = None  # the distro's record, when adopting
-        self.loaded = False  # the last reconcile loaded an image (the coalescer times it)
+        self._loaded = False  # the last reconcile loaded an image (the coalescer times it)
         self.stopping = False
         # What triggers a refresh, in order: when it is due, the refresh, its
         # timer in the loop (moved by _rearm() whenever a source changed).
@@ -163,7 +163,7 @@ class Daemon:
         """Refresh now; record what happened; return the record."""
         start = self.clock()
         self.state.reconciles += 1
-        self.loaded = False
+        self._loaded = False
         record = UpdateRecord(time=timestamp(), why=why)
         if self.session.watch is not None:
             self.session.watch.rewatch()
@@ -173,7 +173,7 @@ class Daemon:
         except KexecdError as e:
             return self._failed(record, "refresh", e)
         self.session.refreshed(loaded=r.loaded)
-        self.loaded = r.loaded
+        self._loaded = r.loaded
         out = self._succeeded(record, r, start, first_event)
         spans.mark("publish")
         log.debug("refresh (%s) %s", r.decision.action.value, spans)
@@ -307,7 +307,7 @@ class Daemon:
 
     def _after_refresh(self, record: UpdateRecord) -> UpdateRecord:
         now = self.clock()
-        self.coalescer.finished(now, loaded=self.loaded)
+        self.coalescer.finished(now, loaded=self._loaded)
         self.removals.follow(self.root, self.recorder.last_system, now)
         self._rearm()
         return record

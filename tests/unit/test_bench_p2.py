@@ -48,6 +48,13 @@ def test_p2_figures_time_the_last_event_that_changes_the_header() -> None:
     assert kx["floor_ms"] == 165.0 and kx["without_crash_kernel_ms"] == 330.0
 
 
+def test_p2_figures_need_the_recorders_events() -> None:
+    st, hist, seen = _timeline()
+    onlines = [e for e in seen if e[1] == "online"]
+    with pytest.raises(RuntimeError, match="recorded no event that changes the header"):
+        p2_figures(st, hist, onlines)
+
+
 def test_p2_line_says_both_targets() -> None:
     st, hist, seen = _timeline()
     line = p2_line(256, p2_figures(st, hist, seen))
