@@ -15,17 +15,19 @@ class Coalescer:
       the quiet period is over, mark the state dirty; together they make one
       more refresh, due once they pause for the quiet period, but never later
       than ``max_delay`` seconds after the first of them.
-    * **The quiet period** is ``settle`` seconds plus the time the last reload
-      took (a refresh for events that loaded an image, from :meth:`take` to
-      :meth:`finished`), never more than ``max_delay``. Reloading at a pause
-      shorter than a reload saves less waiting than it costs if the burst
-      goes on: one more reload of the crash kernel (``kexec_load`` frees the
-      old image first, so each is a window without one) and one more
-      refresh's work. So DIMMs hot-added one by one (one ACPI event each,
+    * **The quiet period** is ``settle`` seconds plus the longer of the time
+      the last reload took (a refresh for events that loaded an image, from
+      :meth:`take` to :meth:`finished`) and the longest pause the burst has
+      taken between two events (with no refresh between them: one it went on
+      after is no sign of its end), never more than ``max_delay``.
+      Reloading at a pause shorter than a reload saves less waiting than it
+      costs if the burst goes on: one more reload of the crash kernel
+      (``kexec_load`` frees the old image first, so each is a window without
+      one) and one more refresh's work. So DIMMs hot-added one by one (one ACPI event each,
       about 230 ms apart in the test bed's emulated guest, where a reload
       takes about 220 ms: a quiet period of 320 ms) are one burst, two
-      reloads in all. Pauses longer than the quiet period still split a
-      burst, one reload each.
+      reloads in all, even if their pauses grow. A pause longer than the
+      quiet period still splits a burst: one more reload.
 
     The trade-off: the trailing refresh starts a quiet period after the last
     event, so the crash kernel is current about ``settle`` plus two reloads
@@ -50,18 +52,23 @@ class Coalescer:
         self.leading = False  # ``first`` came after a quiet period
         self.quiet_at: float | None = None  # when the last event's or refresh's quiet ends
         self.reload = 0.0  # seconds the last reload took (0: none yet)
+        self.pause = 0.0  # the longest pause between two events of this burst
         self.started: float | None = None  # when the refresh for events running now began
 
     @property
     def quiet(self) -> float:
         """Seconds without an event or a refresh that end a burst."""
-        return min(self.settle + self.reload, self.max_delay)
+        return min(self.settle + max(self.reload, self.pause), self.max_delay)
 
     def event(self, now: float) -> None:
         """An event was seen at ``now``."""
         if self.first is None:
             self.first = now
             self.leading = self.quiet_at is None or now >= self.quiet_at
+            if self.leading:
+                self.pause = 0.0  # a new burst
+        elif self.last is not None:
+            self.pause = max(self.pause, now - self.last)
         self.last = now
         self._busy_until(now + self.quiet)
 

@@ -8,9 +8,9 @@
     runtime_dir = "/run/kexecd"      # state.json and kexecd.sock
     root = "/"                       # read /proc and /sys under this directory
     source = "udev"                  # uevents from udevd, or "kernel" without it
-    settle_ms = 100                  # quiet = this + the last reload's time: the first event
-                                     # after quiet: refresh at once; later ones: once they
-                                     # pause for quiet ...
+    settle_ms = 100                  # quiet = this + the last reload's time (or the burst's
+                                     # longest pause): the first event after quiet: refresh
+                                     # at once; later ones: once they pause for quiet ...
     max_delay_ms = 3000              # ... never later than this after the first of them
     adopt = true                     # take over the crash kernel the distro loads
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)

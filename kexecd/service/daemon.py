@@ -9,7 +9,8 @@ timers (the coalescing deadline, the retry after a failure, the look again
 at removed memory, the watchdog, the publication of counted events, the
 heartbeat of ``kexecd.prom``, each client's deadline). The first event after
 a quiet period is refreshed for at once; the events that follow within
-the quiet period (``settle_ms`` plus the time the last reload took) make one
+the quiet period (``settle_ms`` plus the longer of the time the last reload
+took and the burst's longest pause so far) make one
 more refresh, once they pause for that long and never later than
 ``max_delay_ms`` after the first of them
 (:class:`~kexecd.service.coalesce.Coalescer`). On start the daemon adopts

@@ -31,14 +31,17 @@ def test_first_event_after_quiet_is_due_at_once() -> None:
     c.event(10.01)  # seen before the refresh started: covered by it
     assert c.take(10.0) == 10.0 and c.deadline() is None
     c.finished(10.1)
-    c.event(10.15)  # within settle of the refresh: trailing
-    assert c.deadline() == pytest.approx(10.25)
-    c.event(10.2)
-    assert c.deadline() == pytest.approx(10.3)
-    assert c.take(10.3) == 10.15
-    c.finished(10.35)
-    c.event(10.5)  # quiet for settle since the last refresh: leading again
-    assert c.deadline() == 10.5
+    # The quiet period: settle, plus the burst's longest pause (10 ms so
+    # far; no reload was timed: this refresh loaded nothing).
+    c.event(10.15)  # within it of the refresh: trailing
+    assert c.deadline() == pytest.approx(10.26)
+    c.event(10.2)  # a pause of 50 ms: the quiet period is 150 ms now
+    assert c.deadline() == pytest.approx(10.35)
+    assert c.take(10.35) == 10.15
+    c.finished(10.4)
+    c.event(10.6)  # quiet since the last refresh: leading again
+    assert c.deadline() == 10.6
+    assert c.pause == 0.0  # a new burst
 
 
 def test_trailing_refresh_is_capped_by_max_delay() -> None:

@@ -83,11 +83,44 @@ def test_dimms_one_by_one_are_one_burst(gap: float) -> None:
     assert out[0][0] == T0  # the leading edge: no wait
     last = events[-1]
     assert out[1][0] > last
-    assert out[1][0] - last == pytest.approx(SETTLE + RELOAD)
-    # Current settle plus two reloads after the last event: the wait, then
-    # the reload (the price of merging; a floor + 50 ms contract would need
-    # no wait at all, hence a reload per DIMM).
-    assert out[1][1] - last == pytest.approx(SETTLE + 2 * RELOAD)
+    # The pauses between DIMMs: 31 ms of block events each, then the gap.
+    assert c.pause == pytest.approx(max(0.0, gap - 0.031))
+    wait = SETTLE + max(RELOAD, c.pause)
+    assert out[1][0] - last == pytest.approx(wait)
+    # Current that wait and a reload after the last event (the price of
+    # merging; a floor + 50 ms contract would need no wait at all, hence a
+    # reload per DIMM): settle plus two reloads, for pauses up to a reload.
+    assert out[1][1] - last == pytest.approx(wait + RELOAD)
+
+
+def test_a_burst_whose_pauses_grow_is_still_one() -> None:
+    # Each DIMM slower than the one before (pauses up to 445 ms, past settle
+    # plus a reload): each pause the burst went on after lengthens its quiet
+    # period, so that a longer one is not taken for its end.
+    c = Coalescer(SETTLE, MAX_DELAY)
+    starts, t = [], T0
+    for gap in (0.0, 0.25, 0.3, 0.35, 0.4, 0.45, 0.45, 0.45):
+        t += gap
+        starts.append(t)
+    events = [s + b * 0.001 for s in starts for b in range(8)]
+    out = replay(c, events)
+    assert len(out) == 2, out
+    assert c.pause == pytest.approx(0.45 - 0.007)
+    assert out[1][0] - events[-1] == pytest.approx(SETTLE + c.pause)
+    # The next burst starts afresh.
+    replay(c, [T0 + 10.0])
+    assert c.pause == 0.0
+
+
+def test_a_pause_across_a_refresh_is_not_learnt() -> None:
+    c = Coalescer(SETTLE, MAX_DELAY)
+    c.event(0.0)
+    c.take(0.0)
+    c.finished(0.2, loaded=True)
+    c.event(0.45)  # within the quiet period (0.3) of the refresh's end: trailing
+    assert c.pause == 0.0 and c.deadline() == pytest.approx(0.75)
+    c.event(0.6)
+    assert c.pause == pytest.approx(0.15)
 
 
 def test_the_old_quiet_period_split_the_dimms() -> None:
