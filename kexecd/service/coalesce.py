@@ -18,16 +18,17 @@ class Coalescer:
     * **The quiet period** is ``settle`` seconds plus the longer of the time
       the last reload took (a refresh for events that loaded an image, from
       :meth:`take` to :meth:`finished`) and the longest pause the burst has
-      taken between two events (with no refresh between them: one it went on
-      after is no sign of its end), never more than ``max_delay``.
+      taken between two events seen with no refresh between them (a burst
+      that went on after a pause may pause as long again), never more than
+      ``max_delay``.
       Reloading at a pause shorter than a reload saves less waiting than it
       costs if the burst goes on: one more reload of the crash kernel
       (``kexec_load`` frees the old image first, so each is a window without
-      one) and one more refresh's work. So DIMMs hot-added one by one (one ACPI event each,
-      about 230 ms apart in the test bed's emulated guest, where a reload
-      takes about 220 ms: a quiet period of 320 ms) are one burst, two
-      reloads in all, even if their pauses grow. A pause longer than the
-      quiet period still splits a burst: one more reload.
+      one) and one more refresh's work. So DIMMs hot-added one by one (one
+      ACPI event each, about 230 ms apart in the test bed's emulated guest,
+      where a reload takes about 220 ms: a quiet period of 320 ms) are one
+      burst, two reloads in all, even if their pauses grow. A pause longer
+      than the quiet period still splits a burst: one more reload.
 
     The trade-off: the trailing refresh starts a quiet period after the last
     event, so the crash kernel is current about ``settle`` plus two reloads
