@@ -36,8 +36,8 @@ class Coalescer:
     can do better and keep to two reloads: to make one refresh of events
     that come ``g`` seconds apart, it must wait ``g`` after each of them
     before reloading, since it cannot tell the last one from the others. So
-    "current one reload (plus 50 ms) after the last event" holds for a lone
-    event only (docs/benchmarks.md, P2).
+    "current one reload (plus 50 ms) after the last event" can hold for a
+    lone event only (docs/benchmarks.md, P2).
 
     A burst shorter than ``max_delay`` thus costs at most two refreshes, and
     the last one starts after the last event, so it reads the final state.
