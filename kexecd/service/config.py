@@ -8,9 +8,10 @@
     runtime_dir = "/run/kexecd"      # state.json and kexecd.sock
     root = "/"                       # read /proc and /sys under this directory
     source = "udev"                  # uevents from udevd, or "kernel" without it
-    settle_ms = 100                  # the first event after this long quiet: refresh at once;
-                                     # later ones: once they stop for this long ...
-    max_delay_ms = 1000              # ... never later than this after the first of them
+    settle_ms = 100                  # quiet = this + the last reload's time (or the burst's
+                                     # longest pause): the first event after quiet: refresh
+                                     # at once; later ones: once they pause for quiet ...
+    max_delay_ms = 3000              # ... never later than this after the first of them
     adopt = true                     # take over the crash kernel the distro loads
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
     crash_acpi_no_memhotplug = true  # append it to a crash command line that lacks it,
@@ -52,7 +53,7 @@ class Config:
     root: Path = Path("/")
     source: str = "udev"
     settle_ms: int = 100
-    max_delay_ms: int = 1000
+    max_delay_ms: int = 3000
     adopt: bool = True
     kexec_cmd: str = ""
     crash_acpi_no_memhotplug: bool = True

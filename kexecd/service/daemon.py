@@ -9,8 +9,10 @@ timers (the coalescing deadline, the retry after a failure, the look again
 at removed memory, the watchdog, the publication of counted events, the
 heartbeat of ``kexecd.prom``, each client's deadline). The first event after
 a quiet period is refreshed for at once; the events that follow within
-``settle_ms`` make one more refresh, once they stop for ``settle_ms`` and
-never later than ``max_delay_ms`` after the first of them
+the quiet period (``settle_ms`` plus the longer of the time the last reload
+took and the burst's longest pause so far) make one
+more refresh, once they pause for that long and never later than
+``max_delay_ms`` after the first of them
 (:class:`~kexecd.service.coalesce.Coalescer`). On start the daemon adopts
 the distro's crash kernel if it loaded a new one, else reconciles at once,
 so a hotplug that happened while it was down is caught. Every reconcile is
@@ -104,6 +106,7 @@ class Daemon:
         self.session = ImageSession()
         self.recorder = Recorder(cfg, self.root, self.loop)
         self.kexec_cmd: Path | None = None  # the distro's record, when adopting
+        self._loaded = False  # the last reconcile loaded an image (the coalescer times it)
         self.stopping = False
         # What triggers a refresh, in order: when it is due, the refresh, its
         # timer in the loop (moved by _rearm() whenever a source changed).
@@ -161,6 +164,7 @@ class Daemon:
         """Refresh now; record what happened; return the record."""
         start = self.clock()
         self.state.reconciles += 1
+        self._loaded = False
         record = UpdateRecord(time=timestamp(), why=why)
         if self.session.watch is not None:
             self.session.watch.rewatch()
@@ -170,6 +174,7 @@ class Daemon:
         except KexecdError as e:
             return self._failed(record, "refresh", e)
         self.session.refreshed(loaded=r.loaded)
+        self._loaded = r.loaded
         out = self._succeeded(record, r, start, first_event)
         spans.mark("publish")
         log.debug("refresh (%s) %s", r.decision.action.value, spans)
@@ -290,7 +295,7 @@ class Daemon:
         return None
 
     def _refresh_for_events(self) -> UpdateRecord:
-        first = self.coalescer.take()
+        first = self.coalescer.take(self.clock())
         return self._after_refresh(self.reconcile("events", first))
 
     def _retry(self) -> UpdateRecord:
@@ -303,7 +308,7 @@ class Daemon:
 
     def _after_refresh(self, record: UpdateRecord) -> UpdateRecord:
         now = self.clock()
-        self.coalescer.finished(now)
+        self.coalescer.finished(now, loaded=self._loaded)
         self.removals.follow(self.root, self.recorder.last_system, now)
         self._rearm()
         return record

@@ -29,27 +29,30 @@ def test_first_event_after_quiet_is_due_at_once() -> None:
     c.event(10.0)
     assert c.deadline() == 10.0  # leading edge: no wait
     c.event(10.01)  # seen before the refresh started: covered by it
-    assert c.take() == 10.0 and c.deadline() is None
+    assert c.take(10.0) == 10.0 and c.deadline() is None
     c.finished(10.1)
-    c.event(10.15)  # within settle of the refresh: trailing
-    assert c.deadline() == pytest.approx(10.25)
-    c.event(10.2)
-    assert c.deadline() == pytest.approx(10.3)
-    assert c.take() == 10.15
-    c.finished(10.35)
-    c.event(10.5)  # quiet for settle since the last refresh: leading again
-    assert c.deadline() == 10.5
+    # The quiet period: settle, plus the burst's longest pause (10 ms so
+    # far; no reload was timed: this refresh loaded nothing).
+    c.event(10.15)  # within it of the refresh: trailing
+    assert c.deadline() == pytest.approx(10.26)
+    c.event(10.2)  # a pause of 50 ms: the quiet period is 150 ms now
+    assert c.deadline() == pytest.approx(10.35)
+    assert c.take(10.35) == 10.15
+    c.finished(10.4)
+    c.event(10.6)  # quiet since the last refresh: leading again
+    assert c.deadline() == 10.6
+    assert c.pause == 0.0  # a new burst
 
 
 def test_trailing_refresh_is_capped_by_max_delay() -> None:
     c = Coalescer(settle=SETTLE, max_delay=MAX_DELAY)
     c.event(0.0)
-    c.take()
+    c.take(0.0)
     c.finished(0.05)
     for i in range(100):  # a long, steady burst: events every 50 ms
         c.event(0.06 + i * 0.05)
     assert c.deadline() == pytest.approx(1.06)  # 1 s after the first it covers
-    assert c.take() == pytest.approx(0.06)
+    assert c.take(1.06) == pytest.approx(0.06)
 
 
 class Clock:
@@ -61,15 +64,16 @@ class Clock:
 
 
 class TimedBackend(FakeBackend):
-    """A load that takes ``LOAD`` seconds of the fake clock."""
+    """A load that takes ``seconds`` (``LOAD``) of the fake clock."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, seconds: float = LOAD) -> None:
         super().__init__()
         self.clock = clock
+        self.seconds = seconds
 
     def load(self, entry: int, flags: int, segments: Sequence[Segment]) -> None:
         super().load(entry, flags, segments)
-        self.clock.t += LOAD
+        self.clock.t += self.seconds
 
 
 @dataclass
