@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from testbed import debian_host, debpkg
+from testbed import debian_host, debian_suites, debpkg
 from testbed.debian_host import HostImage
 from testbed.vm import Guest, Machine, boot
 from tests.vm.captures import VMEM_APPEND, VMEM_MACHINE
@@ -131,8 +131,14 @@ def host_image() -> HostImage:
     return debian_host.host_image(debpkg.ensure_deb())
 
 
+@pytest.fixture(scope="module")
+def trixie_image() -> HostImage:
+    """The Debian 13 host's disk with this tree's .deb installed (cached per package)."""
+    return debian_host.host_image(debpkg.ensure_deb(), debian_suites.TRIXIE)
+
+
 @pytest.fixture
-def host_run(request: pytest.FixtureRequest, host_image: HostImage) -> Iterator[dict[str, Guest]]:
+def host_run(request: pytest.FixtureRequest) -> Iterator[dict[str, Guest]]:
     """The test's Debian host guests by name, closed after it (logs kept on failure)."""
     guests: dict[str, Guest] = {}
     yield guests

@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""kexecd's Debian package on a real Debian 13 kdump host, judged by what lands in /var/crash.
+
+The guest is a stock trixie root (Linux 6.12, systemd 257, kdump-tools
+1:1.10.7, kexec-tools 1:2.0.29, makedumpfile 1.7.6, Python 3.13) with the
+same ``kexecd_*.deb`` as the Debian 12 host installed by ``apt-get install``
+(:data:`testbed.debian_suites.TRIXIE`). It boots with QEMU's ACPI tables
+upgraded, without which 6.12 under TCG cannot hot-add a CPU (FIELD-NOTES
+section 11). The host is booted and settled once (kdump-tools loaded,
+kexecd adopted), saved, and restored for each run; every run ends in a
+real crash through kdump-tools' own capture path and reads the dump back:
+
+* ``stock``: trixie's ``kexec -p`` is a file load (2.0.29 tries
+  ``kexec_file_load`` first) that 6.12 keeps current itself: kexecd stands
+  aside, keeps kdump-tools' per-event rule masked, and the dump after a
+  DIMM and a CPU is whole.
+* ``kexec-load``: ``KDUMP_KEXEC_ARGS="-c"`` in ``/etc/default/kdump-tools``
+  and kdump-tools restarted, as an administrator does: kexecd adopts the new
+  ``kexec_load`` image and refreshes its header itself.
+* ``dropped``: a program loading and unloading a kexec reboot kernel holds
+  the kexec lock while memory comes online, so 6.12 drops some of its own
+  updates ("kexec_trylock() failed"): kexecd reloads the image whole.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from testbed.debian_host import HostImage
+from testbed.vm import Guest
+from tests.vm.test_debian_host import (
+    MASK,
+    PATTERN_PAGES,
+    Outcome,
+    _boot,
+    _check_dump,
+    _crash_and_read,
+    _hotplug,
+    _journal,
+    _kexecd_counts,
+    _record,
+    _wait,
+    _write_pattern,
+)
+
+pytestmark = pytest.mark.vm
+
+CRASH_HOTPLUG = "/sys/devices/system/memory/crash_hotplug"
+DEFAULTS = "/etc/default/kdump-tools"
+
+
+def _state(guest: Guest) -> dict[str, object]:
+    state: dict[str, object] = json.loads(guest.read("/run/kexecd/state.json"))
+    return state
+
+
+def _quiet(guest: Guest, seconds: float = 5.0, timeout: float = 180.0) -> dict[str, object]:
+    """Wait until the daemon has heard, loaded and failed nothing for
+    ``seconds``, is in sync and has no retry pending; return its state."""
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while True:
+        st = _state(guest)
+        now = (st["events"], st["reloads"], st["full_reloads"], st["failed"], st["retry_in_s"])
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= seconds and st["in_sync"] and st["retry_in_s"] is None:
+            return st
+        if time.monotonic() > deadline:
+            raise guest.fail(f"kexecd did not settle within {timeout:.0f} s: {st}")
+        time.sleep(1)
+
+
+def _loaded_by(guest: Guest) -> str:
+    """The syscall of the crash kernel loaded now, as ``kexecd status`` names it."""
+    image = [ln for ln in guest.sh("kexecd status").splitlines() if ln.startswith("image")]
+    assert image, "kexecd status names no image"
+    return "kexec_file_load" if "kexec_file_load" in image[0] else "kexec_load"
+
+
+def _finish(guest: Guest, out: Outcome, dimm: tuple[int, int]) -> None:
+    """The pattern in ``dimm``, the crash, the dump read back and recorded."""
+    out.online_cpus = len(guest.online_cpus())
+    pages = _write_pattern(guest, *dimm)
+    elf = _crash_and_read(guest, out)
+    _check_dump(elf, pages, dimm, out)
+    _record(out)
+
+
+def test_stock_trixie_kernel_keeps_the_header(
+    host_run: dict[str, Guest], trixie_image: HostImage
+) -> None:
+    out = Outcome("trixie-stock")
+    guest = _boot(trixie_image, host_run, out)
+    out.adopted_s = None if guest.restored else round(guest.ready_seconds, 1)
+    assert _loaded_by(guest) == "kexec_file_load"
+    assert guest.read(CRASH_HOTPLUG).strip() == "1"
+    status = guest.sh("kexecd status")
+    out.notes.append(status.strip())
+    assert "the kernel keeps the header current" in status, status
+    # Masked still: a try-reload that worked would unload and reload the
+    # crash kernel for nothing, the kernel having updated it already.
+    assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
+    loads_before, events_before = _kexecd_counts(guest)
+    kdump_before = len(_journal(guest, "kdump-config"))
+    dimm = _hotplug(guest)
+    st = _quiet(guest)
+    loads, events = _kexecd_counts(guest)
+    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
+    new = _journal(guest, "kdump-config")[kdump_before:]
+    assert guest.run(["kexecd", "status"], check=False).rc == 0
+    _finish(guest, out, dimm)
+    assert new == [], f"kdump-tools ran during the hotplug: {new}"
+    assert out.kexecd_events >= 1 and out.kexecd_loads == 0, (out, st)
+    assert out.pages_found == PATTERN_PAGES, out
+    assert out.dimm_in_dump and out.prstatus == out.online_cpus == 3, out
+
+
+def test_kexec_load_by_kdump_tools_is_refreshed(
+    host_run: dict[str, Guest], trixie_image: HostImage
+) -> None:
+    out = Outcome("trixie-kexec-load")
+    guest = _boot(trixie_image, host_run, out)
+    adoptions = int(str(_state(guest)["adoptions"]))
+    # What an administrator does to have kexec_load: kdump-tools' own setting.
+    guest.sh(f"echo 'KDUMP_KEXEC_ARGS=\"-c\"' >>{DEFAULTS} && systemctl restart kdump-tools")
+    _wait(guest, "kexecd status", "kexecd did not take the reloaded crash kernel", 240)
+    assert int(str(_quiet(guest)["adoptions"])) > adoptions
+    assert " -c " in guest.read("/var/crash/kexec_cmd")
+    assert _loaded_by(guest) == "kexec_load"
+    assert guest.read(CRASH_HOTPLUG).strip() == "0"
+    assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
+    loads_before, events_before = _kexecd_counts(guest)
+    kdump_before = len(_journal(guest, "kdump-config"))
+    dimm = _hotplug(guest)
+    st = _quiet(guest)
+    loads, events = _kexecd_counts(guest)
+    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
+    new = _journal(guest, "kdump-config")[kdump_before:]
+    out.notes.append(guest.sh("kexecd status").strip())
+    _finish(guest, out, dimm)
+    assert new == [], f"kdump-tools ran during the hotplug: {new}"
+    assert 1 <= out.kexecd_loads <= 2 and st["full_reloads"] == 0, (out, st)
+    assert "acpi_no_memhotplug" in out.crash_cmdline.split(), out
+    assert out.pages_found == PATTERN_PAGES, out
+    assert out.dimm_in_dump and out.prstatus == out.online_cpus == 3, out
+
+
+def test_dropped_kernel_update_is_repaired(
+    host_run: dict[str, Guest], trixie_image: HostImage
+) -> None:
+    out = Outcome("trixie-dropped")
+    guest = _boot(trixie_image, host_run, out)
+    assert _loaded_by(guest) == "kexec_file_load"
+    full_before = int(str(_state(guest)["full_reloads"]))
+    # Another program loading and unloading a kexec reboot kernel holds the
+    # kexec lock, so some of the kernel's own updates fail while memory
+    # comes online (kernel/crash_core.c: "crash hp: kexec_trylock() failed").
+    kver = guest.sh("uname -r").strip()
+    guest.sh(
+        "(while [ ! -e /run/loop.stop ]; do "
+        f"kexec -s -l /boot/vmlinuz-{kver} --initrd=/boot/initrd.img-{kver}; kexec -u; done) "
+        ">/dev/null 2>&1 </dev/null & echo $! >/run/loop.pid"
+    )
+    dropped, dimm = "", (0, 0)
+    for _ in range(3):  # a DIMM at a time, until the kernel drops an update
+        start, end = guest.hot_add_memory(512)
+        dimm = (start, end)
+        for block in guest.memory_blocks(start, end):
+            guest.sh(
+                f"f=/sys/devices/system/memory/memory{block}/state; "
+                'grep -qx online "$f" || echo online_movable >"$f"; sleep 0.3'
+            )
+        dropped = guest.sh("dmesg | grep 'crash hp: kexec_trylock() failed' || true")
+        if dropped:
+            break
+    # The loop stopped, and its last load undone, before the daemon is judged.
+    guest.sh(
+        "touch /run/loop.stop; while kill -0 $(cat /run/loop.pid) 2>/dev/null; do sleep 0.2; done"
+    )
+    assert dropped, "the kernel dropped no update: the test proves nothing"
+    st = _quiet(guest)
+    log = "\n".join(_journal(guest, "kexecd"))
+    out.notes.append(dropped.strip())
+    assert "the kernel dropped an update" in log, log[-3000:]
+    assert int(str(st["full_reloads"])) > full_before, st
+    assert guest.run(["kexecd", "status"], check=False).rc == 0
+    assert guest.read("/sys/kernel/kexec_crash_loaded").strip() == "1"
+    _finish(guest, out, dimm)
+    assert out.pages_found == PATTERN_PAGES and out.dimm_in_dump, out
+    assert out.prstatus == out.online_cpus == 2, out
