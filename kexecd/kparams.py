@@ -8,10 +8,11 @@ line (lib/cmdline.c, kernel/params.c).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from kexecd.errors import CmdlineError
 
-__all__ = ["appended", "check_word", "has", "words"]
+__all__ = ["appended", "check_word", "has", "without_tail", "words"]
 
 _WORD = re.compile(r"[A-Za-z0-9_.,:/+-]+(=[A-Za-z0-9_.,:/+@-]*)?")
 MAX_WORD = 128
@@ -74,3 +75,12 @@ def appended(text: str, word: str) -> str:
             "would not reach the kernel"
         )
     return f"{text} {word}" if text else word
+
+
+def without_tail(text: str, tail: Sequence[str]) -> str:
+    """The line without ``tail``, words appended at its end (by kexecd); the
+    line as it is if it does not end with them."""
+    ws = words(text)
+    if tail and ws[-len(tail) :] == list(tail):
+        return " ".join(ws[: -len(tail)])
+    return text

@@ -128,6 +128,15 @@ def _whole(f: Facts, drop: Drop | None) -> Decision | None:
             "no crash kernel is loaded: kexecd leaves it so (load one with 'kexecd load' "
             "or 'kexecd adopt', or the distro's kdump service)",
         )
+    change = "" if f.cmdline is None else f.cmdline.change
+    if f.file_load and change:
+        # Even where the kernel keeps the header: it keeps the line its command gave.
+        return Decision(
+            Action.FULL_RELOAD,
+            Why.CMDLINE,
+            f"{change}: load the image again, whole, its command amended (the kernel "
+            "builds a kexec_file_load image's boot parameters from the line given)",
+        )
     if f.kernel_updates and drop is None:
         return Decision(
             Action.STAND_ASIDE, Why.KERNEL_UPDATES, "the kernel updates the header itself"

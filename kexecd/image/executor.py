@@ -193,6 +193,15 @@ class Executor:
         result.cmdline = "" if line is None else line.done
 
     def _full_reload(self, p: Plan, request: Request, result: RefreshResult) -> None:
+        if p.snapshot.file_load:
+            # The kernel builds the boot parameters from the line the command
+            # gives: kexecd's words go into the command (kexecd.image.kexecargs).
+            words = _words(p)
+            argv, source = rerun.command(p.snapshot, words)  # refused before anything runs
+            load_locked(self.store, self.deps, Origin(argv, source, words=words))
+            result.loaded = True
+            result.cmdline = "" if p.cmdline is None else p.cmdline.done
+            return
         argv, source = rerun.command(p.snapshot)  # refused here, before anything runs
         snap = load_locked(self.store, self.deps, Origin(argv, source))
         result.loaded = True

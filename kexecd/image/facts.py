@@ -15,8 +15,9 @@ from kexecd.errors import CmdlineError, HeaderError, SnapshotError
 from kexecd.image import elfcore, relocate
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
+from kexecd.image.kexecargs import amended_line, with_words
 from kexecd.image.snapshot import Snapshot
-from kexecd.kparams import appended, has
+from kexecd.kparams import appended, has, without_tail
 from kexecd.system.kernel import KexecState, acpi_memory_hotplug, read_uevent_seqnum
 from kexecd.system.root import Root
 from kexecd.system.state import SystemState, read_system
@@ -73,6 +74,30 @@ def find_line(snap: Snapshot) -> CommandLine | CmdlineError:
         return e
 
 
+def _file_amendment(
+    snap: Snapshot, loaded: tuple[str, ...], hotplug: bool, enabled: bool
+) -> Amendment:
+    # The kernel builds a file-loaded image's boot parameters from the line its
+    # command gives, so kexecd's words go into the command, which a whole
+    # reload runs again (kexecd.image.kexecargs); the line traced then holds them.
+    given = snap.cmdline
+    if given is None:
+        why = "the line given to kexec_file_load was not recorded"
+        return Amendment(None, loaded, (), hotplug, enabled, why)
+    built = without_tail(given, loaded)
+    if not (hotplug and enabled) or has(built, NO_MEMHOTPLUG):
+        return Amendment(None, loaded, (), hotplug, enabled, given=built)
+    try:
+        if snap.source is not None:
+            amended_line(snap.source.command, (NO_MEMHOTPLUG,))
+        else:
+            with_words(snap.argv, (NO_MEMHOTPLUG,))
+    except CmdlineError as e:
+        why = f"the kernel builds the boot parameters of a kexec_file_load image, and {e}"
+        return Amendment(None, loaded, (), hotplug, enabled, why, built)
+    return Amendment(None, loaded, (NO_MEMHOTPLUG,), hotplug, enabled, given=built)
+
+
 def amendment(snap: Snapshot, root: Root, enabled: bool, blocked: str | None) -> Amendment:
     """What is loaded and what is wanted of the command line.
 
@@ -82,8 +107,7 @@ def amendment(snap: Snapshot, root: Root, enabled: bool, blocked: str | None) ->
     hotplug = acpi_memory_hotplug(root)
     loaded = snap.record.words()
     if snap.file_load:
-        why = "the kernel builds the boot parameters of a kexec_file_load image"
-        return Amendment(None, loaded, (), hotplug, enabled, why, snap.cmdline)
+        return _file_amendment(snap, loaded, hotplug, enabled)
     found = find_line(snap)
     if isinstance(found, CmdlineError):
         return Amendment(None, loaded, (), hotplug, enabled, str(found))

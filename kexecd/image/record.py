@@ -151,7 +151,8 @@ class LoadRecord:
                 f"{self.path / INTENT}: cannot remove ({e.strerror}); remove it by hand"
             ) from None
 
-    def done_whole(self, how: str) -> None:
-        """Remember a load with no header kexecd can read (a file load)."""
-        info = {"time": timestamp(), "how": how}
+    def done_whole(self, how: str, words: Sequence[str] = ()) -> None:
+        """Remember a load with no header kexecd can read (a file load), and
+        the words kexecd appended to the command line it was given."""
+        info = {"time": timestamp(), "how": how, "cmdline_appended": list(words)}
         write_atomic(self.path / LOADED, (json.dumps(info) + "\n").encode(), durable=self.durable)

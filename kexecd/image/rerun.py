@@ -30,10 +30,12 @@ import hashlib
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from kexecd.errors import SnapshotError
 from kexecd.files import read_own
+from kexecd.image.kexecargs import amended_line, with_words
 from kexecd.image.manifest import MAX_PROGRAM, Program, Source
 from kexecd.image.snapshot import Snapshot
 from kexecd.system.kdumptools import read_kexec_cmd, replay_argv
@@ -88,17 +90,28 @@ def identify(argv: Sequence[str], program: bytes | None) -> Program | None:
     return Program(path, len(program), sha) if _sha256(data) == sha else None
 
 
-def command(snap: Snapshot) -> tuple[Sequence[str], Source | None]:
+def command(
+    snap: Snapshot, words: Sequence[str] | None = None
+) -> tuple[Sequence[str], Source | None]:
     """The command a full reload of ``snap`` runs, and the distro's record it
     came from (for an adopted image).
+
+    :param words: for a ``kexec_file_load`` image, what kexecd appends to
+        the crash kernel's command line the command gives, in place of what
+        it appended before (:mod:`kexecd.image.kexecargs`); ``None``: the
+        command as it is.
 
     :raises SnapshotError: the snapshot records no kexec-tools binary, or
         the command no longer leads to it.
     :raises AdoptError: the distro's record is unfit (as at adoption).
+    :raises CmdlineError: ``words`` cannot be appended to the command's line.
     """
     if snap.source is not None:
         cmd = read_kexec_cmd(Path(snap.source.path))
-        return replay_argv(cmd), Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
+        source = Source(str(cmd.path), cmd.line, cmd.sha256, cmd.signature)
+        if words is not None:
+            cmd = replace(cmd, line=amended_line(cmd.line, words, snap.record.words()))
+        return replay_argv(cmd), source
     manifest = snap.path / "manifest.json"
     what = f"{manifest}: a full reload runs only the kexec-tools binary that made the snapshot"
     prog, argv = snap.program, list(snap.argv)
@@ -124,4 +137,5 @@ def command(snap: Snapshot) -> tuple[Sequence[str], Source | None]:
             f"{what}, and {path} changed since (an upgrade of kexec-tools?); nothing was "
             f"run; {FIX}"
         )
-    return (path, *argv[1:]), None
+    args = argv if words is None else with_words(argv, words, snap.record.words())
+    return (path, *args[1:]), None

@@ -84,6 +84,8 @@ class Origin:
     :ivar same_as: the current snapshot: the segments whose buffer is the
         very object it maps are linked from its files, their SHA-256 taken
         from its manifest, instead of written and hashed again.
+    :ivar words: what kexecd appended to the command's crash kernel command
+        line (a ``kexec_file_load`` image's, reloaded whole), for the record.
     """
 
     argv: Sequence[str]
@@ -92,6 +94,7 @@ class Origin:
     how: str = "kexec-tools"
     digest: DigestLocation | None = None
     same_as: Snapshot | None = None
+    words: tuple[str, ...] = ()
 
 
 def _find_header(segments: Sequence[Buffer]) -> int | None:
@@ -206,7 +209,7 @@ class Store:
         if snap.header is not None:
             snap.record.done(bytes(cap.segments[snap.header].buf), None, origin.how)
         else:
-            snap.record.done_whole(origin.how)
+            snap.record.done_whole(origin.how, origin.words)
         _fsync_dir(new)
         return snap
 

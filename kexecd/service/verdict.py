@@ -102,6 +102,10 @@ def judge(p: Plan, *, carried_out: bool = False, amend_error: str | None = None)
     if carried_out:
         return _carried_out(p, hazards, amend_error)
     if p.target is None or p.wanted is None:
+        if why is Why.CMDLINE and line is not None:  # a file load's, amended whole
+            return Verdict(
+                None, EXIT_STALE, f"STALE: the next refresh will {line.change}", hazards
+            )
         return Verdict(None, EXIT_CURRENT, _NOT_VISIBLE, hazards)
     hazards += _size_hazards(p)
     current = p.in_sync

@@ -229,11 +229,22 @@ def test_status_takes_its_directories_from_the_config(
 
 
 @pytest.mark.parametrize(
-    ("line", "state", "hazards"),
-    [(b"root=/dev/sda1 acpi_no_memhotplug\0", "present", 0), (b"root=/dev/sda1\0", "cannot", 1)],
+    ("line", "extra", "state", "hazards"),
+    [
+        (b"root=/dev/sda1 acpi_no_memhotplug\0", (), "present", 0),
+        # The command gives its line twice: kexecd cannot amend it.
+        (b"root=/dev/sda1\0", ("--command-line=root=/dev/sda1",), "cannot", 1),
+        # Once: the next (whole) reload appends the word to it.
+        (b"root=/dev/sda1\0", (), "to-append", 0),
+    ],
 )
 def test_a_file_loaded_line_is_read_from_the_call(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: bytes, state: str, hazards: int
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    line: bytes,
+    extra: tuple[str, ...],
+    state: str,
+    hazards: int,
 ) -> None:
     # kexec_file_load (Secure Boot, Fedora's -s): the kernel builds the boot
     # parameters from the line given, which the tracer captured.
@@ -251,10 +262,13 @@ def test_a_file_loaded_line_is_read_from_the_call(
         reboot_loads=0,
     )
     root = loaded_root("boot", tmp_path, memory_hotplug=True)
-    loader.load([*ARGV, "-s"], tmp_path / "state", root=Root(root), tracer=tracer_for(cap))
+    argv = [*ARGV, *extra, "-s"]
+    loader.load(argv, tmp_path / "state", root=Root(root), tracer=tracer_for(cap))
     rc, out = status(capsys, tmp_path / "state", root, tmp_path / "run", "--json")
     d = json.loads(out)
-    assert rc == 0 and d["acpi_no_memhotplug"] == state and len(d["hazards"]) == hazards
+    assert d["acpi_no_memhotplug"] == state and len(d["hazards"]) == hazards
+    assert rc == (1 if state == "to-append" else 0), out
     assert d["image"]["cmdline"] == line.rstrip(b"\0").decode()
     if hazards:
         assert "kexecd cannot append it: the kernel builds the boot parameters of a " in out
+        assert "gives the crash kernel's command line 2 times" in out
