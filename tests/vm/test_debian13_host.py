@@ -123,11 +123,18 @@ def test_kexec_load_by_kdump_tools_is_refreshed(
 ) -> None:
     out = Outcome("trixie-kexec-load")
     guest = _boot(trixie_image, host_run, out)
-    adoptions = int(str(_state(guest)["adoptions"]))
+    pid = guest.sh("systemctl show -p MainPID --value kexecd").strip()
     # What an administrator does to have kexec_load: kdump-tools' own setting.
+    # kexecd.service is PartOf= kdump-tools.service: restarted with it.
     guest.sh(f"echo 'KDUMP_KEXEC_ARGS=\"-c\"' >>{DEFAULTS} && systemctl restart kdump-tools")
-    _wait(guest, "kexecd status", "kexecd did not take the reloaded crash kernel", 240)
-    assert int(str(_quiet(guest)["adoptions"])) > adoptions
+    _wait(
+        guest,
+        "systemctl is-active kexecd && test -e /run/kexecd/state.json && kexecd status",
+        "kexecd did not take the reloaded crash kernel",
+        240,
+    )
+    assert guest.sh("systemctl show -p MainPID --value kexecd").strip() != pid
+    assert int(str(_quiet(guest)["adoptions"])) == 1
     assert " -c " in guest.read("/var/crash/kexec_cmd")
     assert _loaded_by(guest) == "kexec_load"
     assert guest.read(CRASH_HOTPLUG).strip() == "0"
