@@ -133,6 +133,11 @@ def test_stand_aside_where_the_kernel_keeps_the_header(combo_guest: tuple[Combo,
     load(g, combo)
     assert g.read("/sys/devices/system/memory/crash_hotplug").strip() == "1"
     g.start_daemon(STATE)
+    # A file load is loaded again once, at start, with acpi_no_memhotplug
+    # appended to the line its command gives (the kernel keeps the header,
+    # not the line); a kexec_load --hotplug image gets it in its segment.
+    before = g.daemon_state()
+    assert before["full_reloads"] + before["reloads"] <= 1 and before["failed"] == 0, before
     start, end = hot_add(g)
     cpu = g.hot_add_cpu()
     g.set_cpu_online(cpu)
@@ -142,7 +147,7 @@ def test_stand_aside_where_the_kernel_keeps_the_header(combo_guest: tuple[Combo,
     time.sleep(2)  # the events have reached the daemon: it did nothing with them
     st = g.daemon_state()
     assert st["events"] >= 1
-    assert st["reloads"] == 0 and st["full_reloads"] == 0
+    assert (st["reloads"], st["full_reloads"]) == (before["reloads"], before["full_reloads"])
     vmcore = g.crash()
     assert vmcore.covers(start, end)
     assert vmcore.prstatus == 3  # the kernel added the CPU's note itself
