@@ -162,16 +162,21 @@ set -eu
 chroot "$1" dpkg-divert --quiet --local --rename --divert \
 	/etc/kernel/postinst.d/kdump-tools.testbed --add /etc/kernel/postinst.d/kdump-tools
 """
-# Run in the new root after mmdebstrap (``$1`` is the root): the hook put
-# back, then kdump-tools' initrd as that hook builds it, with the modules the crash kernel
-# needs to mount the guest's virtio disk named, and the symlinks and sysctl
-# record kdump-config checks at boot (else it deletes and rebuilds the initrd).
-BOOKWORM_HOOK = r"""
-set -eu
-root=$1
-kver=$(ls "$root/lib/modules")
-chroot "$root" dpkg-divert --quiet --local --rename --remove /etc/kernel/postinst.d/kdump-tools
-chroot "$root" sh -eu -c '
+
+
+def _kdump_hook(modules: str, build: str) -> str:
+    """What runs in the new root after mmdebstrap (``$1`` is the root): the
+    kernel hook put back, then kdump-tools' initrd as that hook builds it
+    (``build``: the suite's own mkinitramfs lines), with the modules the crash
+    kernel needs to mount the guest's virtio disk named, and the symlinks and
+    sysctl record kdump-config checks at boot (else it deletes and rebuilds
+    the initrd). ``modules``: where the root keeps its kernel's modules."""
+    return (
+        "\nset -eu\nroot=$1\n"
+        f'kver=$(ls "$root/{modules}")\n'
+        'chroot "$root" dpkg-divert --quiet --local --rename --remove '
+        "/etc/kernel/postinst.d/kdump-tools\n"
+        r"""chroot "$root" sh -eu -c '
 kver=$1
 d=/var/lib/kdump
 mkdir -p $d
@@ -181,14 +186,21 @@ mkdir -p $d/initramfs-tools/conf.d
 echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
 printf "%s\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
 echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
-mkinitramfs -d $d/initramfs-tools -o $d/initrd.img-$kver $kver
-cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
+"""
+        + build
+        + r"""cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
 ln -fs /boot/vmlinuz-$kver $d/vmlinuz
 ln -fs $d/initrd.img-$kver $d/initrd.img
 echo kexecd-host >/etc/hostname
 printf "/dev/vda / ext4 rw 0 1\n" >/etc/fstab
 ' sh "$kver"
 """
+    )
+
+
+BOOKWORM_HOOK = _kdump_hook(
+    "lib/modules", "mkinitramfs -d $d/initramfs-tools -o $d/initrd.img-$kver $kver\n"
+)
 # kdump-tools 1:1.10.7's kernel hook (/etc/kernel/postinst.d/kdump-tools) does
 # what 1:1.8.1's did, and more: mkinitramfs -k in a TMPDIR of its own, whose
 # unpacked tree's size (du -sm) it records in size_initrd.img-KVER for
@@ -196,32 +208,13 @@ printf "/dev/vda / ext4 rw 0 1\n" >/etc/fstab
 # looks where 1:1.8.1 did: /var/lib/kdump/vmlinuz and initrd.img (symlinks
 # it checks against the running kernel) and latest_sysctls-KVER (compared
 # with /etc/kdump/sysctl.conf at each load; a difference deletes the initrd).
-TRIXIE_HOOK = r"""
-set -eu
-root=$1
-kver=$(ls "$root/usr/lib/modules")
-chroot "$root" dpkg-divert --quiet --local --rename --remove /etc/kernel/postinst.d/kdump-tools
-chroot "$root" sh -eu -c '
-kver=$1
-d=/var/lib/kdump
-mkdir -p $d
-rm -rf $d/initramfs-tools
-cp -pr /etc/initramfs-tools $d/
-mkdir -p $d/initramfs-tools/conf.d
-echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
-printf "%s\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
-echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
-tmp=$(mktemp -d)
-TMPDIR=$tmp mkinitramfs -k -d $d/initramfs-tools -o $d/initrd.img-$kver $kver
-du -sm $(find $tmp -mindepth 1 -maxdepth 1 -type d) | cut -f1 >$d/size_initrd.img-$kver
-rm -rf $tmp
-cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
-ln -fs /boot/vmlinuz-$kver $d/vmlinuz
-ln -fs $d/initrd.img-$kver $d/initrd.img
-echo kexecd-host >/etc/hostname
-printf "/dev/vda / ext4 rw 0 1\n" >/etc/fstab
-' sh "$kver"
-"""
+TRIXIE_HOOK = _kdump_hook(
+    "usr/lib/modules",
+    "tmp=$(mktemp -d)\n"
+    "TMPDIR=$tmp mkinitramfs -k -d $d/initramfs-tools -o $d/initrd.img-$kver $kver\n"
+    "du -sm $(find $tmp -mindepth 1 -maxdepth 1 -type d) | cut -f1 >$d/size_initrd.img-$kver\n"
+    "rm -rf $tmp\n",
+)
 
 BOOKWORM = HostSuite(
     name="bookworm",
