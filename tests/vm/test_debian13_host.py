@@ -94,6 +94,18 @@ def _finish(guest: Guest, out: Outcome, dimm: tuple[int, int]) -> None:
     _record(out)
 
 
+def _counted_hotplug(guest: Guest, out: Outcome) -> tuple[tuple[int, int], dict[str, object]]:
+    """1 GiB and a CPU hot-added and onlined (``test_debian_host._hotplug``);
+    once kexecd is quiet, its loads and the uevents it heard go in ``out``.
+    Returns the DIMM and the daemon's state."""
+    loads_before, events_before = _kexecd_counts(guest)
+    dimm = _hotplug(guest)
+    st = _quiet(guest)
+    loads, events = _kexecd_counts(guest)
+    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
+    return dimm, st
+
+
 def _covered(elf_path: Path, start: int, end: int) -> bool:
     """Whether the dump's PT_LOADs hold all of [start, end)."""
     with elf_path.open("rb") as f:
@@ -153,12 +165,8 @@ def test_stock_trixie_kernel_keeps_the_header_and_kexecd_repairs_a_drop(
     # crash kernel for nothing, the kernel having updated it already.
     assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
     # (1) A DIMM and a CPU: the kernel updates the header, kexecd loads nothing.
-    loads_before, events_before = _kexecd_counts(guest)
     kdump_before = len(_journal(guest, "kdump-config"))
-    first = _hotplug(guest)
-    st = _quiet(guest)
-    loads, events = _kexecd_counts(guest)
-    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
+    first, st = _counted_hotplug(guest, out)
     assert guest.run(["kexecd", "status"], check=False).rc == 0
     assert out.kexecd_events >= 1 and out.kexecd_loads == 0, (out, st)
     # (2) The kernel drops an update: kexecd loads the image again, whole.
@@ -203,12 +211,8 @@ def test_kexec_load_by_kdump_tools_is_refreshed(
     assert _loaded_by(guest) == "kexec_load"
     assert guest.read(CRASH_HOTPLUG).strip() == "0"
     assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
-    loads_before, events_before = _kexecd_counts(guest)
     kdump_before = len(_journal(guest, "kdump-config"))
-    dimm = _hotplug(guest)
-    st = _quiet(guest)
-    loads, events = _kexecd_counts(guest)
-    out.kexecd_loads, out.kexecd_events = loads - loads_before, events - events_before
+    dimm, st = _counted_hotplug(guest, out)
     new = _journal(guest, "kdump-config")[kdump_before:]
     out.notes.append(guest.sh("kexecd status").strip())
     _finish(guest, out, dimm)
