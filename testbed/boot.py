@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from testbed import acpi, assets, guest_lock
 from testbed.guest import Guest
@@ -71,6 +72,12 @@ class GuestBootPanic(TestbedError):
 # under test, so a boot that panics is tried once more; a second panic fails.
 BOOT_ATTEMPTS = 2
 _PANIC = "Kernel panic - not syncing:"
+# The same hazard can leave the kernel spinning instead: seen in CI, a 6.1
+# guest's console stopped at 1.2 s ("IP idents hash table entries") and its
+# agent never answered. A kernel that prints nothing this long before the
+# agent answers is stuck, not slow (busybox guests answer in 6-10 s, the
+# Debian hosts in 30-65 s, printing all along), and is tried once more too.
+BOOT_STALL = 120.0
 
 
 def boot_panic(console_log: Path) -> str | None:
@@ -85,6 +92,34 @@ def boot_panic(console_log: Path) -> str | None:
         if "Oops:" in line or "BUG:" in line or _PANIC in line:
             return line.split("] ", 1)[-1].strip()
     return None
+
+
+def boot_stalled(console_log: Path, quiet: float, now: float | None = None) -> str | None:
+    """Where a guest console log stopped, if it has not grown for ``quiet`` seconds."""
+    try:
+        age = (time.time() if now is None else now) - console_log.stat().st_mtime
+    except OSError:
+        return None
+    if age < quiet:
+        return None
+    lines = console_log.read_text(errors="replace").strip().splitlines()
+    last = lines[-1].split("] ", 1)[-1].strip() if lines else "nothing"
+    return f"the console stopped {age:.0f} s ago at {last!r}"
+
+
+def _first_message(agent: Agent, run_dir: Path, deadline: float) -> dict[str, Any]:
+    # The agent's "ready", watching for a kernel that stopped printing.
+    while True:
+        try:
+            return agent.recv(min(deadline, time.monotonic() + 5))
+        except TestbedError:
+            if time.monotonic() >= deadline or agent.proc.poll() is not None:
+                raise
+            why = boot_stalled(run_dir / "console.log", BOOT_STALL)
+            if why is not None:
+                raise GuestBootPanic(
+                    f"the guest's kernel printed nothing for {BOOT_STALL:.0f} s", why, run_dir
+                ) from None
 
 
 def new_run_dir(name: str) -> Path:
@@ -209,7 +244,7 @@ def launch(
     :param timeout: how long to wait for the agent, per boot.
     :param argv: the QEMU command line, if not :func:`testbed.qemu.qemu_argv`'s
         (the arm64 guests' of :mod:`testbed.arm64`).
-    :raises GuestBootPanic: the kernel panicked while booting, twice.
+    :raises GuestBootPanic: the kernel panicked or stalled while booting, twice.
     """
     argv = qemu_argv(run_dir, spec) if argv is None else argv
     key = None
@@ -223,8 +258,8 @@ def launch(
         except GuestBootPanic as e:
             kept = _keep_logs(run_dir, f"boot{attempt}")
             print(
-                f"testbed: {name}: the guest's kernel panicked while booting ({e.why}); "
-                f"booting it again (logs of the panic: {kept})",
+                f"testbed: {name}: the guest's kernel panicked or stalled while booting "
+                f"({e.why}); booting it again (logs of that boot: {kept})",
                 file=sys.stderr,
             )
     return _start(name, run_dir, spec, argv, timeout, key)
@@ -279,7 +314,7 @@ def _start(
         if "-incoming" in argv:
             _resume(qmp, agent, timeout)
         else:
-            ready = agent.recv(time.monotonic() + timeout)
+            ready = _first_message(agent, run_dir, time.monotonic() + timeout)
             if not ready.get("ready"):
                 raise agent.fail(f"unexpected first message from the agent: {ready}")
         guest.boot_seconds = time.monotonic() - start

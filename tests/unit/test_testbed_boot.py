@@ -5,6 +5,8 @@ its first logs kept; a second panic, or any other failure, is reported."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ def test_a_boot_that_panics_is_tried_again(
     assert starts.calls == 2
     assert (tmp_path / "console.boot1.log").read_text() == "boot 1\n"
     assert (tmp_path / "console.log").read_text() == "boot 2\n"
-    assert "panicked while booting (Oops: int3)" in capsys.readouterr().err
+    assert "panicked or stalled while booting (Oops: int3)" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("no_qemu")
@@ -122,3 +124,41 @@ def test_other_boot_failures_are_not_retried(
     with pytest.raises(TestbedError, match="did not answer"):
         _launch(tmp_path)
     assert starts.calls == 1
+
+
+def test_a_console_that_stopped_is_a_stall(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("[    1.24] NET: Registered PF_INET protocol family\n[    1.25] IP idents\n")
+    mtime = log.stat().st_mtime
+    assert boot.boot_stalled(log, 120, now=mtime + 119) is None
+    why = boot.boot_stalled(log, 120, now=mtime + 121)
+    assert why is not None and "'IP idents'" in why and "121 s ago" in why
+    assert boot.boot_stalled(tmp_path / "missing.log", 120) is None
+
+
+class _SilentAgent:
+    """An agent that never answers, of a QEMU still running."""
+
+    class proc:  # stands for the subprocess.Popen
+        @staticmethod
+        def poll() -> None:
+            return None
+
+    def recv(self, deadline: float) -> dict[str, object]:
+        raise TestbedError("the guest agent did not answer")
+
+
+def test_a_stalled_boot_raises_a_retried_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("[    1.25] IP idents\n")
+    os.utime(log, (0, 0))  # long ago
+    with pytest.raises(boot.GuestBootPanic, match="printed nothing") as e:
+        boot._first_message(_SilentAgent(), tmp_path, time.monotonic() + 60)  # type: ignore[arg-type]
+    assert "IP idents" in e.value.why
+    # A console still growing is a slow boot: the deadline decides.
+    log.write_text("[    9.00] still booting\n")
+    with pytest.raises(TestbedError) as e2:
+        boot._first_message(_SilentAgent(), tmp_path, time.monotonic() + 0.1)  # type: ignore[arg-type]
+    assert not isinstance(e2.value, boot.GuestBootPanic)
