@@ -101,18 +101,17 @@ def judge(p: Plan, *, carried_out: bool = False, amend_error: str | None = None)
         return Verdict(True, EXIT_CURRENT, headline, hazards, standing_aside=True)
     if carried_out:
         return _carried_out(p, hazards, amend_error)
-    if p.target is None or p.wanted is None:
-        if why is Why.CMDLINE and line is not None:  # a file load's, amended whole
-            return Verdict(
-                None, EXIT_STALE, f"STALE: the next refresh will {line.change}", hazards
-            )
+    visible = p.target is not None and p.wanted is not None
+    if visible:
+        hazards += _size_hazards(p)
+    if why is Why.CMDLINE and line is not None:  # a file load's too, amended whole
+        stale = f"STALE: the next refresh will {line.change}"
+        return Verdict(p.in_sync, EXIT_STALE, stale, hazards)
+    if not visible:
         return Verdict(None, EXIT_CURRENT, _NOT_VISIBLE, hazards)
-    hazards += _size_hazards(p)
     current = p.in_sync
     if why is Why.UNCERTAIN:
         return Verdict(None, EXIT_STALE, _UNCERTAIN, hazards)
-    if why is Why.CMDLINE and line is not None:
-        return Verdict(current, EXIT_STALE, f"STALE: the next refresh will {line.change}", hazards)
     if not current:
         stale = "STALE: the loaded header does not match the system"
         differences = tuple(p.diff.lines()) if p.diff else ()

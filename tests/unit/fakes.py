@@ -247,3 +247,10 @@ class FakeSystemd:
         self.thread.join()
         self.sock.close()
         return self.messages
+
+
+def kernel_updates(root: Path) -> None:
+    """Make a fake root's kernel one that keeps loaded headers current
+    (``crash_hotplug`` reads 1 for CPUs and memory: Linux 6.6+)."""
+    for s in ("cpu", "memory"):
+        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")

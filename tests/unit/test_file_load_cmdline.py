@@ -21,7 +21,7 @@ from kexecd.loads import KexecCall, LoadCapture
 from kexecd.system.root import Root
 from testbed.images import loaded_root
 from tests.unit import fakes
-from tests.unit.fakes import ARGV, KEXEC, FakeBackend
+from tests.unit.fakes import ARGV, KEXEC, FakeBackend, kernel_updates
 
 WORD = "acpi_no_memhotplug"
 # kdump-tools 1:1.10.7's kexec_cmd, as kdump-config writes it.
@@ -99,8 +99,7 @@ class Echo:
 
 def _kept_by_kernel(tmp_path: Path) -> tuple[Path, Path, Echo]:
     root = loaded_root("boot", tmp_path, memory_hotplug=True)
-    for s in ("cpu", "memory"):
-        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")
+    kernel_updates(root)
     state, echo = tmp_path / "state", Echo()
     loader.load([*ARGV, "-s"], state, root=Root(root), tracer=echo)
     return root, state, echo
@@ -133,8 +132,7 @@ def test_the_word_is_dropped_again_when_turned_off(tmp_path: Path) -> None:
 
 def test_a_command_kexecd_cannot_amend_stands_aside_with_the_hazard(tmp_path: Path) -> None:
     root = loaded_root("boot", tmp_path, memory_hotplug=True)
-    for s in ("cpu", "memory"):
-        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")
+    kernel_updates(root)
     state, echo = tmp_path / "state", Echo()
     twice = [*ARGV, "--command-line=y", "-s"]
     loader.load(twice, state, root=Root(root), tracer=lambda argv: _file_load(b"y\0"))

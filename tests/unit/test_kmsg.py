@@ -30,6 +30,7 @@ from tests.unit.fakes import (
     FakeBackend,
     FakeMonitor,
     daemon_env,
+    kernel_updates,
     run_until,
     tracer_for,
 )
@@ -105,16 +106,11 @@ def test_watch_reads_what_comes_after_it_opened(tmp_path: Path) -> None:
     assert KmsgWatch.open(Root(tmp_path / "none")) is None
 
 
-def _updating(root: Path) -> None:
-    for s in ("cpu", "memory"):
-        (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")
-
-
 def test_hotplug_image_gets_a_current_header_once(tmp_path: Path) -> None:
     # A kexec_load --hotplug image: the header is not in purgatory's digest,
     # so kexecd can load a current one; the kernel goes on updating it.
     root = loaded_root("hotadd", tmp_path)
-    _updating(root)
+    kernel_updates(root)
     state = tmp_path / "state"
     cap = image("boot", header_hashed=False)
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(cap))
@@ -131,7 +127,7 @@ def test_hotplug_image_gets_a_current_header_once(tmp_path: Path) -> None:
 def test_current_header_is_loaded_all_the_same(tmp_path: Path) -> None:
     # What the kernel holds is unknown: kexecd's record says nothing of it.
     root = loaded_root("boot", tmp_path)
-    _updating(root)
+    kernel_updates(root)
     state = tmp_path / "state"
     loader.load(ARGV, state, root=Root(root), tracer=tracer_for(image(header_hashed=False)))
     backend = FakeBackend()
@@ -157,7 +153,7 @@ def test_file_loaded_image_is_loaded_whole(tmp_path: Path, drop: Drop) -> None:
         KEXEC.read_bytes(),
     )
     root = loaded_root("boot", tmp_path)
-    _updating(root)
+    kernel_updates(root)
     state = tmp_path / "state"
     loader.load([*ARGV, "-s"], state, root=Root(root), tracer=tracer_for(cap))
     tracer = tracer_for(replace(cap))
@@ -187,7 +183,7 @@ def test_daemon_loads_once_when_the_kernel_says_so(
     root = tmp_path / "root-boot"
     cap = image(header_hashed=False)
     loader.load(ARGV, cfg.state_dir, root=Root(root), tracer=tracer_for(cap))
-    _updating(root)
+    kernel_updates(root)
     fifo = _fifo_root(root)
     backend, monitor, tracer = FakeBackend(), FakeMonitor(), tracer_for(cap)
     daemon = Daemon(cfg, monitor, backend=backend, tracer=tracer)
@@ -232,7 +228,7 @@ def test_status_says_what_the_kernel_dropped(
 ) -> None:
     cfg = daemon_env(tmp_path, settle_ms=50, max_delay_ms=300)
     root = tmp_path / "root-boot"
-    _updating(root)
+    kernel_updates(root)
     daemon = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
     daemon.reconcile("start")
     daemon.on_kernel_log({Drop.LOCK_BUSY})
