@@ -85,7 +85,11 @@ def _dir() -> Path:
     return path
 
 
-def _run(argv: list[str], log: Path, what: str) -> None:
+def run_logged(argv: list[str], log: Path, what: str) -> None:
+    """Run ``argv`` with its output appended to ``log``.
+
+    :raises TestbedError: it failed (``what`` and ``log`` named).
+    """
     with log.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
@@ -94,7 +98,7 @@ def _run(argv: list[str], log: Path, what: str) -> None:
         raise TestbedError(f"{what} failed (exit {p.returncode}); see {log}")
 
 
-def _newest_only(parent: Path, keep: Path) -> None:
+def newest_only(parent: Path, keep: Path) -> None:
     """Remove the older builds of ``keep``'s kind (``STEM-KEY``, KEY 16 hex
     digits, and its ``.tmp``): another suite's (another STEM) stay."""
     stem = keep.name.rsplit("-", 1)[0]
@@ -120,7 +124,7 @@ def base_root(suite: HostSuite = BOOKWORM) -> Path:
     hook.write_text(suite.base_hook)
     essential.write_text(suite.essential_hook)
     log = work / "build.log"
-    _run(
+    run_logged(
         [
             "mmdebstrap",
             "--variant=minbase",
@@ -138,7 +142,7 @@ def base_root(suite: HostSuite = BOOKWORM) -> Path:
     (work / "ok").write_text(time.strftime("%F %T\n"))
     shutil.rmtree(done, ignore_errors=True)
     work.rename(done)
-    _newest_only(_dir(), done)
+    newest_only(_dir(), done)
     return done / "root"
 
 
@@ -178,12 +182,12 @@ def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Pa
     work.mkdir()
     log = work / "build.log"
     root = work / "root"
-    _run(["cp", "-a", str(base), str(root)], log, "copying the base root")
+    run_logged(["cp", "-a", str(base), str(root)], log, "copying the base root")
     # The package, installed the way a user installs it. No network: its
     # dependencies are in the base root already. No systemd runs in the
     # chroot, so the unit is enabled but not started (deb-systemd-invoke).
     shutil.copy(deb, root / "tmp" / deb.name)
-    _run(
+    run_logged(
         [
             "unshare",
             "--mount",
@@ -216,7 +220,7 @@ def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Pa
     kver = kernel_version(root)
     shutil.copy(root / "boot" / f"vmlinuz-{kver}", work / f"vmlinuz-{kver}")
     shutil.copy(root / "boot" / f"initrd.img-{kver}", work / f"initrd.img-{kver}")
-    _run(
+    run_logged(
         [
             "mkfs.ext4",
             "-q",
@@ -235,7 +239,7 @@ def _build_image(base: Path, deb: Path, agent: list[tuple[str, bytes]], done: Pa
     (work / "ok").write_text(json.dumps({"kver": kver, "package": f"linux-image-{kver}"}))
     shutil.rmtree(done, ignore_errors=True)
     work.rename(done)
-    _newest_only(_dir(), done)
+    newest_only(_dir(), done)
 
 
 def kernel_version(root: Path) -> str:

@@ -109,13 +109,13 @@ def test_a_build_removes_its_own_older_builds_only(tmp_path: Path) -> None:
     ]
     for name in names:
         (tmp_path / name).mkdir()
-    debian_host._newest_only(tmp_path, tmp_path / "trixie-base-2222222222222222")
-    debian_host._newest_only(tmp_path, tmp_path / "trixie-image-5555555555555555")
+    debian_host.newest_only(tmp_path, tmp_path / "trixie-base-2222222222222222")
+    debian_host.newest_only(tmp_path, tmp_path / "trixie-image-5555555555555555")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(
         set(names) - {"trixie-base-0123456789abcdef", "trixie-image-4444444444444444"}
     )
-    debian_host._newest_only(tmp_path, tmp_path / "base-0123456789abcdef")
+    debian_host.newest_only(tmp_path, tmp_path / "base-0123456789abcdef")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert "base-1111111111111111.tmp" not in left
     assert {"trixie-base-2222222222222222", "image-3333333333333333", "base-notakey"} <= set(left)
