@@ -36,8 +36,11 @@ class Snapshot:
     :ivar manifest: what ``manifest.json`` says (checked as untrusted input).
     :ivar segments: the segments in kexec_load order, their buffers mapped
         read-only from the snapshot's files (nothing is read until used).
-    :ivar durable: what is loaded is recorded with fsync: the state
-        directory is on a disk, not on tmpfs, which a reboot empties anyway.
+    :ivar durable: the state directory is on a disk, not on tmpfs, which a
+        reboot empties anyway: what must reach the disk is fsync'd.
+    :ivar ordered: its file system writes a file renamed over another before
+        the rename (:func:`kexecd.files.replacing_is_ordered`): the load
+        record's replacements need no fsync (:mod:`kexecd.image.record`).
     :ivar ident: the identity of the snapshot directory, its manifest and
         segment files when it was opened (:meth:`Store.unchanged`).
     """
@@ -46,6 +49,7 @@ class Snapshot:
     manifest: Manifest
     segments: tuple[Segment, ...]
     durable: bool = True
+    ordered: bool = False
     ident: tuple[int, ...] = ()
 
     # What the manifest says, read through.
@@ -117,7 +121,7 @@ class Snapshot:
     @property
     def record(self) -> LoadRecord:
         """What is loaded from this snapshot, as recorded."""
-        return LoadRecord(self.path, self.durable)
+        return LoadRecord(self.path, self.durable, self.ordered)
 
     @property
     def asks_kernel_updates(self) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kexecd.core import fs_volatile
 from kexecd.errors import CmdlineError, SnapshotError
-from kexecd.files import open_own, timestamp, write_atomic
+from kexecd.files import open_own, replacing_is_ordered, timestamp, write_atomic
 from kexecd.image import statedir
 from kexecd.image.manifest import (
     Manifest,
@@ -358,7 +358,9 @@ def _parse(path: Path, m: Manifest, ident: tuple[int, ...] = ()) -> Snapshot:
         raise SnapshotError(
             f"{path / segment_file(m.header)}: the header segment is not an ELF core header; {FIX}"
         )
-    return Snapshot(path, m, segments, durable=_durable(path), ident=ident)
+    return Snapshot(
+        path, m, segments, durable=_durable(path), ordered=replacing_is_ordered(path), ident=ident
+    )
 
 
 def _durable(path: Path) -> bool:

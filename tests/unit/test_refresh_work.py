@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from kexecd.image import facts, loader, plan
+from kexecd import files
+from kexecd.image import facts, loader, plan, record
 from kexecd.image.store import Store, open_snapshot
 from kexecd.service.config import Config
 from kexecd.service.daemon import Daemon
@@ -125,24 +126,87 @@ def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Conf
     assert not d.refresher.verified
 
 
+def _mountinfo(tmp_path: Path, fstype: str, options: str) -> Path:
+    """A mountinfo whose one line is ``tmp_path``'s file system, as ``fstype``."""
+    dev = os.stat(tmp_path).st_dev
+    path = tmp_path / "mountinfo"
+    path.write_text(
+        f"27 1 {os.major(dev)}:{os.minor(dev)} / / rw,relatime shared:1 - "
+        f"{fstype} /dev/vda {options}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fstype", "options", "ordered"),
+    [
+        ("ext4", "rw,errors=remount-ro", True),
+        ("ext4", "rw,data=journal", True),
+        ("ext4", "rw,noauto_da_alloc", False),
+        ("ext4", "rw,data=writeback", False),
+        ("xfs", "rw,attr2,inode64", False),
+        ("btrfs", "rw,space_cache=v2", False),
+    ],
+)
+def test_the_record_is_fsynced_only_where_a_crash_could_tear_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fstype: str, options: str, ordered: bool
+) -> None:
+    monkeypatch.setattr(files, "MOUNTINFO", _mountinfo(tmp_path, fstype, options))
+    state = tmp_path / "state"
+    loader.load(ARGV, state, root=Root(loaded_root("boot", tmp_path)), tracer=tracer_for(image()))
+    snap = open_snapshot(state)
+    assert snap.durable and snap.ordered is ordered
+    calls = _spy(monkeypatch, os, "fsync")
+    header = Capture(DATA / "hotadd").header
+    snap.record.begin(header)  # never: only its existence counts
+    assert calls == []
+    snap.record.done(header, None, "test")
+    # The header and loaded.json replace the load's: each file and its
+    # directory, unless the file system orders the replacement.
+    assert len(calls) == (0 if ordered else 4)
+    assert snap.record.header() == header and snap.record.intent() is None
+
+
+def test_a_new_record_is_fsynced_even_where_replacing_is_ordered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = record.LoadRecord(tmp_path, durable=True, ordered=True)
+    calls = _spy(monkeypatch, os, "fsync")
+    rec.done(b"\x7fELF first", None, "test")  # new files: they could be empty after a crash
+    assert len(calls) == 4
+    rec.done(b"\x7fELF again", None, "test")
+    assert len(calls) == 4
+
+
 def test_no_fsync_on_tmpfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # /dev/shm is tmpfs on Debian; the pytest tmp_path is not.
+    # /dev/shm is tmpfs on Debian.
     shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
-    root = Root(loaded_root("boot", tmp_path))
     try:
-        for state, durable in ((tmp_path / "state", True), (shm / "state", False)):
-            loader.load(ARGV, state, root=root, tracer=tracer_for(image()))
-            snap = open_snapshot(state)
-            assert snap.durable is durable
-            calls = _spy(monkeypatch, os, "fsync")
-            header = Capture(DATA / "hotadd").header
-            snap.record.begin(header)
-            snap.record.done(header, None, "test")
-            # Three files (the intent, the header, loaded.json), each with its directory.
-            assert len(calls) == (6 if durable else 0)
-            monkeypatch.undo()
+        loader.load(
+            ARGV,
+            shm / "state",
+            root=Root(loaded_root("boot", tmp_path)),
+            tracer=tracer_for(image()),
+        )
+        snap = open_snapshot(shm / "state")
+        assert not snap.durable
+        calls = _spy(monkeypatch, os, "fsync")
+        header = Capture(DATA / "hotadd").header
+        snap.record.begin(header)
+        snap.record.done(header, None, "test")
+        assert calls == []
     finally:
         shutil.rmtree(shm)
+
+
+def test_an_empty_intent_is_an_intent(tmp_path: Path) -> None:
+    # Written without fsync: a crash of the host may leave it empty.
+    rec = record.LoadRecord(tmp_path)
+    assert rec.intent() is None
+    (tmp_path / record.INTENT).write_bytes(b"")
+    assert rec.intent() == {}
+    rec.begin(b"\x7fELF")
+    assert rec.intent() is not None and rec.intent() != {}
 
 
 def test_system_read_again_when_a_uevent_came_during_the_read(
