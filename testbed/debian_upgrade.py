@@ -20,11 +20,17 @@ Two stages:
 2. :func:`upgrade_disk` (the VM test): the powered-off guest's disk mounted,
    trixie's sources and those lists put in, ``apt-get full-upgrade
    --no-download`` from those packages, kdump-tools' initrd for the new
-   kernel built as its kernel hook builds it (the hook skips itself in a
-   chroot, "Executing in a chroot, skipping initramfs generation": the guest
-   would build it at its next boot, about 2 minutes under TCG), and the new
+   kernel built as its kernel hook builds it, with the sysctl record
+   kdump-config compares at each load (``latest_sysctls-KVER``), and the new
    kernel and its initrd copied out for the reboot (the test bed boots its
    Debian hosts with QEMU's ``-kernel``, as a boot loader would load them).
+   Without that, kdump-config builds the initrd at the first boot on the new
+   kernel: the hook skips itself in a chroot ("Executing in a chroot,
+   skipping initramfs generation"), and even where it ran (a live upgrade)
+   the missing sysctl record makes kdump-config delete its initrd and build
+   it again; 71 s under TCG (seen in the test's first runs), kdump-tools'
+   own work, not kexecd's. The base roots of :mod:`testbed.debian_suites`
+   do the same for the same reason.
 
 Safety: everything runs in a mount namespace of its own (``unshare
 --mount``), and the chroot's processes have ``CAP_SYS_BOOT`` and
@@ -96,6 +102,7 @@ tmp=$(mktemp -d)
 TMPDIR=$tmp mkinitramfs -k -d $d/initramfs-tools -o $d/initrd.img-$kver $kver
 du -sm $(find $tmp -mindepth 1 -maxdepth 1 -type d) | cut -f1 >$d/size_initrd.img-$kver
 rm -rf $tmp
+cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
 ' sh "$kver"
 cp "$mnt/boot/vmlinuz-$kver" "$mnt/boot/initrd.img-$kver" "$out/"
 echo "$kver" >"$out/kver"

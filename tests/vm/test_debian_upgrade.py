@@ -106,6 +106,9 @@ def test_upgrade_to_trixie_then_the_dump_is_whole(
     out.boot_s = round(guest.boot_seconds, 1)
     settle_adopted(guest)
     out.adopted_s = round(time.monotonic() - started, 1)
+    # Where the first boot on the new kernel went (for the note).
+    out.notes.append(guest.sh("systemd-analyze blame --no-pager | head -n 8 || true"))
+    out.notes.append(guest.sh("journalctl -b -u kdump-tools -o short-monotonic --no-pager"))
     assert guest.sh("uname -r").strip() == kernel.kver
     assert guest.sh("cat /etc/debian_version").startswith("13.")
     versions = guest.sh(
