@@ -4,9 +4,11 @@
 The root of :func:`testbed.arm64_assets.base_root` as a raw ext4 image, which
 the guest mounts read-only (kexecd's arm64 .deb installed in it with apt,
 :mod:`testbed.arm64_deb`), with the kernels, the initramfs, the test bed's
-agent and kexecd in :data:`GUEST_DIR`: kexecd's Python sources and its C core,
-compiled for aarch64 in the root through qemu-user, so that kexecd's tracer
-runs in the guest. Cached in ``$KEXECD_VM_CACHE/arm64/image-KEY`` by the
+agent and kexecd in :data:`GUEST_DIR`: kexecd's Python sources and its C core
+for aarch64, so that kexecd's tracer runs in the guest. The core is the one
+the arm64 .deb built from the same tree (taken from the root it was installed
+in): compiling it again in the root through qemu-user cost about 2 minutes of
+every setup after a change to kexecd. Cached in ``$KEXECD_VM_CACHE/arm64/image-KEY`` by the
 content of all of it; ``python -m testbed.arm64_disk`` builds it ahead of time.
 """
 
@@ -32,7 +34,6 @@ from testbed.arm64_assets import (
     ensure_kexec_tools,
     run_logged,
 )
-from testbed.transport import TestbedError
 
 __all__ = [
     "GUEST_DIR",
@@ -57,7 +58,9 @@ AGENT_FILES = (
 # The image's size (sparse): the root and room to spare.
 IMAGE_SIZE = "2G"
 # Bump when disk_image()'s steps change.
-IMAGE_RECIPE = 2
+IMAGE_RECIPE = 3
+# Where the arm64 .deb puts kexecd's C core in the root.
+DEB_CORE = "usr/lib/python3/dist-packages/kexecd"
 
 
 # The kexec-tools the guest has besides the root's own (bookworm's 2.0.25).
@@ -69,7 +72,7 @@ class Arm64Image:
     """A bootable arm64 guest: its read-only disk, and for each kernel it boots
     (:data:`testbed.arm64_assets.KERNEL_SUITES`) the kernel and its initramfs.
 
-    :ivar core: whether kexecd's C core was compiled for aarch64 in the disk's
+    :ivar core: whether kexecd's C core for aarch64 (the arm64 .deb's) is in the disk's
         ``GUEST_DIR/kexecd`` (its tracer runs in the guest).
     """
 
@@ -152,12 +155,15 @@ def _build_disk(root: Path, files: list[tuple[str, Path]], deb: Path, done: Path
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     log = work / "build.log"
-    core = _build_core(root, files, work, log)
     # The arm64 .deb installed with apt into a copy of the root: the guest has
     # /usr/bin/kexecd as a user would, beside the sources in GUEST_DIR.
     copy = work / "root"
     run_logged(["cp", "-a", "--reflink=auto", str(root), str(copy)], log, "copying the root")
     arm64_deb.install_deb(copy, deb, log)
+    built = sorted((copy / DEB_CORE).glob("_core*.so"))
+    core = work / built[0].name if built else None
+    if core is not None:
+        shutil.copyfile(built[0], core)
     disk = work / "disk.img"
     run_logged(
         ["mkfs.ext4", "-q", "-F", "-L", "kexecd-arm64", "-d", str(copy), str(disk), IMAGE_SIZE],
@@ -175,37 +181,6 @@ def _build_disk(root: Path, files: list[tuple[str, Path]], deb: Path, done: Path
     for old in cache().glob("image-*"):
         if old != done:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _build_core(root: Path, files: list[tuple[str, Path]], work: Path, log: Path) -> Path | None:
-    """kexecd's C core compiled for aarch64 in the root (qemu-user); None if
-    that failed (the log says why): the guest then has no tracer."""
-    src = root / "tmp" / "kexecd-build"
-    shutil.rmtree(src, ignore_errors=True)
-    for name, path in files:
-        if name.startswith(("kexecd/", "csrc/")):
-            (src / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, src / name)
-    try:
-        run_logged(
-            [
-                "chroot",
-                str(root),
-                "sh",
-                "-c",
-                "cd /tmp/kexecd-build && python3 kexecd/_build_core.py",
-            ],
-            log,
-            "compiling kexecd's C core for aarch64",
-        )
-    except TestbedError:
-        return None
-    finally:
-        built = sorted((src / "kexecd").glob("_core*.so"))
-        if built:
-            shutil.copyfile(built[0], work / built[0].name)
-        shutil.rmtree(src, ignore_errors=True)
-    return work / built[0].name if built else None
 
 
 def debugfs_commands(files: Sequence[tuple[str, Path]]) -> list[str]:

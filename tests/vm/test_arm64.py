@@ -71,7 +71,7 @@ COMBOS = [arm64.DEFAULT, arm64.TRIXIE]
 def arm64_guest(request: pytest.FixtureRequest) -> Iterator[Guest]:
     combo: arm64.Combo = getattr(request, "param", arm64.DEFAULT)
     image = arm64_disk.disk_image()
-    assert image.core, "kexecd's C core did not compile for aarch64 in the guest's root"
+    assert image.core, "the arm64 .deb has no C core to put in the guest's GUEST_DIR"
     yield from _guest(request, request.node.name, arm64.boot, image=image, combo=combo)
 
 
