@@ -164,6 +164,23 @@ chroot "$1" dpkg-divert --quiet --local --rename --divert \
 """
 
 
+# kdump-tools' initramfs-tools copy as its kernel hook makes it
+# (/etc/kernel/postinst.d/kdump-tools), with the modules the crash kernel
+# needs to mount the guest's virtio disk named: shell lines run in the root,
+# ``$d`` being /var/lib/kdump.
+KDUMP_INITRAMFS_CONF = r"""rm -rf $d/initramfs-tools
+cp -pr /etc/initramfs-tools $d/
+mkdir -p $d/initramfs-tools/conf.d
+echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
+printf "%s\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
+echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
+"""
+# The sysctl record kdump-config compares /etc/kdump/sysctl.conf with at each
+# load: without it, it deletes the initrd and builds it again
+# (check_sysctl_change(), kdump-config 1:1.8.1 and 1:1.10.7).
+KDUMP_SYSCTL_RECORD = "cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver\n"
+
+
 def _kdump_hook(modules: str, build: str) -> str:
     """What runs in the new root after mmdebstrap (``$1`` is the root): the
     kernel hook put back, then kdump-tools' initrd as that hook builds it
@@ -180,16 +197,11 @@ def _kdump_hook(modules: str, build: str) -> str:
 kver=$1
 d=/var/lib/kdump
 mkdir -p $d
-rm -rf $d/initramfs-tools
-cp -pr /etc/initramfs-tools $d/
-mkdir -p $d/initramfs-tools/conf.d
-echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
-printf "%s\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
-echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
 """
+        + KDUMP_INITRAMFS_CONF
         + build
-        + r"""cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
-ln -fs /boot/vmlinuz-$kver $d/vmlinuz
+        + KDUMP_SYSCTL_RECORD
+        + r"""ln -fs /boot/vmlinuz-$kver $d/vmlinuz
 ln -fs $d/initrd.img-$kver $d/initrd.img
 echo kexecd-host >/etc/hostname
 printf "/dev/vda / ext4 rw 0 1\n" >/etc/fstab
@@ -208,13 +220,13 @@ BOOKWORM_HOOK = _kdump_hook(
 # looks where 1:1.8.1 did: /var/lib/kdump/vmlinuz and initrd.img (symlinks
 # it checks against the running kernel) and latest_sysctls-KVER (compared
 # with /etc/kdump/sysctl.conf at each load; a difference deletes the initrd).
-TRIXIE_HOOK = _kdump_hook(
-    "usr/lib/modules",
+TRIXIE_BUILD = (
     "tmp=$(mktemp -d)\n"
     "TMPDIR=$tmp mkinitramfs -k -d $d/initramfs-tools -o $d/initrd.img-$kver $kver\n"
     "du -sm $(find $tmp -mindepth 1 -maxdepth 1 -type d) | cut -f1 >$d/size_initrd.img-$kver\n"
-    "rm -rf $tmp\n",
+    "rm -rf $tmp\n"
 )
+TRIXIE_HOOK = _kdump_hook("usr/lib/modules", TRIXIE_BUILD)
 
 BOOKWORM = HostSuite(
     name="bookworm",

@@ -49,7 +49,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import assets, debian_host
-from testbed.debian_suites import BOOKWORM, TRIXIE
+from testbed.debian_suites import (
+    BOOKWORM,
+    KDUMP_INITRAMFS_CONF,
+    KDUMP_SYSCTL_RECORD,
+    TRIXIE,
+    TRIXIE_BUILD,
+)
 from testbed.transport import TestbedError
 
 __all__ = ["UpgradedKernel", "upgrade_cache", "upgrade_disk"]
@@ -92,18 +98,7 @@ kver=$(ls -v "$mnt/usr/lib/modules" | tail -n 1)
 {" ".join(CHROOT)} "$mnt" sh -eu -c '
 kver=$1
 d=/var/lib/kdump
-rm -rf $d/initramfs-tools
-cp -pr /etc/initramfs-tools $d/
-mkdir -p $d/initramfs-tools/conf.d
-echo MODULES=list >$d/initramfs-tools/conf.d/zzz-kdump
-printf "%s\\n" virtio_pci virtio_blk ext4 >>$d/initramfs-tools/modules
-echo KDUMP=y >>$d/initramfs-tools/initramfs.conf
-tmp=$(mktemp -d)
-TMPDIR=$tmp mkinitramfs -k -d $d/initramfs-tools -o $d/initrd.img-$kver $kver
-du -sm $(find $tmp -mindepth 1 -maxdepth 1 -type d) | cut -f1 >$d/size_initrd.img-$kver
-rm -rf $tmp
-cp /etc/kdump/sysctl.conf $d/latest_sysctls-$kver
-' sh "$kver"
+{KDUMP_INITRAMFS_CONF}{TRIXIE_BUILD}{KDUMP_SYSCTL_RECORD}' sh "$kver"
 cp "$mnt/boot/vmlinuz-$kver" "$mnt/boot/initrd.img-$kver" "$out/"
 echo "$kver" >"$out/kver"
 umount "$mnt/var/cache/apt/archives" "$mnt/proc"
