@@ -77,14 +77,19 @@ def json_object(directory: Path, name: str) -> dict[str, Any]:
 
     :raises SnapshotError: missing, too big, or not a JSON object.
     """
-    data = statedir.read_file(directory, name, 65536)
+    info = _parsed(statedir.read_file(directory, name, 65536))
+    if info is None:
+        raise SnapshotError(f"{directory / name}: not a JSON object; run 'kexecd load' again")
+    return info
+
+
+def _parsed(data: bytes) -> dict[str, Any] | None:
+    """``data`` as a JSON object, or ``None`` if it is not one."""
     try:
         info = json.loads(data)
     except (ValueError, RecursionError):
-        info = None
-    if not isinstance(info, dict):
-        raise SnapshotError(f"{directory / name}: not a JSON object; run 'kexecd load' again")
-    return info
+        return None
+    return info if isinstance(info, dict) else None
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,8 @@ class LoadRecord:
         """
         if not os.path.lexists(self.path / INTENT):
             return None
-        data = statedir.read_file(self.path, INTENT, 65536)  # a regular file, or refused
-        try:
-            info = json.loads(data)
-        except (ValueError, RecursionError):
-            info = None
-        return info if isinstance(info, dict) else {}
+        info = _parsed(statedir.read_file(self.path, INTENT, 65536))  # regular, or refused
+        return {} if info is None else info
 
     def begin(self, header: bytes, words: Sequence[str] = ()) -> None:
         """Say, before ``kexec_load``, which header (and command line words) is
