@@ -106,6 +106,19 @@ def _counted_hotplug(guest: Guest, out: Outcome) -> tuple[tuple[int, int], dict[
     return dimm, st
 
 
+def standing_aside(guest: Guest, out: Outcome) -> None:
+    """kdump-tools' load is a file load whose header the kernel keeps:
+    ``kexecd status`` says so (its text goes in ``out``), and kdump-tools'
+    rule stays masked (a try-reload that worked would unload and reload the
+    crash kernel for nothing, the kernel having updated it already)."""
+    assert _loaded_by(guest) == "kexec_file_load"
+    assert guest.read(CRASH_HOTPLUG).strip() == "1"
+    status = guest.sh("kexecd status")
+    out.notes.append(status.strip())
+    assert "the kernel keeps the header current" in status, status
+    assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
+
+
 def _covered(elf_path: Path, start: int, end: int) -> bool:
     """Whether the dump's PT_LOADs hold all of [start, end)."""
     with elf_path.open("rb") as f:
@@ -156,14 +169,7 @@ def test_stock_trixie_kernel_keeps_the_header_and_kexecd_repairs_a_drop(
     out = Outcome("trixie-stock")
     guest = _boot(trixie_image, host_run, out)
     out.adopted_s = None if guest.restored else round(guest.ready_seconds, 1)
-    assert _loaded_by(guest) == "kexec_file_load"
-    assert guest.read(CRASH_HOTPLUG).strip() == "1"
-    status = guest.sh("kexecd status")
-    out.notes.append(status.strip())
-    assert "the kernel keeps the header current" in status, status
-    # Masked still: a try-reload that worked would unload and reload the
-    # crash kernel for nothing, the kernel having updated it already.
-    assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
+    standing_aside(guest, out)
     # (1) A DIMM and a CPU: the kernel updates the header, kexecd loads nothing.
     kdump_before = len(_journal(guest, "kdump-config"))
     first, st = _counted_hotplug(guest, out)

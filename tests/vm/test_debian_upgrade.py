@@ -39,10 +39,9 @@ from testbed import assets, debian_host, debian_upgrade
 from testbed.debian_host import HostImage
 from testbed.debian_suites import TRIXIE
 from testbed.vm import Guest
-from tests.vm.test_debian13_host import _counted_hotplug, _finish, _loaded_by, _quiet
+from tests.vm.test_debian13_host import _counted_hotplug, _finish, _quiet, standing_aside
 from tests.vm.test_debian_host import (
     DIMM_MIB,
-    MASK,
     PATTERN_PAGES,
     Outcome,
     _boot,
@@ -54,7 +53,6 @@ from tests.vm.test_debian_host import (
 
 pytestmark = pytest.mark.vm
 
-CRASH_HOTPLUG = "/sys/devices/system/memory/crash_hotplug"
 POWEROFF_TIMEOUT = 180.0
 
 
@@ -119,12 +117,7 @@ def test_upgrade_to_trixie_then_the_dump_is_whole(
     assert guest.sh("readlink -f /usr/bin/python3").strip().endswith("python3.13")
     # kdump-tools loaded the new way; kexecd adopted it, appended its word
     # and stands aside: the kernel keeps this header.
-    assert _loaded_by(guest) == "kexec_file_load"
-    assert guest.read(CRASH_HOTPLUG).strip() == "1"
-    status = guest.sh("kexecd status")
-    out.notes.append(status.strip())
-    assert "the kernel keeps the header current" in status, status
-    assert guest.sh(f"readlink {MASK}").strip() == "/dev/null"
+    standing_aside(guest, out)
     st = _quiet(guest)
     assert int(str(st["adoptions"])) >= 1, st
     log = "\n".join(_journal(guest, "kexecd"))
