@@ -62,12 +62,17 @@ def image(
     header_hashed: bool = True,
     strip: bytes | None = None,
     spare: int = 64,
+    bzimage: bool = False,
 ) -> LoadCapture:
     """The capture's load with whole segments and a matching purgatory digest.
 
     :param strip: a word to take out of the command line (the captures'
         have acpi_no_memhotplug; kdump-tools' default does not).
     :param spare: the zero bytes after that line's NUL.
+    :param bzimage: the kernel segment (the captures keep only its hash; its
+        bytes here are random) begins its compressed payload where the boot
+        parameters' setup header says, as a real bzImage's does, so that
+        kexecd can tell it (:mod:`kexecd.arch.x86_64.bzimage`).
     """
     cap = Capture(DATA / name)
     m = cap.manifest
@@ -83,6 +88,8 @@ def image(
         if strip is not None and b"elfcorehdr=" in buf:
             buf = without_word(buf, rec["mem"], strip, spare)
         segs.append(Segment(buf, rec["mem"], rec["memsz"]))
+    if bzimage:
+        segs = _with_payload(segs)
     purg = m["purgatory_segment"]
     digest = kexec_tools_digest(segs, purg, () if header_hashed else (header,))
     off = m["purgatory_digest_offset"]
@@ -90,6 +97,25 @@ def image(
     pbuf[off : off + 32] = digest
     segs[purg] = Segment(bytes(pbuf), segs[purg].mem, segs[purg].memsz)
     return LoadCapture.one_load(m["entry"], m["flags"], segs, _program(m.get("kexec_tools")))
+
+
+def kernel_index(segs: list[Segment]) -> int:
+    """The x86 kernel segment: memsz the setup header's init_size in pages
+    (kexec-tools kexec-bzImage64.c), read here on its own."""
+    setup = next(s.buf for s in segs if bytes(s.buf[0x202:0x206]) == b"HdrS")
+    extent = -(-struct.unpack_from("<I", setup, 0x260)[0] // 4096) * 4096
+    (index,) = [i for i, s in enumerate(segs) if s.memsz == extent]
+    return index
+
+
+def _with_payload(segs: list[Segment]) -> list[Segment]:
+    setup = next(s.buf for s in segs if bytes(s.buf[0x202:0x206]) == b"HdrS")
+    at = struct.unpack_from("<I", setup, 0x248)[0]
+    k = kernel_index(segs)
+    buf = bytearray(segs[k].buf)
+    buf[at : at + 6] = b"\xfd7zXZ\0"  # xz's magic, as Debian's 5.10 and 6.1 have
+    segs[k] = Segment(bytes(buf), segs[k].mem, segs[k].memsz)
+    return segs
 
 
 def _program(version: str | None) -> bytes | None:

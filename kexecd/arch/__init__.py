@@ -146,6 +146,15 @@ class Arch(Protocol):
         :raises HeaderError, CmdlineError: they cannot be rewritten.
         """
 
+    def kernel_extent(self, segments: Sequence[Segment]) -> tuple[int, int] | None:
+        """The kernel segment whose zero-filled tail the crash kernel's boot
+        does not need, and the memsz kexec-tools gave it: ``(index, extent)``.
+        A reload may load it with memsz cut to its buffer
+        (:mod:`kexecd.image.trim`), as long as nothing else lies in the
+        extent. ``None`` where that is not known to hold (aarch64: not yet
+        proven by a crash) or the segment cannot be told exactly.
+        """
+
 
 def _known() -> dict[int, Arch]:
     from kexecd.arch.aarch64 import AARCH64

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Carrying out a plan: nothing, the header reloaded, the header moved, or the
-command again; one load with rollback under all of them.
+"""Carrying out a plan: nothing, the header reloaded, the header moved (or the
+kernel segment cut: :mod:`kexecd.image.trim`), or the command again; one load
+with rollback under all of them.
 
 Every ``kexec_load`` kexecd makes goes through :meth:`Executor._load`: the
 intent is recorded first (killed between the load and the record, the next
@@ -16,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from kexecd.errors import KexecdError, LoadError, SnapshotError
-from kexecd.image import plan, relocate, rerun
+from kexecd.image import plan, relocate, rerun, trim
 from kexecd.image.changes import HeaderDiff
 from kexecd.image.cmdline import Amendment
 from kexecd.image.decide import Action, Decision, Request, Why
 from kexecd.image.deps import Deps
 from kexecd.image.loader import load_locked
 from kexecd.image.plan import Plan, Policy
-from kexecd.image.purgatory import digest_of, patched, rebased
+from kexecd.image.purgatory import DigestLocation, digest_of, patched, rebased
 from kexecd.image.snapshot import Snapshot
 from kexecd.image.store import Origin, Store
 from kexecd.kparams import appended
@@ -142,8 +143,9 @@ class Executor:
             return result
         if not p.kexec.crash_loaded:
             result.notes.append("no crash kernel was loaded; loading the snapshot's image")
-        if action is Action.RELOCATE:
-            self._relocate(p, result, spans)
+        c = self._cut(p.snapshot)
+        if action is Action.RELOCATE or c is not None:
+            self._rewrite(p, result, spans, c)
         else:
             self._reload_header(p, result, spans)
         return result
@@ -157,39 +159,60 @@ class Executor:
         spans.mark("record")
         result.cmdline = "" if p.cmdline is None else p.cmdline.done
 
-    def _relocate(self, p: Plan, result: RefreshResult, spans: Spans) -> None:
-        # The header moves to the plan's hole: kexec-tools' own segments are
-        # rewritten (relocate.relocated) into a new snapshot beside the current
-        # one, kexecd's words go on the line, and the kernel gets it in one
-        # kexec_load. Only once it took it does the new snapshot replace the
-        # current one; if it refused, the previous image is loaded again as
-        # after any failed refresh. Killed in between, the current snapshot's
-        # intent makes the next run plan again: the move is redone.
+    def _cut(self, snap: Snapshot) -> trim.Cut | None:
+        # The kernel segment to load without its zero tail, unless the policy
+        # keeps kexec-tools' memsz or it is cut already.
+        if not self.policy.trim_kernel or snap.purgatory is None or snap.header is None:
+            return None
+        return trim.cut(snap.arch, snap.segments, snap.digest)
+
+    def _rewrite(self, p: Plan, result: RefreshResult, spans: Spans, c: trim.Cut | None) -> None:
+        # kexec-tools' own segments are rewritten (the header moved to the
+        # plan's hole: relocate.relocated; the kernel segment cut:
+        # trim.trimmed) into a new snapshot beside the current one, kexecd's
+        # words go on the line, and the kernel gets it in one kexec_load.
+        # Only once it took it does the new snapshot replace the current one;
+        # if it refused, the previous image is loaded again as after any
+        # failed refresh. Killed in between, the current snapshot's intent
+        # makes the next run plan again: the rewrite is redone.
         snap, wanted = p.snapshot, p.wanted
-        assert wanted is not None and p.move is not None and snap.digest is not None
+        assert wanted is not None and snap.digest is not None
         assert snap.header is not None and snap.purgatory is not None
-        move = relocate.Move(snap.header, snap.purgatory, snap.digest, *p.move)
-        moved = relocate.relocated(snap.arch, snap.segments, move, wanted)
-        how = f"kexecd relocate (header moved from {moved.old[0]:#x} to {move.mem:#x})"
-        digest = rebased(snap.digest, moved.segments, snap.purgatory, snap.header)
-        cap = LoadCapture.one_load(snap.entry, snap.flags, moved.segments)
-        origin = Origin(snap.argv, snap.source, snap.kexec_tools, how, digest, same_as=snap)
+        segs: Sequence[Segment] = snap.segments
+        loc: DigestLocation | None = snap.digest
+        hows = []
+        relocated = None
+        if p.move is not None:
+            move = relocate.Move(snap.header, snap.purgatory, snap.digest, *p.move)
+            moved = relocate.relocated(snap.arch, segs, move, wanted)
+            hows.append(f"header moved from {moved.old[0]:#x} to {move.mem:#x}")
+            segs = moved.segments
+            loc = rebased(snap.digest, segs, snap.purgatory, snap.header)
+            relocated = (moved.old[0], move.mem, move.memsz)
+        if c is not None:
+            segs, loc = trim.trimmed(segs, c, snap.purgatory, snap.header, snap.digest)
+            hows.append(f"kernel segment {c.index} loaded {c.cut} bytes long, not {c.memsz}")
+        verb = "kexecd relocate" if p.move is not None else "kexecd refresh"
+        how = f"{verb} ({'; '.join(hows)})"
+        cap = LoadCapture.one_load(snap.entry, snap.flags, segs)
+        origin = Origin(snap.argv, snap.source, snap.kexec_tools, how, loc, same_as=snap)
         new = self.store.prepare(cap, origin)
-        if new.header != snap.header or new.digest is None or not new.digest.header_hashed:
+        hashed = snap.digest.header_hashed
+        if new.header != snap.header or new.digest is None or new.digest.header_hashed != hashed:
             raise LoadError(
-                f"{new.path}: the moved image does not verify (purgatory's digest not found); "
-                "nothing was loaded"
+                f"{new.path}: the rewritten image does not verify (purgatory's digest not "
+                "found); nothing was loaded"
             )
-        spans.mark("relocate")
+        spans.mark("rewrite")
         line = p.cmdline
         if line is not None and line.found is not None:
             line = replace(line, found=new.arch.find_cmdline(new.segments))
-        segs, new_digest = image_with(new, line, wanted, _words(p))
+        image, new_digest = image_with(new, line, wanted, _words(p))
         spans.mark("digest")
-        self._load(p, segs, result, spans)
+        self._load(p, image, result, spans)
         self.store.commit().record.done(wanted, new_digest, how, _words(p))
         spans.mark("record")
-        result.relocated = (moved.old[0], move.mem, move.memsz)
+        result.relocated = relocated
         result.cmdline = "" if line is None else line.done
 
     def _full_reload(self, p: Plan, request: Request, result: RefreshResult) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from kexecd.arch import CommandLine
 from kexecd.errors import CmdlineError, HeaderError, SnapshotError
-from kexecd.image import elfcore, relocate
+from kexecd.image import elfcore, relocate, trim
 from kexecd.image.cmdline import NO_MEMHOTPLUG, Amendment
 from kexecd.image.elfcore import CoreHeader
 from kexecd.image.kexecargs import amended_line, with_words
@@ -161,7 +161,9 @@ def hole(
         size = relocate.sized_memsz(arch, max(grow, phnum))
     else:
         size = relocate.grown_memsz(arch, phnum, memsz)
-    others = [s for i, s in enumerate(snap.segments) if i != snap.header]
+    # A cut kernel segment (kexecd.image.trim) still needs its whole extent.
+    used = trim.occupied(arch, snap.segments)
+    others = [s for i, s in enumerate(used) if i != snap.header]
     for r in system.memory.crash_reserved:
         at = relocate.place((r.start, r.end + 1), others, holes, size, arch.page)
         if at is not None:

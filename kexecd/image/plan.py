@@ -43,9 +43,13 @@ class Policy:
 
     :ivar acpi_no_memhotplug: ``crash_acpi_no_memhotplug``: append the word
         where the host can hot-add memory and the line lacks it.
+    :ivar trim_kernel: not ``keep_kernel_memsz``: reload the kernel segment
+        without the zero-filled tail kexec-tools gave it
+        (:mod:`kexecd.image.trim`).
     """
 
     acpi_no_memhotplug: bool = True
+    trim_kernel: bool = True
 
 
 DEFAULT_POLICY = Policy()

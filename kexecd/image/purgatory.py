@@ -34,6 +34,7 @@ __all__ = [
     "patched",
     "rebased",
     "regions",
+    "rehashed",
 ]
 
 # kexec-tools kexec/kexec-sha256.h: SHA256_REGIONS.
@@ -189,6 +190,34 @@ def rebased(
     return DigestLocation(
         loc.digest_offset, loc.regions_offset, True, h.state(), setup, loc.setup_state
     )
+
+
+def rehashed(
+    loc: DigestLocation, segments: Sequence[Segment], purgatory: int, header: int
+) -> tuple[bytes, DigestLocation]:
+    """The digest over ``segments`` hashed from the first, and where it is
+    with the states saved on the way: for an image whose first segments
+    changed (a kernel segment cut: :mod:`kexecd.image.trim`), where no saved
+    state applies. One pass, where :func:`locate` would make two.
+    """
+    skip = {purgatory} if loc.header_hashed else {purgatory, header}
+    h = Sha256()
+    prefix = at_setup = None
+    for i in range(len(segments)):
+        if i == loc.setup:
+            at_setup = h.state()
+        if i == header:
+            prefix = h.state()
+        _hash_on(h, segments, skip, i, i + 1)
+    new = DigestLocation(
+        loc.digest_offset,
+        loc.regions_offset,
+        loc.header_hashed,
+        prefix if loc.header_hashed else None,
+        loc.setup,
+        at_setup,
+    )
+    return h.digest(), new
 
 
 def patched(purgatory_buf: Buffer, loc: DigestLocation, digest: bytes) -> bytes:

@@ -16,6 +16,8 @@
     kexec_cmd = ""                   # its record; "" = kdump-tools' (if installed)
     crash_acpi_no_memhotplug = true  # append it to a crash command line that lacks it,
                                      # on a host that can hot-add memory
+    keep_kernel_memsz = false        # true: reload the crash kernel's segment with the
+                                     # zero-filled tail kexec-tools gave it (x86: init_size)
     metrics_dir = "/var/lib/prometheus/node-exporter"  # kexecd.prom for node exporter's
                                      # textfile collector; "" = off (off too when missing)
 
@@ -57,6 +59,7 @@ class Config:
     adopt: bool = True
     kexec_cmd: str = ""
     crash_acpi_no_memhotplug: bool = True
+    keep_kernel_memsz: bool = False
     metrics_dir: str = str(DEFAULT_METRICS_DIR)
 
     @property
@@ -64,7 +67,10 @@ class Config:
         """The settings a refresh follows (:class:`kexecd.image.plan.Policy`)."""
         from kexecd.image.plan import Policy  # imported when used: start-up time
 
-        return Policy(acpi_no_memhotplug=self.crash_acpi_no_memhotplug)
+        return Policy(
+            acpi_no_memhotplug=self.crash_acpi_no_memhotplug,
+            trim_kernel=not self.keep_kernel_memsz,
+        )
 
 
 _TYPES: dict[str, type] = {
@@ -77,6 +83,7 @@ _TYPES: dict[str, type] = {
     "adopt": bool,
     "kexec_cmd": str,
     "crash_acpi_no_memhotplug": bool,
+    "keep_kernel_memsz": bool,
     "metrics_dir": str,
 }
 

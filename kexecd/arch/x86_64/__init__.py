@@ -3,7 +3,8 @@
 
 Everything kexecd knows that is true of x86_64 crash images only is here or
 in this package's modules: :mod:`.bootparams` (the command line in the boot
-parameters segment), :mod:`.e820` (the crash kernel's memory map), and the
+parameters segment), :mod:`.e820` (the crash kernel's memory map),
+:mod:`.bzimage` (the kernel segment and the tail it need not load), and the
 facts of kexec-tools' ``kexec/arch/i386/crashdump-x86.c`` below.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from types import MappingProxyType
 
 from kexecd.arch import CommandLine, KexecToolsFacts
-from kexecd.arch.x86_64 import bootparams, e820
+from kexecd.arch.x86_64 import bootparams, bzimage, e820
 from kexecd.errors import HeaderError
 from kexecd.loads import Buffer, Segment
 from kexecd.model import RangeType
@@ -98,6 +99,9 @@ class _X86_64:
     def resize(self, segments: Sequence[Segment], header: int, size: int) -> dict[int, bytes]:
         # elfcorehdr= names the address only; the e820 hole is memsz, not size.
         return {}
+
+    def kernel_extent(self, segments: Sequence[Segment]) -> tuple[int, int] | None:
+        return bzimage.kernel_extent(segments)
 
     def line_moved(self, setup: Buffer, line: CommandLine, mem: int) -> bytes:
         """The boot parameters with ``elfcorehdr=`` naming ``mem``

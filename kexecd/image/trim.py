@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The kernel segment reloaded without the zero-filled tail kexec-tools gave it.
+
+kexec-tools loads the crash kernel with memsz the extent its boot needs
+(x86: the bzImage's ``init_size``, 56-67 MB for Debian's kernels, against a
+7-12 MB file), and the kernel zero-fills the difference on every
+``kexec_load``: the greater part of the floor of every reload. Where the
+architecture knows that extent need only be free, not zeroed
+(:meth:`kexecd.arch.Arch.kernel_extent`; x86: :mod:`kexecd.arch.x86_64.bzimage`),
+a reload loads that segment with memsz its buffer rounded to a page, every
+other segment where kexec-tools put it, and purgatory's regions and digest
+rewritten to match (purgatory then hashes the buffer, not the zeros, at the
+crash).
+
+Here is the arithmetic, on copies of the segments; the executor makes the
+cut image a snapshot of its own (as a moved header's) on the first reload
+that needs one, and the policy's ``trim_kernel`` (``keep_kernel_memsz`` in
+kexecd.conf) turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from kexecd.arch import Arch
+from kexecd.errors import HeaderError
+from kexecd.image import purgatory
+from kexecd.image.purgatory import DigestLocation
+from kexecd.loads import Segment
+
+__all__ = ["Cut", "cut", "occupied", "trimmed"]
+
+
+def _page_up(n: int, page: int) -> int:
+    return -(-n // page) * page
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A kernel segment to cut: its index, memsz before and after.
+
+    :ivar index: the segment's index.
+    :ivar memsz: its memsz now.
+    :ivar cut: its buffer rounded to a page: the memsz it is loaded with.
+    """
+
+    index: int
+    memsz: int
+    cut: int
+
+
+def cut(arch: Arch, segments: Sequence[Segment], loc: DigestLocation | None) -> Cut | None:
+    """The kernel segment to load shorter, or ``None``: none known to the
+    architecture, already cut, or purgatory's regions not found (the digest
+    could not vouch for a new memsz)."""
+    if loc is None or loc.regions_offset is None:
+        return None
+    found = arch.kernel_extent(segments)
+    if found is None:
+        return None
+    seg = segments[found[0]]
+    short = _page_up(len(seg.buf), arch.page)
+    if seg.memsz <= short:
+        return None
+    return Cut(found[0], seg.memsz, short)
+
+
+def occupied(arch: Arch, segments: Sequence[Segment]) -> list[Segment]:
+    """The segments as memory they use until the crash kernel runs: a cut
+    kernel segment over its whole extent (its boot writes there), for
+    placing a moved header (:func:`kexecd.image.relocate.place`)."""
+    out = list(segments)
+    found = arch.kernel_extent(out)
+    if found is not None:
+        i, extent = found
+        out[i] = replace(out[i], memsz=max(extent, out[i].memsz))
+    return out
+
+
+def trimmed(
+    segments: Sequence[Segment],
+    c: Cut,
+    purgatory_index: int,
+    header: int,
+    loc: DigestLocation,
+) -> tuple[tuple[Segment, ...], DigestLocation]:
+    """The image with segment ``c.index`` loaded ``c.cut`` bytes long, and
+    where purgatory's digest is in it (with the states saved on the way).
+
+    Purgatory's ``sha256_regions`` name the new memsz and its digest is
+    hashed again, from the first segment (the cut one comes before the
+    header in kexec-tools' x86 layout).
+
+    :raises HeaderError: purgatory's regions were not found, or there are
+        more segments than it holds.
+    """
+    if loc.regions_offset is None:
+        raise HeaderError("purgatory's sha256_regions were not found: a segment cannot shrink")
+    segs = list(segments)
+    segs[c.index] = replace(segs[c.index], memsz=c.cut)
+    skip = {purgatory_index} if loc.header_hashed else {purgatory_index, header}
+    regions = purgatory.regions(segs, skip)
+    if not regions:
+        raise HeaderError("more segments than purgatory's sha256_regions hold")
+    purg = bytearray(segs[purgatory_index].buf)
+    purg[loc.regions_offset : loc.regions_offset + len(regions)] = regions
+    segs[purgatory_index] = replace(segs[purgatory_index], buf=bytes(purg))
+    digest, new = purgatory.rehashed(loc, segs, purgatory_index, header)
+    segs[purgatory_index] = replace(
+        segs[purgatory_index], buf=purgatory.patched(purg, loc, digest)
+    )
+    return tuple(segs), new
