@@ -192,6 +192,11 @@ class Executor:
         if c is not None:
             segs, loc = trim.trimmed(segs, c, snap.purgatory, snap.header, snap.digest)
             hows.append(f"kernel segment {c.index} loaded {c.cut} bytes long, not {c.memsz}")
+            result.notes.append(
+                f"the kernel segment is loaded {c.cut} bytes long from now on, not the "
+                f"{c.memsz} kexec-tools gave it: the kernel no longer zero-fills "
+                f"{(c.memsz - c.cut) >> 20} MiB on each load (keep_kernel_memsz = false)"
+            )
         verb = "kexecd relocate" if p.move is not None else "kexecd refresh"
         how = f"{verb} ({'; '.join(hows)})"
         cap = LoadCapture.one_load(snap.entry, snap.flags, segs)
