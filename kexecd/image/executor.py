@@ -203,7 +203,7 @@ class Executor:
         origin = Origin(snap.argv, snap.source, snap.kexec_tools, how, loc, same_as=snap)
         new = self.store.prepare(cap, origin)
         hashed = snap.digest.header_hashed
-        if new.header != snap.header or new.digest is None or new.digest.header_hashed != hashed:
+        if new.header is None or new.digest is None or new.digest.header_hashed != hashed:
             raise LoadError(
                 f"{new.path}: the rewritten image does not verify (purgatory's digest not "
                 "found); nothing was loaded"

@@ -95,16 +95,18 @@ class Refresher:
         r.seconds = self.deps.clock() - start
         return r
 
-    def verify_ahead(self) -> bool:
+    def verify_ahead(self, wait: float | None = None) -> bool:
         """Hash the snapshot's segments now, while idle, so that the next
         refresh need not (half a second for a 60 MB kernel under emulation).
 
+        :param wait: how long to wait for the state directory's lock (a
+            writer holding it is changing the snapshot: it is hashed after).
         :returns: whether they verified (a failure is left for that refresh).
         """
         if self.verified or not self.keep_open:
             return self.verified
         try:
-            with self.store.locked(shared=True):
+            with self.store.locked(shared=True, wait=wait):
                 snap = self._open()
                 self.store.verify(snap)
         except KexecdError:

@@ -82,8 +82,8 @@ class Origin:
     :ivar digest: where purgatory's digest is, when the caller knows
         (:func:`kexecd.image.purgatory.rebased`); else it is located.
     :ivar same_as: the current snapshot: the segments whose buffer is the
-        very object it maps are linked from its files, their SHA-256 taken
-        from its manifest, instead of written and hashed again.
+        very object it maps (at any index) are linked from its files, their
+        SHA-256 taken from its manifest, instead of written and hashed again.
     :ivar words: what kexecd appended to the command's crash kernel command
         line (a ``kexec_file_load`` image's, reloaded whole), for the record.
     """
@@ -195,11 +195,15 @@ class Store:
         _rmtree(new)
         new.mkdir(mode=0o700)
         same = origin.same_as
+        # The current snapshot's files, by the buffer each maps (a rewrite
+        # may pass the segments in another order: kexecd.image.trim).
+        mapped = {} if same is None else {id(s.buf): j for j, s in enumerate(same.segments)}
         shas = []
         for i, s in enumerate(cap.segments):
-            if same is not None and i < len(same.segments) and s.buf is same.segments[i].buf:
-                os.link(same.path / segment_file(i), new / segment_file(i))
-                shas.append(same.sha256[i])
+            j = mapped.get(id(s.buf))
+            if same is not None and j is not None and s.buf is same.segments[j].buf:
+                os.link(same.path / segment_file(j), new / segment_file(i))
+                shas.append(same.sha256[j])
             else:
                 write_atomic(new / segment_file(i), bytes(s.buf))
                 shas.append(sha256_hex(s.buf))

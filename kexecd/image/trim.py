@@ -10,7 +10,8 @@ architecture knows that extent need only be free, not zeroed
 a reload loads that segment with memsz its buffer rounded to a page, every
 other segment where kexec-tools put it, and purgatory's regions and digest
 rewritten to match (purgatory then hashes the buffer, not the zeros, at the
-crash).
+crash). The same rewrite passes the header last, so that a new header's
+digest hashes the header alone (:func:`trimmed`).
 
 Here is the arithmetic, on copies of the segments; the executor makes the
 cut image a snapshot of its own (as a moved header's) on the first reload
@@ -85,29 +86,39 @@ def trimmed(
     header: int,
     loc: DigestLocation,
 ) -> tuple[tuple[Segment, ...], DigestLocation]:
-    """The image with segment ``c.index`` loaded ``c.cut`` bytes long, and
-    where purgatory's digest is in it (with the states saved on the way).
+    """The image with segment ``c.index`` loaded ``c.cut`` bytes long and the
+    header passed last, and where purgatory's digest is in it (with the
+    states saved on the way).
 
-    Purgatory's ``sha256_regions`` name the new memsz and its digest is
-    hashed again, from the first segment (the cut one comes before the
-    header in kexec-tools' x86 layout).
+    Purgatory hashes its regions in the order of ``sha256_regions``, which
+    kexec-tools fills in segment order (sorted by address: the header before
+    the 651 KB backup segment on x86); the kernel takes the segments in any
+    order (kernel/kexec_core.c sanity_check_segment_list() checks overlaps
+    and the crash reservation only). With the header last, the digest of a
+    new header is one SHA-256 of the header from the saved state, not of the
+    header and everything after it. Purgatory's ``sha256_regions`` name the
+    new memsz in the new order, and its digest is hashed again, from the
+    first segment (the cut one comes before the header).
 
     :raises HeaderError: purgatory's regions were not found, or there are
         more segments than it holds.
     """
     if loc.regions_offset is None:
         raise HeaderError("purgatory's sha256_regions were not found: a segment cannot shrink")
-    segs = list(segments)
-    segs[c.index] = replace(segs[c.index], memsz=c.cut)
-    skip = {purgatory_index} if loc.header_hashed else {purgatory_index, header}
+    cut_segs = list(segments)
+    cut_segs[c.index] = replace(cut_segs[c.index], memsz=c.cut)
+    order = [i for i in range(len(cut_segs)) if i != header] + [header]
+    segs = [cut_segs[i] for i in order]
+    p, h = order.index(purgatory_index), len(segs) - 1
+    setup = None if loc.setup is None else order.index(loc.setup)
+    moved = replace(loc, setup=setup, prefix_state=None, setup_state=None)
+    skip = {p} if loc.header_hashed else {p, h}
     regions = purgatory.regions(segs, skip)
     if not regions:
         raise HeaderError("more segments than purgatory's sha256_regions hold")
-    purg = bytearray(segs[purgatory_index].buf)
+    purg = bytearray(segs[p].buf)
     purg[loc.regions_offset : loc.regions_offset + len(regions)] = regions
-    segs[purgatory_index] = replace(segs[purgatory_index], buf=bytes(purg))
-    digest, new = purgatory.rehashed(loc, segs, purgatory_index, header)
-    segs[purgatory_index] = replace(
-        segs[purgatory_index], buf=purgatory.patched(purg, loc, digest)
-    )
+    segs[p] = replace(segs[p], buf=bytes(purg))
+    digest, new = purgatory.rehashed(moved, segs, p, h)
+    segs[p] = replace(segs[p], buf=purgatory.patched(purg, loc, digest))
     return tuple(segs), new

@@ -65,6 +65,8 @@ from kexecd.timing import Spans
 __all__ = ["Daemon", "changes_header"]
 
 log = logging.getLogger("kexecd")
+# How long after the last change to the snapshot the daemon hashes it again.
+VERIFY_AFTER_S = 0.25
 
 
 class Daemon:
@@ -116,6 +118,9 @@ class Daemon:
             (lambda: self.removals.due, self._look_again),
         )
         self._triggers = [(when, go, Alarm(self.loop, go)) for when, go in triggers]
+        # The snapshot changed (a rewrite of its own: a moved header, a cut
+        # kernel; or another kexecd's load): hashed again once it is quiet.
+        self._verify_later = Alarm(self.loop, lambda: self.verify_ahead(wait=0.0))
 
     @property
     def state(self) -> DaemonState:
@@ -150,9 +155,9 @@ class Daemon:
     def _call_adopt(self, kexec_cmd: Path) -> AdoptResult:
         return adopt(self.refresher, kexec_cmd)
 
-    def _call_verify(self) -> bool:
+    def _call_verify(self, wait: float | None = None) -> bool:
         self.refresher.keep_open = True
-        return self.refresher.verify_ahead()
+        return self.refresher.verify_ahead(wait)
 
     def _forget(self) -> None:
         # The snapshot's files changed, or were replaced: open and hash them again.
@@ -230,16 +235,18 @@ class Daemon:
         self._rearm()
         return out
 
-    def verify_ahead(self) -> None:
+    def verify_ahead(self, wait: float | None = None) -> None:
         """Hash the snapshot's segments while idle, so that the next event's
         refresh need not (half a second for a 60 MB kernel under emulation).
 
         Only with the snapshot watch running, which undoes it on any change;
         a failure is left for that refresh to report.
+
+        :param wait: how long to wait for the state directory's lock.
         """
         if self.session.watch is None:
             return
-        if not self._call_verify():
+        if not self._call_verify(wait):
             log.debug("not verified ahead")
 
     # -- what triggers a refresh ---------------------------------------------------
@@ -277,6 +284,7 @@ class Daemon:
         """The snapshot watch saw something in the state directory."""
         if self.session.changed():
             self._forget()
+            self._verify_later.set(self.clock() + VERIFY_AFTER_S)
 
     def due(self) -> bool:
         """A refresh for events is due."""

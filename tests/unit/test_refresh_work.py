@@ -9,6 +9,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from kexecd import files
 from kexecd.image import facts, loader, plan, record
 from kexecd.image.store import Store, open_snapshot
 from kexecd.service.config import Config
-from kexecd.service.daemon import Daemon
+from kexecd.service.daemon import VERIFY_AFTER_S, Daemon
 from kexecd.service.runtime import SnapshotWatch
 from kexecd.system.root import Root
 from testbed.capture import Capture
@@ -116,6 +117,26 @@ def test_tampered_after_verify_ahead_is_refused(watched: tuple[Daemon, Config, P
     assert rec.action == "failed" and "seg-02.bin: does not match" in str(rec.error)
     backend = d.refresher.deps.backend
     assert isinstance(backend, FakeBackend) and backend.loads == []
+
+
+def test_a_changed_snapshot_is_hashed_again_once_quiet(
+    watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rewrite of the daemon's own (a cut kernel, a moved header) replaces
+    # the snapshot; the next event's refresh must not be the one to hash it.
+    d, cfg, _ = watched
+    d.reconcile("start")
+    d.verify_ahead()
+    calls = _spy(monkeypatch, Store, "verify")
+    manifest = cfg.state_dir / "snapshot/manifest.json"
+    manifest.write_bytes(manifest.read_bytes())
+    d.on_snapshot_change()
+    assert not d.refresher.verified and calls == []
+    due = d.loop.deadline()
+    assert due is not None and due <= d.clock() + VERIFY_AFTER_S
+    time.sleep(VERIFY_AFTER_S)
+    d.loop.run_due()
+    assert d.refresher.verified and len(calls) == 1
 
 
 def test_verify_ahead_failure_is_left_to_the_refresh(watched: tuple[Daemon, Config, Path]) -> None:

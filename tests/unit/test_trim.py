@@ -82,28 +82,40 @@ def test_the_cut_changes_one_memsz_one_region_and_the_digest(name: str) -> None:
     assert (c.index, c.memsz, c.cut) == (k, segs[k].memsz, -(-len(segs[k].buf) // 4096) * 4096)
     assert c.memsz - c.cut > 40 << 20  # tens of MB no longer zero-filled
     new, new_loc = trim.trimmed(segs, c, snap_purg, header, loc)
+    # The same segments, the header passed last, the kernel cut.
+    order = [i for i in range(len(segs)) if i != header] + [header]
     assert [(s.mem, s.memsz) for s in new] == [
-        (s.mem, c.cut if i == k else s.memsz) for i, s in enumerate(segs)
+        (segs[i].mem, c.cut if i == k else segs[i].memsz) for i in order
     ]
-    for i, (a, b) in enumerate(zip(segs, new, strict=True)):
+    purg_at = order.index(snap_purg)
+    for i, b in zip(order, new, strict=True):
         if i != snap_purg:
-            assert bytes(a.buf) == bytes(b.buf)
-    purg = bytes(new[snap_purg].buf)
-    # Purgatory hashes exactly the new regions, and the digest is theirs.
-    assert _regions(purg, loc.regions_offset) == [
-        (s.mem, s.memsz) for i, s in enumerate(new) if i != snap_purg
-    ]
+            assert bytes(segs[i].buf) == bytes(b.buf)
+    purg = bytes(new[purg_at].buf)
+    # Purgatory hashes exactly the new regions, in that order, the header
+    # last, and the digest is theirs.
+    regions = _regions(purg, loc.regions_offset)
+    assert regions == [(s.mem, s.memsz) for i, s in enumerate(new) if i != purg_at]
+    assert regions[-1] == (segs[header].mem, segs[header].memsz)
     digest = purg[loc.digest_offset : loc.digest_offset + 32]
-    assert digest == kexec_tools_digest(new, snap_purg)
+    assert digest == kexec_tools_digest(new, purg_at)
+    # In purgatory, only the digest and the regions changed.
     changed = {
         i for i, (x, y) in enumerate(zip(bytes(segs[snap_purg].buf), purg, strict=True)) if x != y
     }
-    region_k = loc.regions_offset + 16 * sum(1 for i in range(k) if i != snap_purg)
     assert changed <= set(range(loc.digest_offset, loc.digest_offset + 32)) | set(
-        range(region_k + 8, region_k + 16)
+        range(loc.regions_offset, loc.regions_offset + 16 * 16)
     )
     # The states saved on the way are those a fresh search finds.
-    assert purgatory.locate(new, snap_purg, header, loc.setup) == new_loc
+    setup = None if loc.setup is None else order.index(loc.setup)
+    assert purgatory.locate(new, purg_at, len(new) - 1, setup) == new_loc
+    # A new header's digest starts from the state before it: the header alone.
+    other = bytearray(new[-1].buf)
+    other[-1] ^= 1
+    again = [*new[:-1], Segment(bytes(other), new[-1].mem, new[-1].memsz)]
+    assert purgatory.digest_of(new_loc, again, purg_at, len(new) - 1, [len(new) - 1]) == (
+        kexec_tools_digest(again, purg_at)
+    )
     # Cut already: nothing more to cut.
     assert trim.cut(X86_64, new, new_loc) is None
 
@@ -145,6 +157,8 @@ def test_a_reload_cuts_the_kernel_once_and_purgatory_vouches(tmp_path: Path) -> 
     root, state = _loaded(tmp_path)
     before = open_snapshot(state)
     k = kernel_index(list(before.segments))
+    files = [before.path / f"seg-{i:02d}.bin" for i in range(len(before.segments))]
+    inodes = [f.stat().st_ino for f in files]
     _switch(root, tmp_path, "hotadd")
     backend = FakeBackend(root=root)
     r = fakes.refresh(state, root=Root(root), backend=backend)
@@ -152,8 +166,12 @@ def test_a_reload_cuts_the_kernel_once_and_purgatory_vouches(tmp_path: Path) -> 
     after = open_snapshot(state)
     assert after.path == before.path
     assert after.segments[k].memsz == -(-len(before.segments[k].buf) // 4096) * 4096
-    assert [s.memsz for i, s in enumerate(after.segments) if i != k] == [
-        s.memsz for i, s in enumerate(before.segments) if i != k
+    # Every other segment where it was, the header passed last.
+    h = before.header
+    assert h is not None and after.header == len(after.segments) - 1
+    order = [i for i in range(len(before.segments)) if i != h] + [h]
+    assert [(s.mem, s.memsz) for i, s in enumerate(after.segments) if i != k] == [
+        (before.segments[i].mem, before.segments[i].memsz) for i in order if i != k
     ]
     assert "kernel segment 2 loaded 8228864 bytes long, not 66682880" in after.record.info()["how"]
     ((_, _, bufs),) = backend.loads
@@ -162,8 +180,13 @@ def test_a_reload_cuts_the_kernel_once_and_purgatory_vouches(tmp_path: Path) -> 
     off = after.digest.digest_offset if after.digest else -1
     assert bufs[p][off : off + 32] == kexec_tools_digest(sent, p)
     assert bufs[after.header or 0] == after.record.header()
-    # The kernel's file is linked, not written again.
-    assert (after.path / "seg-02.bin").stat().st_ino == (before.path / "seg-02.bin").stat().st_ino
+    # The files of unchanged segments are linked, not written again.
+    now = [(after.path / f"seg-{i:02d}.bin").stat().st_ino for i in range(len(order))]
+    p_was = before.purgatory
+    assert [n for n, i in zip(now, order, strict=True) if i != p_was] == [
+        inodes[i] for i in order if i != p_was
+    ]
+    assert inodes[p_was or 0] not in now
     # Current now; the next reload keeps the cut and rewrites nothing.
     assert plan.make(after, Root(root)).action is Action.NOTHING
     _switch(root, tmp_path, "boot")
