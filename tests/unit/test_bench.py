@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_refresh
+from bench import bench_capture, bench_hotplug, bench_refresh
 from bench.bench_header import main, make_spec, python_build
 from kexecd import core
 from kexecd.arch.x86_64 import MAX_RANGES
@@ -74,3 +74,30 @@ def test_a_refresh_makes_no_python_object_per_range(monkeypatch: pytest.MonkeyPa
         assert shown >= n
         per_refresh.append({k: made[k] - before[k] for k in made})
     assert per_refresh[1] == per_refresh[0], per_refresh
+
+
+def test_capture_and_floor_summaries_give_both_sides() -> None:
+    # bench_capture and P1's two floors: each figure with its baseline and a
+    # verdict computed from them, not written in.
+    lines = bench_capture.summarize({"rounds": 2, "kept": [7.4, 7.7], "cut": [6.9, 6.9]})
+    assert lines[-1].startswith(
+        "SUMMARY capture: crash to dump 6.90 s with the kernel cut, 7.55 s"
+    )
+    p1 = {"memory": [72.0], "cpu": [74.0], "floor": [39.0]}
+    base = {"memory": [1136.0], "cpu": [1206.0]}
+    r = {"n": 1, "p1_kexecd": p1, "p1_baseline": base, "floor_kexec_tools": [129.0]}
+    r["p4"] = {
+        "wakeups_per_min": 0.0,
+        "rss_kib": 1024,
+        "rss_anon_kib": 512,
+        "segments_kib": 100,
+        "segments_mapped_when_idle": 7,
+    }
+    memory = next(x for x in bench_hotplug.summarize(r) if x.startswith("SUMMARY P1 memory"))
+    assert "kexecd 1.85x it, target <= 1.1x: missed" in memory
+    assert (
+        "kexec-tools' layout floor 129 ms" in memory and "0.56x it, target <= 1.1x: met" in memory
+    )
+    del r["floor_kexec_tools"]
+    memory = next(x for x in bench_hotplug.summarize(r) if x.startswith("SUMMARY P1 memory"))
+    assert "kexec-tools' layout" not in memory
