@@ -239,3 +239,40 @@ def test_a_moved_header_never_lands_in_the_cut_tail(
     monkeypatch.setattr(type(X86_64), "header_holes", lambda self, segs: ram)
     at = facts.hole(snap, read_system(Root(root)), 300, None)
     assert at == (seg.mem + extent, 32768)
+
+
+def test_a_move_and_the_cut_in_one_load(tmp_path: Path) -> None:
+    # The first reload must also move the header (it outgrew its 16 KiB): one
+    # rewrite does both, and the new place is outside the kernel's extent.
+    root, state = _loaded(tmp_path)
+    before = open_snapshot(state)
+    k = kernel_index(list(before.segments))
+    found = X86_64.kernel_extent(list(before.segments))
+    assert found is not None
+    iomem = root / "proc/iomem"
+    added = "".join(
+        f"{0x2_0000_0000 + i * 0x200_0000:x}-{0x2_0000_0000 + i * 0x200_0000 + 0xFF_FFFF:x}"
+        " : System RAM\n"
+        for i in range(300)
+    )
+    iomem.write_text(iomem.read_text() + added)
+    backend = FakeBackend(root=root)
+    r = fakes.refresh(state, root=Root(root), backend=backend)
+    assert r.decision.action is Action.RELOCATE and r.relocated is not None
+    _, mem, memsz = r.relocated
+    kern = before.segments[k]
+    assert not (kern.mem <= mem < kern.mem + found[1])
+    after = open_snapshot(state)
+    assert after.header == len(after.segments) - 1
+    assert (after.segments[-1].mem, after.segments[-1].memsz) == (mem, memsz)
+    assert after.segments[k].memsz == -(-len(kern.buf) // 4096) * 4096
+    how = after.record.info()["how"]
+    assert how.startswith("kexecd relocate (header moved from") and "kernel segment 2" in how
+    ((_, _, bufs),) = backend.loads
+    sent = [Segment(b, s.mem, s.memsz) for b, s in zip(bufs, after.segments, strict=True)]
+    p = after.purgatory or 0
+    off = after.digest.digest_offset if after.digest else -1
+    assert bufs[p][off : off + 32] == kexec_tools_digest(sent, p)
+    assert bufs[-1] == after.record.header()
+    setup = next(b for b in bufs if b"elfcorehdr=" in b)
+    assert b" elfcorehdr=%dK" % (mem >> 10) in setup
