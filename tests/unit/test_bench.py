@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_capture, bench_hotplug, bench_refresh
+from bench import bench_capture, bench_debian_host, bench_hotplug, bench_refresh
 from bench.bench_header import main, make_spec, python_build
 from kexecd import core
 from kexecd.arch.x86_64 import MAX_RANGES
@@ -101,3 +101,20 @@ def test_capture_and_floor_summaries_give_both_sides() -> None:
     del r["floor_kexec_tools"]
     memory = next(x for x in bench_hotplug.summarize(r) if x.startswith("SUMMARY P1 memory"))
     assert "kexec-tools' layout" not in memory
+
+
+def test_debian_host_summary_compares_in_the_same_run() -> None:
+    r = {
+        "n": 2,
+        "floor_kexec_tools": [120.0, 140.0],
+        "unit": {"p1": [100.0, 90.0, 110.0, 95.0], "load": [40.0, 42.0, 38.0, 41.0]},
+        "shell": {"p1": [90.0, 85.0, 95.0, 88.0], "load": [40.0, 40.0, 40.0, 40.0]},
+        "kdump_config_reload": [2000.0, 2100.0],
+        "cut": 58 << 20,
+    }
+    (line,) = [x for x in bench_debian_host.summarize(r) if x.startswith("SUMMARY")]
+    assert "kexecd.service 98 ms" in line
+    assert "floor 130 ms: 0.75x, target <= 1.1x: met" in line
+    assert "cut by 58 MiB) 40 ms: 2.41x, target <= 1.1x: missed" in line
+    assert "kdump-config reload 2050 ms (21.0x kexecd)" in line
+    assert "sandbox +8 ms" in line

@@ -39,3 +39,17 @@ def test_anchor_on_linux_6_12() -> None:
     assert r["kernel_release"].startswith("linux-image-6.12.")
     assert len(r["kernel"]) == len(r["online_only"]) == len(r["kexecd"]) == 1
     assert all(v[0] > 0 for k, v in r.items() if isinstance(v, list))
+
+
+def test_debian_host_benchmark_measures_each_side() -> None:
+    # The real Debian 12 host, restored: both floors, the unit's daemon and
+    # the same daemon from a shell, kdump-config reload; one round each.
+    from bench import bench_debian_host
+
+    r = bench_debian_host.measure(n=1)
+    assert len(r["unit"]["p1"]) == len(r["shell"]["p1"]) == 2  # a DIMM plugged and unplugged
+    assert len(r["floor_kexec_tools"]) == len(r["floor_cut"]) == len(r["kdump_config_reload"]) == 1
+    assert r["cut"] > 32 << 20  # the adopted image's kernel segment was cut
+    assert all(v > 0 for v in r["unit"]["load"] + r["shell"]["load"])
+    (line,) = [x for x in bench_debian_host.summarize(r) if x.startswith("SUMMARY")]
+    assert "target <= 1.1x" in line
