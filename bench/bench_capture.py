@@ -17,14 +17,12 @@ checked to cover the new memory.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
 from typing import Any
 
-from bench.guestio import STATE
+from bench.guestio import STATE, main_of
 from testbed.vm import boot
 
 __all__ = ["capture_times", "summarize"]
@@ -77,16 +75,7 @@ def summarize(r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args(argv)
-    r = capture_times(args.rounds)
-    print("\n".join(summarize(r)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f)
-    return 0
+    return main_of(argv, __doc__ or "", 3, capture_times, summarize)
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ In the one guest, by the guest's CLOCK_MONOTONIC:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from typing import Any
 
-from bench.guestio import verdict, wait
+from bench.guestio import main_of, verdict, wait
 from testbed import debian_host, debpkg, saved
 from testbed.vm import Guest
 from tests.vm.test_debian_host import settle_adopted
@@ -179,16 +178,7 @@ def summarize(r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args(argv)
-    r = measure(args.rounds)
-    print("\n".join(summarize(r)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f)
-    return 0
+    return main_of(argv, __doc__ or "", 5, measure, summarize)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from testbed.vm import Guest
 
-__all__ = ["STATE", "baseline_records", "history_len", "start_baseline", "verdict", "wait"]
+__all__ = [
+    "STATE",
+    "baseline_records",
+    "history_len",
+    "main_of",
+    "start_baseline",
+    "verdict",
+    "wait",
+]
 
 STATE = "/run/kexecd-state"
 
@@ -58,3 +67,25 @@ def start_baseline(g: Guest, name: str) -> tuple[Path, str]:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "missed"
+
+
+def main_of(
+    argv: list[str],
+    doc: str,
+    rounds: int,
+    measure: Callable[[int], dict[str, Any]],
+    summarize: Callable[[dict[str, Any]], list[str]],
+) -> int:
+    """A guest benchmark's command line: ``--rounds N`` (default ``rounds``)
+    and ``--json FILE``; runs ``measure``, prints ``summarize``'s lines."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    r = measure(args.rounds)
+    print("\n".join(summarize(r)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(r))
+    return 0
