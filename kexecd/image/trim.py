@@ -118,7 +118,6 @@ def trimmed(
         raise HeaderError("more segments than purgatory's sha256_regions hold")
     purg = bytearray(segs[p].buf)
     purg[loc.regions_offset : loc.regions_offset + len(regions)] = regions
-    segs[p] = replace(segs[p], buf=bytes(purg))
-    digest, new = purgatory.rehashed(moved, segs, p, h)
+    digest, new = purgatory.rehashed(moved, segs, p, h)  # purgatory is not hashed
     segs[p] = replace(segs[p], buf=purgatory.patched(purg, loc, digest))
     return tuple(segs), new
