@@ -45,6 +45,7 @@ __all__ = [
     "fs_volatile",
     "header_size",
     "kexec_load",
+    "map_segment",
     "normalize_ranges",
     "parse_header",
     "parse_iomem_lines",
@@ -290,6 +291,26 @@ def kexec_load(entry: int, flags: int, segments: Sequence[Segment]) -> None:
         keep.append(cbuf)
         c[i].buf, c[i].bufsz, c[i].mem, c[i].memsz = cbuf, len(seg.buf), seg.mem, seg.memsz
     _check(lib.kexecd_kexec_load(entry, flags, c, len(segments)), "kexec_load")
+
+
+def map_segment(fd: int, size: int, mem: int) -> memoryview:
+    """``size`` bytes of the file ``fd`` mapped read-only, for a segment loaded at ``mem``.
+
+    The mapping lies one page past ``mem`` modulo 2 MiB, never at the same
+    address as the destination's direct map modulo a power of two: QEMU
+    TCG's software TLB is direct-mapped, and a 2 MiB-aligned mapping of a
+    2 MiB-aligned kernel segment made kexec_load 7x slower there
+    (``kexecd_map_segment()`` in csrc/kexecd_core.h). Unmapped when the
+    view and every view of it are gone.
+
+    :raises OSError: mmap(2) refused (its errno).
+    """
+    out = ffi.new("void **")
+    _check(lib.kexecd_map_segment(fd, size, mem, out), "mmap")
+    addr = ffi.cast("uint8_t *", out[0])
+    # The buffer keeps ``owner`` alive, and with it the mapping.
+    owner = ffi.gc(addr, lambda p: lib.kexecd_unmap_segment(p, size), size=size)
+    return memoryview(ffi.buffer(owner, size)).toreadonly()
 
 
 # -- watching a directory -------------------------------------------------------

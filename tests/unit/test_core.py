@@ -8,6 +8,9 @@ runs in the VM tier, where kexec-tools really loads a crash kernel.
 
 from __future__ import annotations
 
+import errno
+import gc
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -84,8 +87,8 @@ def test_c_core_tests_pass_under_sanitizers() -> None:
     assert p.returncode == 0, p.stdout + p.stderr
     summaries = re.findall(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
     # test_elfcore, test_iomem, test_sha256 (twice: SHA-NI where the CPU has it,
-    # then portable), test_watch, test_trace
-    assert len(summaries) == 6
+    # then portable), test_watch, test_map, test_trace
+    assert len(summaries) == 7
     assert all(int(n) > 0 and f == "0" for n, f in summaries)
 
 
@@ -99,7 +102,7 @@ def test_c_core_tests_pass_under_sanitizers_on_aarch64() -> None:
     )
     assert p.returncode == 0, p.stdout + p.stderr
     summaries = re.findall(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
-    assert len(summaries) == 4  # test_elfcore, test_iomem, test_sha256, test_watch
+    assert len(summaries) == 5  # test_elfcore, test_iomem, test_sha256, test_watch, test_map
     assert all(int(n) > 0 and f == "0" for n, f in summaries)
     assert "test_trace built" in p.stdout
 
@@ -117,3 +120,68 @@ def test_the_unit_tier_cannot_reach_kexec_load(fake_kexec: Path) -> None:
     with pytest.raises(RealKexecRefused):
         trace_kexec([str(fake_kexec), "crash"])
     assert trace_kexec([str(fake_kexec), "crash"], skip=True).crash_loads == 1
+
+
+# -- where a segment's file is mapped -------------------------------------------
+
+SPAN = 2 << 20
+
+
+def _mapped_at(path: Path) -> list[int]:
+    # The start of every mapping of ``path`` in this process.
+    return [
+        int(line.split("-", 1)[0], 16)
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if line.endswith(" " + str(path))
+    ]
+
+
+@pytest.mark.parametrize("mem", [0x38E00000, 0x3876B000, 0x1000, 0x40001FF000])
+def test_a_segment_is_mapped_a_page_past_its_destination(tmp_path: Path, mem: int) -> None:
+    # A 2 MiB-aligned kernel file at a 2 MiB-aligned destination: the case
+    # where a plain mmap lands on the destination's TLB index.
+    data = bytes(range(256)) * ((3 << 20) // 256) + b"tail"
+    path = tmp_path / "seg-02.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        view = core.map_segment(fd, len(data), mem)
+    finally:
+        os.close(fd)
+    (start,) = _mapped_at(path)
+    assert (start - mem) % SPAN == os.sysconf("SC_PAGESIZE")
+    assert view.readonly and len(view) == len(data)
+    assert bytes(view) == data
+    part = view[4096:8192]
+    del view
+    gc.collect()
+    assert bytes(part) == data[4096:8192]  # a view of it keeps it mapped
+    del part
+    gc.collect()
+    assert _mapped_at(path) == []
+
+
+def test_a_mapping_refused_is_an_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as e:
+        core.map_segment(-1, 4096, 0)
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError) as e:
+        core.map_segment(0, 0, 0)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_the_store_maps_each_segment_a_page_past_it(tmp_path: Path) -> None:
+    from kexecd.image.manifest import segment_file
+    from kexecd.image.store import open_snapshot
+    from tests.unit import fakes
+
+    _, state = fakes.loaded("boot", tmp_path)
+    snap = open_snapshot(state)
+    page = os.sysconf("SC_PAGESIZE")
+    checked = 0
+    for i, seg in enumerate(snap.segments):
+        if len(seg.buf):
+            (start,) = _mapped_at((state / "snapshot" / segment_file(i)).resolve())
+            assert (start - seg.mem) % SPAN == page
+            checked += 1
+    assert checked >= 3
