@@ -45,14 +45,23 @@ class Built:
 
 
 def build_wanted(
-    snap: Snapshot, root: Root, current: CoreHeader, kexec: KexecState, spans: Spans
+    snap: Snapshot,
+    root: Root,
+    current: CoreHeader,
+    kexec: KexecState,
+    spans: Spans,
+    previous: SystemState | None = None,
 ) -> Built:
     """Read the system and build the header a fresh ``kexec -p`` would build,
-    again if a uevent came in the meantime."""
+    again if a uevent came in the meantime.
+
+    :param previous: the system as an earlier refresh read it
+        (:func:`~kexecd.system.state.read_system`).
+    """
     notes: list[str] = []
     for _ in range(SEQNUM_RETRIES):
         seqnum = kexec.uevent_seqnum
-        system = read_system(root, spans, snap.rules)
+        system = read_system(root, spans, snap.rules, previous)
         wanted = elfcore.build(elfcore.spec_from_template(current, system))
         spans.mark("build")
         after = read_uevent_seqnum(root)

@@ -178,11 +178,14 @@ def make(
     policy: Policy = DEFAULT_POLICY,
     kexec: KexecState | None = None,
     spans: Spans | None = None,
+    previous: SystemState | None = None,
 ) -> Plan:
     """Read the system and the loaded image, build the header wanted now, decide.
 
     :param kexec: the kexec state, if the caller has just read it.
     :param spans: where the time goes, step by step (the daemon's debug log).
+    :param previous: the system as the caller's last plan read it; what
+        cannot have changed is not read again.
     :raises SystemStateError: a file of the system is missing or malformed.
     :raises SnapshotError: the snapshot's loaded header is unreadable, or its
         segments lie outside this boot's crash kernel reservation.
@@ -207,7 +210,7 @@ def make(
     loaded = snap.record.header()
     current = elfcore.parse(loaded, str(snap.path / LOADED_HEADER))
     spans.mark("loaded header")
-    built = facts.build_wanted(snap, root, current, kexec, spans)
+    built = facts.build_wanted(snap, root, current, kexec, spans, previous)
     facts.check_placement(snap, built.system)
     move = None
     memsz = base.header_memsz

@@ -24,6 +24,7 @@ from kexecd.image.executor import Executor, RefreshResult
 from kexecd.image.plan import Plan, Policy, make
 from kexecd.image.snapshot import Snapshot
 from kexecd.image.store import Store
+from kexecd.system.state import SystemState
 from kexecd.timing import Spans
 
 __all__ = ["Deps", "Policy", "RefreshResult", "Refresher", "Request"]
@@ -38,6 +39,9 @@ class Refresher:
         changes (the daemon: ``keep_open``) may rely on it.
     :ivar last_plan: the plan of the last refresh, made even if carrying it
         out then failed (the daemon records what the system has).
+
+    The system as the last plan read it is handed to the next one, which
+    reads again only what may have changed since.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Refresher:
         self.snapshot: Snapshot | None = None
         self.verified = False
         self.last_plan: Plan | None = None
+        self._system: SystemState | None = None
 
     @property
     def standing_aside(self) -> bool:
@@ -83,7 +88,10 @@ class Refresher:
             try:
                 snap = self._open()
                 spans.mark("open snapshot")
-                self.last_plan = p = make(snap, self.deps.root, request, self.policy, spans=spans)
+                self.last_plan = p = make(
+                    snap, self.deps.root, request, self.policy, spans=spans, previous=self._system
+                )
+                self._system = p.system or self._system
                 verify = not (self.keep_open and self.verified)
                 r = Executor(self.store, self.deps, self.policy).run(p, request, spans, verify)
             except BaseException:

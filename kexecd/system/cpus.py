@@ -148,9 +148,16 @@ def _note(root: Root, cpu: int) -> Note | None:
     return Note(addr, size)
 
 
-def read_cpus(root: Root) -> Cpus:
+def read_cpus(root: Root, previous: Cpus | None = None) -> Cpus:
     """Read the CPU lists and every probed CPU's crash_notes.
 
+    :param previous: what an earlier call read under the same root. A CPU
+        whose directory is listed now and whose note was read then is not
+        read again: its crash_notes is where the kernel allocated that CPU's
+        per-CPU note once, at boot, for every possible CPU
+        (kernel/crash_core.c ``crash_notes_memory_init()``, Linux 6.1;
+        kernel/kexec_core.c before), and its size is a constant. A memory
+        event then reads no note, a CPU added only its own.
     :raises SystemStateError: a list or crash_notes file is malformed or
         unreadable (crash_notes is root-only).
     """
@@ -158,8 +165,19 @@ def read_cpus(root: Root) -> Cpus:
         raise SystemStateError(f"{root.path(CPU_DIR)}: missing; is sysfs mounted?")
     limit = cpu_limit(root)
     possible = _list(root, "possible", limit)
+    known: dict[int, CpuNote] = {}
+    listed: frozenset[str] | None = None
+    if previous is not None and previous.nr_cpus_conf == len(possible):
+        known = {n.cpu: n for n in previous.notes}
+        listed = root.list_dir(CPU_DIR)
     notes = []
     for cpu in range(len(possible)):
+        if listed is not None:
+            if f"cpu{cpu}" not in listed:
+                continue  # no directory, no crash_notes
+            if (kept := known.get(cpu)) is not None:
+                notes.append(kept)
+                continue
         note = _note(root, cpu)
         if note is not None:
             notes.append(CpuNote(cpu, note))

@@ -38,6 +38,16 @@ class Root:
     def exists(self, rel: str) -> bool:
         return os.path.exists(self._join(rel))
 
+    def list_dir(self, rel: str) -> frozenset[str]:
+        """The names in directory ``rel``; a missing or unreadable one raises
+        :class:`SystemStateError`."""
+        try:
+            return frozenset(os.listdir(self._join(rel)))
+        except FileNotFoundError:
+            raise SystemStateError(f"{self.path(rel)}: missing; is sysfs mounted?") from None
+        except OSError as e:
+            self._error(rel, e)
+
     def read_text(self, rel: str, *, hint: str = "") -> str:
         """Read a whole file; a missing or unreadable one raises :class:`SystemStateError`."""
         return self.read_bytes(rel, hint=hint).decode("utf-8", errors="replace")

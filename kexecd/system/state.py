@@ -48,10 +48,16 @@ class SystemState:
 
 
 def read_system(
-    root: Root | None = None, spans: Spans | None = None, rules: HeaderRules | None = None
+    root: Root | None = None,
+    spans: Spans | None = None,
+    rules: HeaderRules | None = None,
+    previous: SystemState | None = None,
 ) -> SystemState:
     """Read CPUs, /proc/iomem and vmcoreinfo under ``root`` (default ``/``), as
     the kexec-tools version of ``rules`` reads them.
+
+    :param previous: an earlier reading; what cannot have changed since is
+        taken from it (the CPUs' notes: :func:`~kexecd.system.cpus.read_cpus`).
 
     :raises SystemStateError: a file is missing, unreadable or malformed; the
         message names it.
@@ -63,7 +69,8 @@ def read_system(
     spans.mark("iomem")
     memory = crash_ranges(text, str(root.path("proc/iomem")), rules)
     spans.mark("ranges")
-    cpus = read_cpus(root)
+    same_root = previous is not None and previous.root.base == root.base
+    cpus = read_cpus(root, previous.cpus if previous is not None and same_root else None)
     spans.mark("cpus")
     vmcoreinfo = read_vmcoreinfo(root)
     spans.mark("vmcoreinfo")

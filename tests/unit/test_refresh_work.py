@@ -101,6 +101,33 @@ def test_verified_ahead_so_the_first_event_does_not_hash(
     assert len(calls) == 1  # the event's refresh did not hash again
 
 
+def test_an_event_reads_only_the_notes_of_a_cpu_it_has_not_seen(
+    watched: tuple[Daemon, Config, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's Refresher hands each plan the system as the last one read
+    # it: the CPUs' notes already read are not read again (read_cpus).
+    d, _, tmp = watched
+    d.reconcile("start")
+    reads: list[str] = []
+    real = Root._read
+
+    def spy(self: Root, rel: str, limit: int) -> bytes | None:
+        reads.append(rel)
+        return real(self, rel, limit)
+
+    monkeypatch.setattr(Root, "_read", spy)
+    switch_root(tmp, "hotadd")  # CPU 2 and a memory block added
+    assert d.reconcile("events").action == "reload-header"
+    assert [r for r in reads if r.endswith("/crash_notes")] == [
+        "sys/devices/system/cpu/cpu2/crash_notes"
+    ]
+    # And the header loaded is kexec-tools' own for that system, byte for byte.
+    backend = d.refresher.deps.backend
+    assert isinstance(backend, FakeBackend)
+    want = Capture(DATA / "hotadd").header
+    assert any(seg[: len(want)] == want for seg in backend.loads[-1][2])
+
+
 def test_tampered_after_verify_ahead_is_refused(watched: tuple[Daemon, Config, Path]) -> None:
     d, cfg, tmp = watched
     d.reconcile("start")

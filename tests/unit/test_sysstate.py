@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,71 @@ def test_memory_block_size_and_crash_hotplug(tmp_path: Path) -> None:
     (bare / "sys/devices/system/memory/crash_hotplug").write_text("0\n")
     state = read_kexec_state(Root(bare))
     assert state.crash_hotplug and not state.kernel_updates  # there, not active
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # Every file Root reads, by its path relative to the root.
+    seen: list[str] = []
+    real = Root._read
+
+    def spy(self: Root, rel: str, limit: int) -> bytes | None:
+        seen.append(rel)
+        return real(self, rel, limit)
+
+    monkeypatch.setattr(Root, "_read", spy)
+    return seen
+
+
+def test_notes_read_once_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CPU's crash_notes is its per-CPU note, allocated once at boot: a later
+    # read takes it from the earlier one, and reads only a CPU it has not seen.
+    root = fake_root("boot", tmp_path)
+    first = read_cpus(Root(root))
+    assert [n.cpu for n in first.notes] == [0, 1]
+    reads = _reads(monkeypatch)
+    again = read_cpus(Root(root), first)
+    assert again == first
+    assert not [r for r in reads if "crash_notes" in r]
+    assert {"sys/devices/system/cpu/possible", "sys/devices/system/cpu/online"} <= set(reads)
+
+    # A CPU added: its directory appears, and only its note is read.
+    shutil.copytree(DATA / "hotadd/root" / CPU / "cpu2", root / CPU / "cpu2")
+    (root / CPU / "present").write_text("0-2\n")
+    reads.clear()
+    added = read_cpus(Root(root), again)
+    assert [n.cpu for n in added.notes] == [0, 1, 2]
+    assert [r for r in reads if "crash_notes" in r] == [
+        "sys/devices/system/cpu/cpu2/crash_notes",
+        "sys/devices/system/cpu/cpu2/crash_notes_size",
+    ]
+    assert added == read_cpus(Root(root))  # as a read from scratch has it
+
+    # A CPU gone: its directory goes, and so does its note.
+    shutil.rmtree(root / CPU / "cpu1")
+    assert [n.cpu for n in read_cpus(Root(root), added).notes] == [0, 2]
+
+
+def test_notes_are_read_again_when_the_possible_cpus_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = fake_root("boot", tmp_path)
+    first = read_cpus(Root(root))
+    (root / CPU / "possible").write_text("0-1\n")
+    reads = _reads(monkeypatch)
+    fewer = read_cpus(Root(root), first)
+    assert "sys/devices/system/cpu/cpu0/crash_notes" in reads
+    assert fewer.nr_cpus_conf == 2 and [n.cpu for n in fewer.notes] == [0, 1]
+
+
+def test_read_system_reuses_notes_only_under_the_same_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, other = fake_root("boot", tmp_path / "a"), fake_root("boot", tmp_path / "b")
+    first = read_system(Root(one))
+    reads = _reads(monkeypatch)
+    read_system(Root(one), previous=first)
+    assert not [r for r in reads if "crash_notes" in r]
+    read_system(Root(other), previous=first)
+    assert [r for r in reads if "crash_notes" in r]
