@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Buffer", "KexecCall", "LoadCapture", "Segment"]
+__all__ = ["Buffer", "KexecCall", "LoadCapture", "Segment", "page_up"]
 
 
 class KexecCall(enum.Enum):
@@ -108,3 +108,8 @@ class LoadCapture:
             reboot_loads=0,
             program=program,
         )
+
+
+def page_up(n: int, page: int = 4096) -> int:
+    """``n`` rounded up to a whole number of ``page`` bytes."""
+    return -(-n // page) * page

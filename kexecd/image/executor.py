@@ -164,7 +164,7 @@ class Executor:
         # keeps kexec-tools' memsz or it is cut already.
         if not self.policy.trim_kernel or snap.purgatory is None or snap.header is None:
             return None
-        return trim.cut(snap.arch, snap.segments, snap.digest)
+        return trim.cut(snap.segments, snap.kernel_extent, snap.arch.page, snap.digest)
 
     def _rewrite(self, p: Plan, result: RefreshResult, spans: Spans, c: trim.Cut | None) -> None:
         # kexec-tools' own segments are rewritten (the header moved to the

@@ -171,7 +171,7 @@ def hole(
     else:
         size = relocate.grown_memsz(arch, phnum, memsz)
     # A cut kernel segment (kexecd.image.trim) still needs its whole extent.
-    used = trim.occupied(arch, snap.segments)
+    used = trim.occupied(snap.segments, snap.kernel_extent)
     others = [s for i, s in enumerate(used) if i != snap.header]
     for r in system.memory.crash_reserved:
         at = relocate.place((r.start, r.end + 1), others, holes, size, arch.page)

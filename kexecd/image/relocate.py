@@ -25,7 +25,7 @@ from kexecd.arch import Arch
 from kexecd.errors import HeaderError
 from kexecd.image import purgatory
 from kexecd.image.purgatory import DigestLocation
-from kexecd.loads import Buffer, Segment
+from kexecd.loads import Buffer, Segment, page_up
 
 __all__ = [
     "Move",
@@ -50,7 +50,7 @@ def sized_memsz(arch: Arch, phnum: int) -> int:
     """The memsz of a header segment with room for ``phnum`` program headers,
     in whole pages, never below kexec-tools' least for the architecture."""
     page = arch.page
-    return max(arch.min_header_memsz, -(-(EHDR_SIZE + phnum * PHDR_SIZE) // page) * page)
+    return max(arch.min_header_memsz, page_up(EHDR_SIZE + phnum * PHDR_SIZE, page))
 
 
 def grown_memsz(arch: Arch, need: int, current: int) -> int:
@@ -83,12 +83,12 @@ def place(
     for start, end in sorted(holes):
         lo = max(start, crash[0])
         hi = min(end, crash[1])
-        at = -(-lo // page) * page
+        at = page_up(lo, page)
         while at + memsz <= hi:
             clash = next(((s, t) for s, t in used if s < at + memsz and at < t), None)
             if clash is None:
                 return at
-            at = -(-clash[1] // page) * page
+            at = page_up(clash[1], page)
     return None
 
 

@@ -118,6 +118,12 @@ class Snapshot:
         """The architecture the image was loaded for (``KEXEC_ARCH_*`` in its flags)."""
         return of_flags(self.flags)
 
+    @cached_property
+    def kernel_extent(self) -> tuple[int, int] | None:
+        """The kernel segment's index and the memory its boot uses
+        (:meth:`kexecd.arch.Arch.kernel_extent`), found once per snapshot."""
+        return self.arch.kernel_extent(self.segments)
+
     @property
     def record(self) -> LoadRecord:
         """What is loaded from this snapshot, as recorded."""

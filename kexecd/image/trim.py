@@ -24,17 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from kexecd.arch import Arch
 from kexecd.errors import HeaderError
 from kexecd.image import purgatory
 from kexecd.image.purgatory import DigestLocation
-from kexecd.loads import Segment
+from kexecd.loads import Segment, page_up
 
 __all__ = ["Cut", "cut", "occupied", "trimmed"]
-
-
-def _page_up(n: int, page: int) -> int:
-    return -(-n // page) * page
 
 
 @dataclass(frozen=True)
@@ -51,28 +46,35 @@ class Cut:
     cut: int
 
 
-def cut(arch: Arch, segments: Sequence[Segment], loc: DigestLocation | None) -> Cut | None:
+def cut(
+    segments: Sequence[Segment],
+    found: tuple[int, int] | None,
+    page: int,
+    loc: DigestLocation | None,
+) -> Cut | None:
     """The kernel segment to load shorter, or ``None``: none known to the
     architecture, already cut, or purgatory's regions not found (the digest
-    could not vouch for a new memsz)."""
-    if loc is None or loc.regions_offset is None:
-        return None
-    found = arch.kernel_extent(segments)
-    if found is None:
+    could not vouch for a new memsz).
+
+    :param found: the kernel segment's index and extent
+        (:meth:`kexecd.arch.Arch.kernel_extent`; a snapshot's
+        :attr:`~kexecd.image.snapshot.Snapshot.kernel_extent`).
+    """
+    if loc is None or loc.regions_offset is None or found is None:
         return None
     seg = segments[found[0]]
-    short = _page_up(len(seg.buf), arch.page)
+    short = page_up(len(seg.buf), page)
     if seg.memsz <= short:
         return None
     return Cut(found[0], seg.memsz, short)
 
 
-def occupied(arch: Arch, segments: Sequence[Segment]) -> list[Segment]:
+def occupied(segments: Sequence[Segment], found: tuple[int, int] | None) -> list[Segment]:
     """The segments as memory they use until the crash kernel runs: a cut
-    kernel segment over its whole extent (its boot writes there), for
-    placing a moved header (:func:`kexecd.image.relocate.place`)."""
+    kernel segment (``found``: its index and extent, as for :func:`cut`) over
+    its whole extent (its boot writes there), for placing a moved header
+    (:func:`kexecd.image.relocate.place`)."""
     out = list(segments)
-    found = arch.kernel_extent(out)
     if found is not None:
         i, extent = found
         out[i] = replace(out[i], memsz=max(extent, out[i].memsz))

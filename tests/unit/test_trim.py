@@ -68,6 +68,12 @@ def test_arm64_keeps_its_layout() -> None:
     assert AARCH64.kernel_extent(segs) is None
 
 
+def _cut(
+    segs: list[Segment] | tuple[Segment, ...], loc: purgatory.DigestLocation | None
+) -> trim.Cut | None:
+    return trim.cut(segs, X86_64.kernel_extent(segs), X86_64.page, loc)
+
+
 @pytest.mark.parametrize("name", X86)
 def test_the_cut_changes_one_memsz_one_region_and_the_digest(name: str) -> None:
     cap = image(name, bzimage=True)
@@ -76,7 +82,7 @@ def test_the_cut_changes_one_memsz_one_region_and_the_digest(name: str) -> None:
     header = max(i for i, s in enumerate(segs) if bytes(s.buf[:4]) == b"\x7fELF")
     loc = purgatory.locate(segs, snap_purg, header, None)
     assert loc is not None and loc.regions_offset is not None
-    c = trim.cut(X86_64, segs, loc)
+    c = _cut(segs, loc)
     assert c is not None
     k = kernel_index(segs)
     assert (c.index, c.memsz, c.cut) == (k, segs[k].memsz, -(-len(segs[k].buf) // 4096) * 4096)
@@ -117,7 +123,7 @@ def test_the_cut_changes_one_memsz_one_region_and_the_digest(name: str) -> None:
         kexec_tools_digest(again, purg_at)
     )
     # Cut already: nothing more to cut.
-    assert trim.cut(X86_64, new, new_loc) is None
+    assert _cut(new, new_loc) is None
 
 
 def test_no_cut_without_purgatorys_regions() -> None:
@@ -127,9 +133,9 @@ def test_no_cut_without_purgatorys_regions() -> None:
     loc = purgatory.locate(segs, m_purg, 5, None)
     assert loc is not None
     blind = purgatory.DigestLocation(loc.digest_offset, None, True, loc.prefix_state)
-    assert trim.cut(X86_64, segs, blind) is None
-    assert trim.cut(X86_64, segs, None) is None
-    c = trim.cut(X86_64, segs, loc)
+    assert _cut(segs, blind) is None
+    assert _cut(segs, None) is None
+    c = _cut(segs, loc)
     assert c is not None
     with pytest.raises(HeaderError, match="sha256_regions were not found"):
         trim.trimmed(segs, c, m_purg, 5, blind)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from kexecd.arch.x86_64 import bootparams
 from kexecd.errors import CmdlineError
-from kexecd.loads import Segment
+from kexecd.loads import Segment, page_up
 
 __all__ = ["kernel_extent"]
 
@@ -53,10 +53,6 @@ _MAGICS = (
     b"\x02\x21",
     b"\x28\xb5\x2f\xfd",
 )
-
-
-def _page_up(n: int) -> int:
-    return -(-n // PAGE) * PAGE
 
 
 def kernel_extent(segments: Sequence[Segment]) -> tuple[int, int] | None:
@@ -80,7 +76,7 @@ def kernel_extent(segments: Sequence[Segment]) -> tuple[int, int] | None:
     (align,) = struct.unpack_from("<I", hdr, KERNEL_ALIGNMENT)
     (payload,) = struct.unpack_from("<I", hdr, PAYLOAD_OFFSET)
     (init_size,) = struct.unpack_from("<I", hdr, INIT_SIZE)
-    extent = _page_up(init_size)
+    extent = page_up(init_size, PAGE)
     if not align or align & (align - 1) or not extent:
         return None
     found = []
@@ -88,7 +84,7 @@ def kernel_extent(segments: Sequence[Segment]) -> tuple[int, int] | None:
         size = len(seg.buf)
         if i == setup or seg.mem % align or not 0 < size < extent:
             continue
-        if seg.memsz not in (extent, _page_up(size)):
+        if seg.memsz not in (extent, page_up(size, PAGE)):
             continue
         head = bytes(seg.buf[payload : payload + 6])
         if any(head.startswith(m) for m in _MAGICS):
