@@ -34,7 +34,7 @@ from kexecd.arch.x86_64 import MAX_RANGES
 from kexecd.image import loader
 from kexecd.image.refresher import Deps, Refresher
 from kexecd.image.store import Store
-from kexecd.loads import LoadCapture, Segment
+from kexecd.loads import LoadCapture, Segment, page_up
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from testbed.images import CMD_LINE_PTR, SETUP, image, kexec_tools_digest, loaded_root
@@ -51,16 +51,12 @@ class NoLoad:
         pass
 
 
-def _page_up(n: int) -> int:
-    return (n + 0xFFF) & ~0xFFF
-
-
 def big_image(ranges: int) -> LoadCapture:
     """The boot capture's image with room in its header for ``ranges`` more ranges."""
     cap = image("boot")
     segs = list(cap.segments)
-    grow = _page_up(64 + 56 * (ranges + 64)) - segs[HEADER].memsz
-    grow = max(0, _page_up(grow))
+    grow = page_up(64 + 56 * (ranges + 64)) - segs[HEADER].memsz
+    grow = max(0, page_up(grow))
     for i in range(1, HEADER):
         segs[i] = replace(segs[i], mem=segs[i].mem - grow)
     h = segs[HEADER]

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from kexecd.arch import CommandLine, KexecToolsFacts
 from kexecd.arch.x86_64 import bootparams, bzimage, e820
 from kexecd.errors import HeaderError
-from kexecd.loads import Buffer, Segment
+from kexecd.loads import Buffer, Segment, page_up
 from kexecd.model import RangeType
 
 __all__ = ["FACTS", "MAX_RANGES", "MAX_RANGES_OLD", "PAGE_OFFSET_PRE_4_20", "X86_64"]
@@ -125,7 +125,7 @@ class _X86_64:
         The hole kexec-tools cut is the memsz it asked for, which may be less
         than the page-rounded segment.
         """
-        asked = max(MIN_HEADER_MEMSZ, -(-len(old.buf) // HEADER_ALIGN) * HEADER_ALIGN)
+        asked = max(MIN_HEADER_MEMSZ, page_up(len(old.buf), HEADER_ALIGN))
         hole = (old.mem, old.mem + min(asked, old.memsz))
         return e820.write_e820(setup, e820.moved_hole(e820.read_e820(setup), hole, new))
 
