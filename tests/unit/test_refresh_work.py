@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -308,3 +310,41 @@ def test_a_loads_header_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Monke
     again[0] = 0
     assert record.sha256_hex(again) != info["header_sha256"]
     assert len(calls) == 3
+
+
+_NO_IMPORT = """
+import sys, tempfile
+from pathlib import Path
+from kexecd.service.daemon import Daemon
+from kexecd.service.runtime import SnapshotWatch
+from tests.unit.fakes import FakeBackend, FakeMonitor, daemon_env, switch_root
+
+tmp = Path(tempfile.mkdtemp())
+cfg = daemon_env(tmp, settle_ms=100, max_delay_ms=1000)
+d = Daemon(cfg, FakeMonitor(), backend=FakeBackend())
+d.session.watch = SnapshotWatch.start(cfg.state_dir)
+assert d.reconcile("start").action == "nothing"
+d.verify_ahead()
+for name in ("hotadd", "boot", "hotadd"):
+    before = set(sys.modules)
+    switch_root(tmp, name)
+    assert d.reconcile("events").action == "reload-header"
+    print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_an_event_imports_nothing() -> None:
+    # Issue 27 item 1: no import on the hot path. In a fresh interpreter (this
+    # one has imported what other tests needed): the daemon started and its
+    # snapshot hashed ahead, each event's reload imports no module.
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_IMPORT],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["[]", "[]", "[]"]
