@@ -254,3 +254,17 @@ def kernel_updates(root: Path) -> None:
     (``crash_hotplug`` reads 1 for CPUs and memory: Linux 6.6+)."""
     for s in ("cpu", "memory"):
         (root / f"sys/devices/system/{s}/crash_hotplug").write_text("1\n")
+
+
+def root_reads(monkeypatch: Any) -> list[str]:
+    """Every file a :class:`Root` reads from now on, by its path relative to
+    the root (``monkeypatch``: pytest's); the reads still happen."""
+    seen: list[str] = []
+    real = Root._read
+
+    def spy(self: Root, rel: str, limit: int) -> bytes | None:
+        seen.append(rel)
+        return real(self, rel, limit)
+
+    monkeypatch.setattr(Root, "_read", spy)
+    return seen

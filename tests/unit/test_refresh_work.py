@@ -28,7 +28,15 @@ from kexecd.system.root import Root
 from testbed.capture import Capture
 from testbed.images import image, loaded_root
 from tests.unit.data import DATA
-from tests.unit.fakes import ARGV, FakeBackend, FakeMonitor, daemon_env, switch_root, tracer_for
+from tests.unit.fakes import (
+    ARGV,
+    FakeBackend,
+    FakeMonitor,
+    daemon_env,
+    root_reads,
+    switch_root,
+    tracer_for,
+)
 
 
 @pytest.fixture
@@ -110,14 +118,7 @@ def test_an_event_reads_only_the_notes_of_a_cpu_it_has_not_seen(
     # it: the CPUs' notes already read are not read again (read_cpus).
     d, _, tmp = watched
     d.reconcile("start")
-    reads: list[str] = []
-    real = Root._read
-
-    def spy(self: Root, rel: str, limit: int) -> bytes | None:
-        reads.append(rel)
-        return real(self, rel, limit)
-
-    monkeypatch.setattr(Root, "_read", spy)
+    reads = root_reads(monkeypatch)
     switch_root(tmp, "hotadd")  # CPU 2 and a memory block added
     assert d.reconcile("events").action == "reload-header"
     assert [r for r in reads if r.endswith("/crash_notes")] == [

@@ -16,6 +16,7 @@ from kexecd.system.kernel import read_kernel_map, read_kexec_state, read_vmcorei
 from kexecd.system.root import Root
 from kexecd.system.state import read_system
 from tests.unit.data import DATA, fake_root
+from tests.unit.fakes import root_reads
 
 CPU = "sys/devices/system/cpu"
 
@@ -187,19 +188,6 @@ def test_memory_block_size_and_crash_hotplug(tmp_path: Path) -> None:
     assert state.crash_hotplug and not state.kernel_updates  # there, not active
 
 
-def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    # Every file Root reads, by its path relative to the root.
-    seen: list[str] = []
-    real = Root._read
-
-    def spy(self: Root, rel: str, limit: int) -> bytes | None:
-        seen.append(rel)
-        return real(self, rel, limit)
-
-    monkeypatch.setattr(Root, "_read", spy)
-    return seen
-
-
 def test_notes_read_once_are_not_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +196,7 @@ def test_notes_read_once_are_not_read_again(
     root = fake_root("boot", tmp_path)
     first = read_cpus(Root(root))
     assert [n.cpu for n in first.notes] == [0, 1]
-    reads = _reads(monkeypatch)
+    reads = root_reads(monkeypatch)
     again = read_cpus(Root(root), first)
     assert again == first
     assert not [r for r in reads if "crash_notes" in r]
@@ -237,7 +225,7 @@ def test_notes_are_read_again_when_the_possible_cpus_differ(
     root = fake_root("boot", tmp_path)
     first = read_cpus(Root(root))
     (root / CPU / "possible").write_text("0-1\n")
-    reads = _reads(monkeypatch)
+    reads = root_reads(monkeypatch)
     fewer = read_cpus(Root(root), first)
     assert "sys/devices/system/cpu/cpu0/crash_notes" in reads
     assert fewer.nr_cpus_conf == 2 and [n.cpu for n in fewer.notes] == [0, 1]
@@ -248,7 +236,7 @@ def test_read_system_reuses_notes_only_under_the_same_root(
 ) -> None:
     one, other = fake_root("boot", tmp_path / "a"), fake_root("boot", tmp_path / "b")
     first = read_system(Root(one))
-    reads = _reads(monkeypatch)
+    reads = root_reads(monkeypatch)
     read_system(Root(one), previous=first)
     assert not [r for r in reads if "crash_notes" in r]
     read_system(Root(other), previous=first)
