@@ -156,8 +156,8 @@ def read_cpus(root: Root, previous: Cpus | None = None) -> Cpus:
         read again: its crash_notes is where the kernel allocated that CPU's
         per-CPU note once, at boot, for every possible CPU
         (``crash_notes_memory_init()``: kernel/kexec_core.c in Linux 6.1,
-        kernel/crash_core.c in later kernels), and its size is a constant. A memory
-        event then reads no note, a CPU added only its own.
+        kernel/crash_core.c in later kernels), and its size is a constant.
+        A memory event then reads no note, a CPU added only its own.
     :raises SystemStateError: a list or crash_notes file is malformed or
         unreadable (crash_notes is root-only).
     """
