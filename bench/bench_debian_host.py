@@ -51,7 +51,7 @@ from kexecd import core
 from kexecd.image.store import open_snapshot
 snap = open_snapshot(Path("/var/lib/kexecd"))
 segs = list(snap.segments)
-k, extent = snap.arch.kernel_extent(segs)
+k, extent = snap.kernel_extent
 long = list(segs)
 long[k] = replace(segs[k], memsz=max(extent, segs[k].memsz))
 out = {"kexec_tools": [], "cut": [], "memsz": [segs[k].memsz, long[k].memsz]}

@@ -35,13 +35,14 @@ int kexecd_map_segment(int fd, uint64_t len, uint64_t mem, void **addr_ret)
 {
 	const uint64_t span = KEXECD_MAP_SPAN;
 	long page = sysconf(_SC_PAGESIZE);
-	uint64_t total, want, at, end;
+	uint64_t pages, total, want, at;
 	uint8_t *room, *addr;
 
 	if (len == 0 || page <= 0 || len > SIZE_MAX - 2 * span)
 		return -EINVAL;
 	// Reserve the address space, place the file in it, return the rest.
-	total = ((len + (uint64_t)page - 1) & ~((uint64_t)page - 1)) + span;
+	pages = (len + (uint64_t)page - 1) & ~((uint64_t)page - 1);
+	total = pages + span;
 	room = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (room == MAP_FAILED)
 		return -errno;
@@ -54,11 +55,10 @@ int kexecd_map_segment(int fd, uint64_t len, uint64_t mem, void **addr_ret)
 		munmap(room, total);
 		return -err;
 	}
-	end = at + ((len + (uint64_t)page - 1) & ~((uint64_t)page - 1));
 	if (at)
 		munmap(room, at);
-	if (end < total)
-		munmap(room + end, total - end);
+	if (at + pages < total)
+		munmap(room + at + pages, total - at - pages);
 	*addr_ret = addr;
 	return 0;
 }

@@ -161,15 +161,18 @@ def read_cpus(root: Root, previous: Cpus | None = None) -> Cpus:
     :raises SystemStateError: a list or crash_notes file is malformed or
         unreadable (crash_notes is root-only).
     """
-    if not root.exists(CPU_DIR):
+    # Listed only when there is a previous reading (a missing directory says
+    # the same either way); otherwise seen to exist.
+    listed = root.list_dir(CPU_DIR) if previous is not None else None
+    if listed is None and not root.exists(CPU_DIR):
         raise SystemStateError(f"{root.path(CPU_DIR)}: missing; is sysfs mounted?")
     limit = cpu_limit(root)
     possible = _list(root, "possible", limit)
     known: dict[int, CpuNote] = {}
-    listed: frozenset[str] | None = None
     if previous is not None and previous.nr_cpus_conf == len(possible):
         known = {n.cpu: n for n in previous.notes}
-        listed = root.list_dir(CPU_DIR)
+    else:
+        listed = None  # another set of possible CPUs: every note read again
     notes = []
     for cpu in range(len(possible)):
         if listed is not None:

@@ -69,8 +69,8 @@ def read_system(
     spans.mark("iomem")
     memory = crash_ranges(text, str(root.path("proc/iomem")), rules)
     spans.mark("ranges")
-    same_root = previous is not None and previous.root.base == root.base
-    cpus = read_cpus(root, previous.cpus if previous is not None and same_root else None)
+    known = previous.cpus if previous is not None and previous.root.base == root.base else None
+    cpus = read_cpus(root, known)
     spans.mark("cpus")
     vmcoreinfo = read_vmcoreinfo(root)
     spans.mark("vmcoreinfo")
