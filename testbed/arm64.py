@@ -31,7 +31,7 @@ from testbed.arm64_disk import Arm64Image, disk_image, guest_image, guest_kexec
 from testbed.boot import launch, new_run_dir
 from testbed.capture import Capture
 from testbed.guest import Guest
-from testbed.qemu import BootSpec, Machine, control, virtio_mem_options
+from testbed.qemu import BootSpec, Machine, control, reset_log, virtio_mem_options
 from testbed.transport import TestbedError
 
 __all__ = [
@@ -127,6 +127,7 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
         "-display",
         "none",
         "-no-reboot",
+        *reset_log(run_dir),
         "-kernel",
         str(spec.kernel.vmlinuz),
         "-initrd",

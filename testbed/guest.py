@@ -87,6 +87,7 @@ class Guest:
         self.name = name
         self.spec = spec
         self.agent = agent
+        agent.leftover_events = qmp.leftover_events
         self.qmp = qmp
         self.hotplug = Hotplug(agent, qmp, spec.machine)
         self.kdump = Kdump(agent, spec)

@@ -93,6 +93,13 @@ def control(run_dir: Path, devices: Sequence[str]) -> list[str]:
     ]
 
 
+def reset_log(run_dir: Path) -> list[str]:
+    """QEMU options that log each CPU reset (and a "Triple fault") to
+    ``run_dir/qemu.log``: under ``-no-reboot`` a guest reset ends QEMU with
+    status 0 and not a word on its output."""
+    return ["-d", "cpu_reset", "-D", str(run_dir / "qemu.log")]
+
+
 def virtio_mem_options(machine: Machine) -> list[str]:
     """QEMU options of the machine's virtio-mem-pci device (none without one).
 
@@ -144,6 +151,7 @@ def qemu_argv(run_dir: Path, spec: BootSpec) -> list[str]:
         "-nic",
         "none",
         "-no-reboot",
+        *reset_log(run_dir),
         "-monitor",
         "none",
         "-serial",

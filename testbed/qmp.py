@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -58,6 +59,18 @@ class QMP:
         self._log.write(f"{time.time():.3f} <- {line.decode(errors='replace')}\n")
         msg: dict[str, Any] = json.loads(line)
         return msg
+
+    def leftover_events(self, wait: float = 1.0) -> list[str]:
+        """The names and data of the events QEMU sent that nobody read (the
+        last it wrote before exiting stay readable): a ``SHUTDOWN`` event says
+        why it stopped."""
+        deadline = time.monotonic() + wait
+        got = list(self.events)
+        self.events.clear()
+        with contextlib.suppress(QMPError, OSError, ValueError):
+            while True:
+                got.append(self._read(deadline))
+        return [f"{ev['event']} {json.dumps(ev.get('data', {}))}" for ev in got if "event" in ev]
 
     def execute(self, command: str, **arguments: Any) -> Any:
         """Run one QMP command and return its ``return`` value."""

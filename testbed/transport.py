@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class Agent:
         self.sock = sock
         self._buf = b""
         self._next_id = 0
+        #: Unread QMP events, asked for once QEMU has ended (set by the guest).
+        self.leftover_events: Callable[[], list[str]] = list
 
     # -- logs and failures ------------------------------------------------
 
@@ -86,6 +89,20 @@ class Agent:
             f"  crash out:   {self.crash_log}\n--- console tail ---\n{tail}"
         )
 
+    def _exit_of_qemu(self, wait: float = 10.0) -> str:
+        """How QEMU ended once its end of a channel closed: its exit status
+        (a guest reset under ``-no-reboot`` exits 0, silently; see
+        ``qemu.log`` for "Triple fault"), or that it still runs after ``wait`` s."""
+        try:
+            rc = self.proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            return f" (QEMU still runs {wait:g} s later)"
+        events = "; ".join(self.leftover_events()) or "none"
+        return (
+            f" (QEMU exited with status {rc}; its last QMP events: {events}; "
+            f"resets in {self.run_dir / 'qemu.log'})"
+        )
+
     # -- messages -----------------------------------------------------------
 
     def recv(self, deadline: float) -> dict[str, Any]:
@@ -96,7 +113,7 @@ class Agent:
             if left <= 0 or self.proc.poll() is not None:
                 raise self.fail(
                     "the guest agent did not answer"
-                    + (" (QEMU exited)" if self.proc.poll() is not None else "")
+                    + (self._exit_of_qemu(0) if self.proc.poll() is not None else "")
                 )
             self.sock.settimeout(min(left, 1.0))
             try:
@@ -104,7 +121,7 @@ class Agent:
             except TimeoutError:
                 continue
             if not chunk:
-                raise self.fail("the guest agent's channel closed")
+                raise self.fail("the guest agent's channel closed" + self._exit_of_qemu())
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         msg: dict[str, Any] = json.loads(line)

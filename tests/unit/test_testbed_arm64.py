@@ -43,6 +43,7 @@ def test_qemu_argv_is_field_notes_13s(tmp_path: Path, monkeypatch: pytest.Monkey
     assert _after(argv, "-cpu") == "cortex-a57"
     assert _after(argv, "-smp") == "2"
     assert _after(argv, "-m") == "1024M,slots=4,maxmem=3072M"
+    assert _after(argv, "-D") == str(tmp_path / "run" / "qemu.log")
     assert _after(argv, "-serial") == f"file:{tmp_path / 'run' / 'console.log'}"
     assert "virtserialport,chardev=agent,name=org.kexecd.agent" in argv
     words = _after(argv, "-append").split()

@@ -30,6 +30,13 @@ class _Running:
         return None
 
 
+class _NoQMP:
+    """Stands in for the QMP connection: no event left."""
+
+    def leftover_events(self) -> list[str]:
+        return []
+
+
 @pytest.fixture
 def wired(tmp_path: Path) -> Iterator[tuple[Guest, socket.socket]]:
     """A guest whose agent channel's other end is the test's."""
@@ -37,7 +44,7 @@ def wired(tmp_path: Path) -> Iterator[tuple[Guest, socket.socket]]:
     kernel = Kernel("linux-image-test", tmp_path / "vmlinuz", tmp_path / "modules")
     spec = BootSpec(Machine(), kernel, tmp_path / "initrd", kexec="/opt/kexec")
     agent = Agent(tmp_path, _Running(), theirs)  # type: ignore[arg-type]
-    yield Guest("t", spec, agent, qmp=None), ours  # type: ignore[arg-type]
+    yield Guest("t", spec, agent, qmp=_NoQMP()), ours  # type: ignore[arg-type]
     ours.close()
     theirs.close()
 
@@ -111,5 +118,8 @@ def test_the_qemu_command_line_carries_the_shape(
     assert argv[argv.index("-initrd") + 1] == str(tmp_path / "initrd")
     assert argv[argv.index("-x") : argv.index("-x") + 2] == ["-x", "y"]
     assert any(a.startswith(f"virtio-mem-pci,id={VIRTIO_MEM_ID},") for a in argv)
+    # A silent exit on a guest reset (-no-reboot) leaves its reason in qemu.log.
+    assert argv[argv.index("-d") + 1] == "cpu_reset"
+    assert argv[argv.index("-D") + 1] == str(tmp_path / "qemu.log")
     with pytest.raises(TestbedError, match="maxmem"):
         qemu_argv(tmp_path, BootSpec(Machine(maxmem_mib=1024, virtio_mem_mib=1), kernel, tmp_path))
