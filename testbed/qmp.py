@@ -60,17 +60,18 @@ class QMP:
         msg: dict[str, Any] = json.loads(line)
         return msg
 
-    def leftover_events(self, wait: float = 1.0) -> list[str]:
-        """The names and data of the events QEMU sent that nobody read (the
-        last it wrote before exiting stay readable): a ``SHUTDOWN`` event says
-        why it stopped."""
+    def leftover_events(self, wait: float = 1.0, last: int = 8) -> list[str]:
+        """The names and data of the ``last`` events QEMU sent that nobody
+        took (what it wrote before exiting stays readable): a ``SHUTDOWN``
+        event says why it stopped."""
         deadline = time.monotonic() + wait
         got = list(self.events)
         self.events.clear()
         with contextlib.suppress(QMPError, OSError, ValueError):
             while True:
                 got.append(self._read(deadline))
-        return [f"{ev['event']} {json.dumps(ev.get('data', {}))}" for ev in got if "event" in ev]
+        events = [ev for ev in got if "event" in ev][-last:]
+        return [f"{ev['event']} {json.dumps(ev.get('data', {}))}" for ev in events]
 
     def execute(self, command: str, **arguments: Any) -> Any:
         """Run one QMP command and return its ``return`` value."""

@@ -69,6 +69,10 @@ def test_qmp_keeps_the_events_qemu_wrote_before_it_closed(tmp_path: Path) -> Non
             conn.sendall(b'{"QMP": {}}\n')
             conn.recv(4096)  # qmp_capabilities
             conn.sendall(b'{"return": {}}\n')
+            for n in range(10):
+                conn.sendall(
+                    json.dumps({"event": "RTC_CHANGE", "data": {"n": n}}).encode() + b"\n"
+                )
             conn.sendall(
                 json.dumps({"event": "SHUTDOWN", "data": {"reason": "guest-reset"}}).encode()
                 + b"\n"
@@ -79,7 +83,11 @@ def test_qmp_keeps_the_events_qemu_wrote_before_it_closed(tmp_path: Path) -> Non
     qmp = QMP(path, tmp_path / "qmp.log")
     t.join()
     try:
-        assert qmp.leftover_events() == ['SHUTDOWN {"reason": "guest-reset"}']
+        # The last eight only: the older ones are not why it ended.
+        assert qmp.leftover_events() == [
+            *(f'RTC_CHANGE {{"n": {n}}}' for n in range(3, 10)),
+            'SHUTDOWN {"reason": "guest-reset"}',
+        ]
         assert qmp.leftover_events() == []
     finally:
         qmp.close()
