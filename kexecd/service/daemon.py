@@ -304,20 +304,22 @@ class Daemon:
 
     def _refresh_for_events(self) -> UpdateRecord:
         first = self.coalescer.take(self.clock())
-        return self._after_refresh(self.reconcile("events", first))
+        return self._after_refresh(self.reconcile("events", first), first)
 
     def _retry(self) -> UpdateRecord:
         self.backoff.due = None
         return self._after_refresh(self.reconcile("retry after a failure"))
 
     def _look_again(self) -> UpdateRecord:
+        # The reload that finds the range gone is the removal's: timed from its events.
         why = "a removed memory block was still in /proc/iomem"
-        return self._after_refresh(self.reconcile(why))
+        first = self.removals.first_event
+        return self._after_refresh(self.reconcile(why, first), first)
 
-    def _after_refresh(self, record: UpdateRecord) -> UpdateRecord:
+    def _after_refresh(self, record: UpdateRecord, first: float | None = None) -> UpdateRecord:
         now = self.clock()
         self.coalescer.finished(now, loaded=self._loaded)
-        self.removals.follow(self.root, self.recorder.last_system, now)
+        self.removals.follow(self.root, self.recorder.last_system, now, first)
         self._rearm()
         return record
 

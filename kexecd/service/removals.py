@@ -8,7 +8,8 @@ for those events can still read the range in /proc/iomem, and no later event
 says it went. Seen on 5.10 under QEMU TCG: 512 MiB released seconds after its
 last remove event. So a removed block whose range is still there is looked
 at again, every :data:`REMOVAL_POLL` seconds, for at most :data:`REMOVAL_WAIT`
-seconds.
+seconds. The reload that finds it gone is the removal's: its latency counts
+from the first uevent of the refresh that still read the range.
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ class RemovalFollower:
 
     :ivar removed: memory block number -> when to stop looking (the daemon's clock).
     :ivar due: when to refresh again to look at them; ``None``: nothing to look at.
+    :ivar first_event: the first uevent (the daemon's clock) of the refresh that
+        first read one of them still there: the look again's reload is that
+        event's; ``None`` while nothing is looked at, or that refresh had none.
     """
 
     def __init__(self) -> None:
         self.removed: dict[int, float] = {}
         self.due: float | None = None
+        self.first_event: float | None = None
 
     def saw(self, ev: Event, now: float) -> None:
         """A uevent came at ``now``: remember a removed memory block."""
@@ -48,14 +53,29 @@ class RemovalFollower:
         if ev.subsystem == "memory" and ev.action == "remove" and m:
             self.removed[int(m.group(1))] = now + REMOVAL_WAIT
 
-    def follow(self, root: Root, system: SystemState | None, now: float) -> None:
+    def follow(
+        self,
+        root: Root,
+        system: SystemState | None,
+        now: float,
+        first_event: float | None = None,
+    ) -> None:
         """After a refresh that read ``system``: the removed blocks whose range
         it still read as RAM are looked at again soon; the others are done.
 
         :param system: the system as the refresh read it; ``None`` when it read
             none (the kernel keeps the header, or kexecd reloads it whole).
+        :param first_event: that refresh's first uevent, kept as
+            :attr:`first_event` if it is the first to leave a block to look at.
         """
         self.due = None
+        self._follow(root, system, now)
+        if not self.removed:
+            self.first_event = None
+        elif self.first_event is None:
+            self.first_event = first_event
+
+    def _follow(self, root: Root, system: SystemState | None, now: float) -> None:
         if not self.removed:
             return
         try:

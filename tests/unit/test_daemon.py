@@ -243,6 +243,7 @@ def test_a_removal_still_in_iomem_is_looked_at_again(env: tuple[Config, Path]) -
     monitor, backend = FakeMonitor(), FakeBackend()
     daemon = Daemon(cfg, monitor, backend=backend)
     loads: list[int] = []
+    released: list[float] = []
 
     def scenario() -> None:
         deadline = time.monotonic() + 20
@@ -258,6 +259,7 @@ def test_a_removal_still_in_iomem_is_looked_at_again(env: tuple[Config, Path]) -
         )
         time.sleep(1.0)
         loads.append(len(backend.loads))
+        released.append(time.monotonic())
         switch_root(tmp, "hotremove")  # now released
 
     t = threading.Thread(target=scenario)
@@ -269,3 +271,8 @@ def test_a_removal_still_in_iomem_is_looked_at_again(env: tuple[Config, Path]) -
     st = read_state(cfg.runtime_dir)
     assert st.reloads == 2 and st.last_update is not None
     assert st.last_update.why == "a removed memory block was still in /proc/iomem"
+    # That reload is the removal's: timed from its uevents, seen before the release.
+    last = st.history[-1]
+    assert last.first_event_mono is not None
+    assert last.first_event_mono < released[0] <= last.start_mono
+    assert st.last_update.latency_ms == round((last.done_mono - last.first_event_mono) * 1000, 1)
