@@ -150,13 +150,14 @@ def test_power_cuts_upgrade_purge_crash(host_run: dict[str, Guest], host_image: 
     facts["adoptions"] = state["adoptions"]
     assert state["adoptions"] >= 1 and state["failed"] == 0, state
 
-    # 4. The last boot: a CPU (followed after the adoption cut), then the upgrade.
+    # 4. The last boot: the upgrade (a DIMM during it, followed after the
+    # adoption cut), then a CPU. One CPU hot-added in this boot, not two:
+    # under QEMU 7.2's multi-threaded TCG a second CPU hot-added into one
+    # guest while kexecd reloads triple-faults the guest (a repro here: 5 of
+    # 69 second adds, 0 of 88 first adds; see docs/testing.md).
     out = Outcome("lifecycle")
     old_version = guest.sh("dpkg-query -W -f='${Version}' kexecd").strip()
     pid = _main_pid(guest)
-    # A CPU, not a DIMM: the pattern's DIMM is the only one, so the writer's pages land in it.
-    _hot_add_cpu(guest)
-    _wait(guest, "kexecd status", "kexecd did not follow a CPU after the adoption cut")
 
     # The upgrade, with status asked over and over and a DIMM hot-added.
     encoded = base64.b64encode(deb.read_bytes()).decode()
@@ -230,4 +231,4 @@ def test_power_cuts_upgrade_purge_crash(host_run: dict[str, Guest], host_image: 
     print(f"\nlifecycle: {json.dumps(facts)} crash_to_dump_s={out.crash_to_dump_s}")
     assert out.pages_found == PATTERN_PAGES, out
     assert out.dimm_in_dump, out
-    assert out.prstatus == out.online_cpus == 4, out
+    assert out.prstatus == out.online_cpus == 3, out
